@@ -1,0 +1,1 @@
+"""Shared ground of fedbroker: wire code, secure aggregation, registry, identities, config, audit, errors."""

@@ -1,0 +1,1 @@
+"""Generated wire code (do not edit)."""
