@@ -436,14 +436,14 @@ class RevealedShare(_message.Message):
         SELF_MASK_SEED: RevealedShare._Secret.ValueType  # 1
         """Share of b_owner (owner in U3)."""
         MASK_KEY: RevealedShare._Secret.ValueType  # 2
-        """Share of the owner's mask private key (owner in U2 \\ U3): two 16-byte chunks."""
+        """Share of the owner's mask private key (owner in U2 minus U3): two 16-byte chunks."""
 
     class Secret(_Secret, metaclass=_SecretEnumTypeWrapper): ...
     SECRET_UNSPECIFIED: RevealedShare.Secret.ValueType  # 0
     SELF_MASK_SEED: RevealedShare.Secret.ValueType  # 1
     """Share of b_owner (owner in U3)."""
     MASK_KEY: RevealedShare.Secret.ValueType  # 2
-    """Share of the owner's mask private key (owner in U2 \\ U3): two 16-byte chunks."""
+    """Share of the owner's mask private key (owner in U2 minus U3): two 16-byte chunks."""
 
     OWNER_FIELD_NUMBER: _builtins.int
     SECRET_FIELD_NUMBER: _builtins.int

@@ -109,7 +109,7 @@ class AgencyAdapterServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Unmask(self, request, context):
-        """Stage 5: given t signatures on U3, reveal self-mask shares of U3 and mask-key shares of U2 \ U3. Once per round.
+        """Stage 5: given t signatures on U3, reveal self-mask shares of U3 and mask-key shares of U2 minus U3. Once per round.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -46,7 +46,7 @@ class AgencyAdapterStub:
     Consistency: _grpc.UnaryUnaryMultiCallable[_adapter_pb2.ConsistencyRequest, _adapter_pb2.ConsistencyResponse]
     """Stage 4: sign the survivor set U3."""
     Unmask: _grpc.UnaryUnaryMultiCallable[_adapter_pb2.UnmaskRequest, _adapter_pb2.UnmaskResponse]
-    """Stage 5: given t signatures on U3, reveal self-mask shares of U3 and mask-key shares of U2 \\ U3. Once per round."""
+    """Stage 5: given t signatures on U3, reveal self-mask shares of U3 and mask-key shares of U2 minus U3. Once per round."""
 
 @_typing.type_check_only
 class AgencyAdapterAsyncStub(AgencyAdapterStub):
@@ -66,7 +66,7 @@ class AgencyAdapterAsyncStub(AgencyAdapterStub):
     Consistency: _aio.UnaryUnaryMultiCallable[_adapter_pb2.ConsistencyRequest, _adapter_pb2.ConsistencyResponse]  # type: ignore[assignment]
     """Stage 4: sign the survivor set U3."""
     Unmask: _aio.UnaryUnaryMultiCallable[_adapter_pb2.UnmaskRequest, _adapter_pb2.UnmaskResponse]  # type: ignore[assignment]
-    """Stage 5: given t signatures on U3, reveal self-mask shares of U3 and mask-key shares of U2 \\ U3. Once per round."""
+    """Stage 5: given t signatures on U3, reveal self-mask shares of U3 and mask-key shares of U2 minus U3. Once per round."""
 
 class AgencyAdapterServicer(metaclass=_abc_1.ABCMeta):
     """The agency node. Aggregate-only: no RPC returns a row, a per-person value or the agency's unmasked vector;
@@ -119,6 +119,6 @@ class AgencyAdapterServicer(metaclass=_abc_1.ABCMeta):
         request: _adapter_pb2.UnmaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_adapter_pb2.UnmaskResponse, _abc.Awaitable[_adapter_pb2.UnmaskResponse]]:
-        """Stage 5: given t signatures on U3, reveal self-mask shares of U3 and mask-key shares of U2 \\ U3. Once per round."""
+        """Stage 5: given t signatures on U3, reveal self-mask shares of U3 and mask-key shares of U2 minus U3. Once per round."""
 
 def add_AgencyAdapterServicer_to_server(servicer: AgencyAdapterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,127 @@
+"""Telecom aggregates (DESIGN §3): presence, residents, trips and roamers, each one SQL statement in DuckDB.
+
+Event order: a subscriber's signalling events are ordered by ``(ts, cell_id)``, so ties in ``ts`` are broken by
+the larger ``cell_id`` counting as later. An event whose cell is missing from ``cells`` or lies outside the domain
+is still an event (it can be a subscriber's last event of a day, or one end of a consecutive pair); it just
+counts nowhere. Every function returns a fresh ``uint64`` vector in the layout documented on it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+
+from adapters.store import DOMAIN_CTE, count_vector, domain_param, window_params
+
+__all__ = ["presence", "residents", "roamers", "trips"]
+
+# The last event of each (subscriber, day) in the window, mapped to its district's position; one row per pair,
+# so count(*) is a count of distinct subscribers. QUALIFY row_number() measured faster than arg_max here.
+_LAST_EVENT_OF_DAY = f"""
+WITH {DOMAIN_CTE},
+last_event AS (
+    SELECT subscriber_id, ts::DATE AS day, cell_id
+    FROM signalling
+    WHERE ts >= $start_ts AND ts < $end_excl_ts {{subscriber_filter}}
+    QUALIFY row_number() OVER (PARTITION BY subscriber_id, ts::DATE ORDER BY ts DESC, cell_id DESC) = 1
+)
+SELECT dom.idx::BIGINT * $days + date_diff('day', $start_ts::DATE, last_event.day) AS pos, count(*)::UBIGINT AS n
+FROM last_event
+JOIN cells USING (cell_id)
+JOIN domain_index AS dom ON dom.district = cells.district
+GROUP BY ALL
+"""
+
+_ROAMER_FILTER = """
+      AND subscriber_id IN (
+          SELECT subscriber_id FROM subscribers WHERE starts_with(home_district::VARCHAR, $home_prefix)
+      )"""
+
+_RESIDENTS = f"""
+WITH {DOMAIN_CTE}
+SELECT dom.idx::BIGINT AS pos, count(DISTINCT subscriber_id)::UBIGINT AS n
+FROM subscribers
+JOIN domain_index AS dom ON dom.district = subscribers.home_district
+GROUP BY ALL
+"""
+
+# Trips need each in-window event's true predecessor, which may lie before the window. Instead of sorting the
+# whole history, take each subscriber's last event before the window (a hash aggregate) plus the window's
+# events, and run the lag() window over that much smaller set; only events with ts < end + 1 day are read.
+_TRIPS = f"""
+WITH {DOMAIN_CTE},
+cell_index AS (
+    SELECT cells.cell_id, dom.idx FROM cells JOIN domain_index AS dom ON dom.district = cells.district
+),
+before_window AS (
+    SELECT subscriber_id, max({{'ts': ts, 'cell_id': cell_id}}) AS last
+    FROM signalling WHERE ts < $start_ts GROUP BY subscriber_id
+),
+events AS (
+    SELECT subscriber_id, ts, cell_id FROM signalling WHERE ts >= $start_ts AND ts < $end_excl_ts
+    UNION ALL
+    SELECT subscriber_id, last.ts, last.cell_id FROM before_window
+),
+pairs AS (
+    SELECT events.ts, ci.idx,
+           lag(ci.idx) OVER (PARTITION BY events.subscriber_id ORDER BY events.ts, events.cell_id) AS prev_idx
+    FROM events LEFT JOIN cell_index AS ci USING (cell_id)
+)
+SELECT prev_idx::BIGINT * $n + idx AS pos, count(*)::UBIGINT AS n
+FROM pairs
+WHERE ts >= $start_ts AND prev_idx IS NOT NULL AND idx IS NOT NULL AND prev_idx <> idx
+GROUP BY ALL
+"""
+
+
+def presence(
+    con: duckdb.DuckDBPyConnection, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date
+) -> npt.NDArray[np.uint64]:
+    """District × day: distinct subscribers whose last event of day t is in district d; index d_idx*days + t_idx."""
+    return _last_event_counts(con, domain, start, end, home_prefix=None)
+
+
+def roamers(
+    con: duckdb.DuckDBPyConnection, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, home_prefix: str
+) -> npt.NDArray[np.uint64]:
+    """Presence counting only subscribers whose home_district code starts with ``home_prefix``; same layout."""
+    return _last_event_counts(con, domain, start, end, home_prefix=home_prefix)
+
+
+def residents(con: duckdb.DuckDBPyConnection, domain: npt.NDArray[np.int32]) -> npt.NDArray[np.uint64]:
+    """Per district (length n): distinct subscribers whose home_district is d."""
+    return count_vector(con, _RESIDENTS, {"domain": domain_param(domain)}, len(domain))
+
+
+def trips(
+    con: duckdb.DuckDBPyConnection, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date
+) -> npt.NDArray[np.uint64]:
+    """Origin × destination over the window (length n*n, index o_idx*n + d_idx).
+
+    Consecutive events (by ``(ts, cell_id)``, over the subscriber's whole history) in different districts are one
+    trip, dated by the later event's day; the earlier event may lie before the window.
+    """
+    n = len(domain)
+    params = {"domain": domain_param(domain), "n": n, **window_params(start, end)}
+    return count_vector(con, _TRIPS, params, n * n)
+
+
+def _last_event_counts(
+    con: duckdb.DuckDBPyConnection,
+    domain: npt.NDArray[np.int32],
+    start: dt.date,
+    end: dt.date,
+    *,
+    home_prefix: str | None,
+) -> npt.NDArray[np.uint64]:
+    days = (end - start).days + 1
+    params = {"domain": domain_param(domain), "days": days, **window_params(start, end)}
+    if home_prefix is None:
+        sql = _LAST_EVENT_OF_DAY.format(subscriber_filter="")
+    else:
+        sql = _LAST_EVENT_OF_DAY.format(subscriber_filter=_ROAMER_FILTER)
+        params["home_prefix"] = home_prefix
+    return count_vector(con, sql, params, len(domain) * days)

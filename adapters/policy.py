@@ -1,0 +1,125 @@
+"""An agency's own approval of each round: pure checks, no gRPC.
+
+Every adapter decides for itself, from its own config, whether to contribute: the query must be signed by a
+coordinator in the roster, fresh, of a kind and window its policy allows, and the round the broker asks for
+must be one that the signed query really needs (so a broker can neither alter a query nor invent a round).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from federation.config import CoordinatorConfig, FederationConfig, NodeConfig
+from federation.errors import InvalidQuery, PolicyRefused, RegistryMismatch
+from federation.queries import Query, RoundPlan, plan_rounds, vector_length
+from federation.signed_query import verify_signed_query
+
+
+@dataclass(frozen=True)
+class RoundRequest:
+    """What the broker asks an adapter to contribute to, as read from an Open request."""
+
+    canonical_query: bytes
+    coordinator_id: str
+    signature: bytes
+    aggregate: str
+    length: int
+    registry_hash: str
+    start: str
+    end: str
+    params: dict[str, str]
+    participants: tuple[str, ...]
+    threshold: int
+
+
+@dataclass(frozen=True)
+class Approval:
+    query: Query
+    coordinator: CoordinatorConfig
+    plan: RoundPlan
+
+
+def _iso(day: dt.date | None) -> str:
+    return day.isoformat() if day else ""
+
+
+def approve_round(
+    federation: FederationConfig,
+    node: NodeConfig,
+    registry_hash: str,
+    domain_size: int,
+    request: RoundRequest,
+) -> Approval:
+    """Apply the node's own policy to a round; raise the refusal a person can act on, or approve it."""
+    query, coordinator = verify_signed_query(
+        federation, request.canonical_query, request.coordinator_id, request.signature
+    )
+    policy = node.policy
+    if query.kind not in policy.allowed_queries:
+        raise PolicyRefused(
+            f"{node.id} refused: its policy allows {', '.join(policy.allowed_queries) or 'no'} queries, "
+            f"not {query.kind!r}"
+        )
+    if query.window_days > policy.max_window_days:
+        raise PolicyRefused(
+            f"{node.id} refused: window of {query.window_days} days exceeds its limit of {policy.max_window_days}"
+        )
+    if policy.allowed_coordinators and coordinator.id not in policy.allowed_coordinators:
+        raise PolicyRefused(f"{node.id} refused: coordinator {coordinator.id} is not on its allowed list")
+    if coordinator.role not in policy.allowed_roles:
+        raise PolicyRefused(f"{node.id} refused: its policy does not serve {coordinator.role} coordinators")
+    _check_participants(federation, node, request.participants, request.threshold)
+    if request.registry_hash != registry_hash:
+        raise RegistryMismatch(
+            f"{node.id} uses district registry {registry_hash[:12]}…, the round names "
+            f"{request.registry_hash[:12]}…; both sides must load the same domain"
+        )
+    plan = _matching_plan(node, query, request)
+    expected = vector_length(plan.aggregate, domain_size, plan.start, plan.end)
+    if request.length != expected:
+        raise InvalidQuery(
+            f"the round asks for {request.length} cells of {plan.aggregate}, but over {domain_size} districts "
+            f"and this window it has {expected}"
+        )
+    return Approval(query=query, coordinator=coordinator, plan=plan)
+
+
+def _check_participants(
+    federation: FederationConfig, node: NodeConfig, participants: Sequence[str], threshold: int
+) -> None:
+    roster = {n.id: n for n in federation.nodes}
+    unknown = [p for p in participants if p not in roster]
+    if unknown:
+        raise PolicyRefused(f"{node.id} refused: the participant list names unknown node(s) {', '.join(unknown)}")
+    if len(set(participants)) != len(participants):
+        raise PolicyRefused(f"{node.id} refused: the participant list repeats a node")
+    other_kinds = [p for p in participants if roster[p].kind != node.kind]
+    if other_kinds:
+        raise PolicyRefused(
+            f"{node.id} refused: a {node.kind} round cannot include {', '.join(other_kinds)} of another kind"
+        )
+    if node.id not in participants:
+        raise PolicyRefused(f"{node.id} refused: it is not in the round's participant list")
+    minimum = node.policy.min_contributors
+    if threshold < minimum:
+        raise PolicyRefused(f"{node.id} refused: threshold {threshold} is below its minimum of {minimum} contributors")
+    if threshold > len(participants):
+        raise InvalidQuery(f"threshold {threshold} exceeds the {len(participants)} participants")
+
+
+def _matching_plan(node: NodeConfig, query: Query, request: RoundRequest) -> RoundPlan:
+    for plan in plan_rounds(query):
+        if (
+            plan.agency_kind == node.kind
+            and plan.aggregate == request.aggregate
+            and _iso(plan.start) == request.start
+            and _iso(plan.end) == request.end
+            and dict(plan.params) == request.params
+        ):
+            return plan
+    raise PolicyRefused(
+        f"{node.id} refused: the signed {query.kind} query does not need a {request.aggregate} round over "
+        f"{request.start or '-'}..{request.end or '-'} with {request.params or 'no params'}"
+    )

@@ -1,0 +1,84 @@
+"""The adapter's round table: live rounds with a TTL, and replay memory for round ids and signed queries."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from adapters.policy import Approval
+from federation.errors import RoundReplayed, UnknownRound
+from federation.secagg import AdapterRound
+
+
+@dataclass
+class LiveRound:
+    """One round this node takes part in. ``lock`` serialises its stages."""
+
+    round_id: bytes
+    state: AdapterRound
+    approval: Approval
+    expires_at: float
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class RoundTable:
+    """Rounds by id. A round id is accepted once; a signed query may open each of its planned rounds once.
+
+    Round state lives in memory only and expires ``ttl_s`` seconds after Open; the replay memory of ids and
+    query nonces is kept for ``replay_memory_s`` (longer than a signed query's validity, so a replay of a
+    query that could still pass the freshness check is always caught).
+    """
+
+    def __init__(self, *, ttl_s: float = 300.0, replay_memory_s: float = 3600.0) -> None:
+        self._ttl_s = ttl_s
+        self._replay_memory_s = replay_memory_s
+        self._live: dict[bytes, LiveRound] = {}
+        self._seen_ids: dict[bytes, float] = {}
+        self._seen_queries: dict[tuple[str, str], float] = {}
+
+    def reserve(self, round_id: bytes, approval: Approval) -> None:
+        """Claim a round id and the (signed query, round) pair before any work is done; replays are refused."""
+        now = time.monotonic()
+        self._sweep(now)
+        if round_id in self._seen_ids:
+            raise RoundReplayed(f"round {round_id.hex()} was already opened here; a replayed round id is refused")
+        use = (approval.query.nonce, approval.plan.name)
+        if use in self._seen_queries:
+            raise RoundReplayed(
+                f"the signed query {approval.query.nonce} already opened its {approval.plan.name!r} round here; "
+                "a replayed query is refused: the coordinator must sign a new one"
+            )
+        self._seen_ids[round_id] = now
+        self._seen_queries[use] = now
+
+    def activate(self, round_id: bytes, state: AdapterRound, approval: Approval) -> LiveRound:
+        """Make a reserved round live, with its TTL starting now."""
+        live = LiveRound(round_id=round_id, state=state, approval=approval, expires_at=time.monotonic() + self._ttl_s)
+        self._live[round_id] = live
+        return live
+
+    def get(self, round_id: bytes) -> LiveRound:
+        now = time.monotonic()
+        self._sweep(now)
+        live = self._live.get(round_id)
+        if live is None:
+            if round_id in self._seen_ids:
+                raise UnknownRound(f"round {round_id.hex()} expired after {self._ttl_s:.0f} s or was closed")
+            raise UnknownRound(f"round {round_id.hex()} was never opened here")
+        return live
+
+    def close(self, round_id: bytes) -> None:
+        self._live.pop(round_id, None)
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def _sweep(self, now: float) -> None:
+        for rid in [r for r, live in self._live.items() if live.expires_at < now]:
+            del self._live[rid]
+        horizon = now - self._replay_memory_s
+        for rid in [r for r, seen in self._seen_ids.items() if seen < horizon]:
+            del self._seen_ids[rid]
+        for use in [u for u, seen in self._seen_queries.items() if seen < horizon]:
+            del self._seen_queries[use]

@@ -1,0 +1,273 @@
+"""The agency node's gRPC service: thin; reads requests, calls policy, aggregates and secagg, maps results.
+
+Aggregate-only: the node's vector x_u is computed here and only ever leaves as y_u, the masked contribution.
+Every request and every refusal is appended to the node's audit log before the node answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from adapters.aggregates import AggregateRequest, compute_aggregate
+from adapters.faults import FaultPlan
+from adapters.policy import Approval, RoundRequest, approve_round
+from adapters.rounds import RoundTable
+from adapters.store import data_window, open_store
+from federation.audit import AuditLog
+from federation.chunking import CHUNK_BYTES, iter_chunks, payload_digest
+from federation.config import FederationConfig, NodeConfig
+from federation.errors import FederationError, InvalidQuery, PermissionDenied
+from federation.identity import Identity, Roster
+from federation.queries import QUERY_KINDS, query_hash
+from federation.registry import Registry
+from federation.rpc import rpc_errors
+from federation.secagg import AdapterRound
+from federation.tls import peer_identity
+from federation.v1 import adapter_pb2, adapter_pb2_grpc
+from federation.wire import advert_from_pb, advert_to_pb, revealed_to_pb, shares_from_pb, shares_to_pb
+
+log = logging.getLogger(__name__)
+
+
+class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
+    """One agency node. Only the roster's broker may drive rounds; anyone in the roster may Describe."""
+
+    def __init__(
+        self,
+        federation: FederationConfig,
+        node: NodeConfig,
+        identity: Identity,
+        registry: Registry,
+        audit: AuditLog,
+        *,
+        round_ttl_s: float = 300.0,
+    ) -> None:
+        self._federation = federation
+        self._node = node
+        self._identity = identity
+        self._registry = registry
+        self._audit = audit
+        self._rounds = RoundTable(ttl_s=round_ttl_s)
+        self._verifier = Roster.from_files(federation.certificates(), ca=federation.ca)
+        self._roster_ids = set(federation.certificates())
+        self._faults = FaultPlan.from_env()
+
+    # -- boundary helpers -------------------------------------------------------------------------------
+
+    def on_rpc_error(self, method: str, context: Any, error: FederationError) -> None:
+        """Audit every refusal with its reason (messages never carry raw values)."""
+        self._audit.append(
+            "refused",
+            method=method,
+            peer=_peer_or_unknown(context),
+            status=error.status,
+            reason=error.message,
+        )
+
+    def _caller(self, context: grpc.aio.ServicerContext[Any, Any], *, broker_only: bool) -> str:
+        peer = peer_identity(context)
+        if peer not in self._roster_ids:
+            raise PermissionDenied(f"{peer!r} holds a federation certificate but is not in the roster")
+        if broker_only and peer != self._federation.broker.id:
+            raise PermissionDenied(
+                f"only the broker {self._federation.broker.id!r} may drive secure-aggregation rounds, not {peer!r}"
+            )
+        return peer
+
+    # -- RPCs ---------------------------------------------------------------------------------------------
+
+    @rpc_errors()
+    async def Describe(
+        self, request: adapter_pb2.DescribeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> adapter_pb2.NodeDescription:
+        self._caller(context, broker_only=False)
+        window = await asyncio.to_thread(self._data_window)
+        from adapters.aggregates import AGGREGATES_BY_KIND
+
+        return adapter_pb2.NodeDescription(
+            node_id=self._node.id,
+            kind=self._node.kind,
+            registry_hash=self._registry.hash,
+            aggregates=list(AGGREGATES_BY_KIND.get(self._node.kind, ())),
+            allowed_queries=[q for q in self._node.policy.allowed_queries if q in QUERY_KINDS],
+            max_window_days=self._node.policy.max_window_days,
+            data_start=window[0].isoformat() if window else "",
+            data_end=window[1].isoformat() if window else "",
+        )
+
+    @rpc_errors()
+    async def Open(
+        self, request: adapter_pb2.OpenRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> adapter_pb2.OpenResponse:
+        peer = self._caller(context, broker_only=True)
+        await self._faults.before("open")
+        if len(request.round_id) != 16:
+            raise InvalidQuery(f"round id must be 16 bytes, got {len(request.round_id)}")
+        round_request = RoundRequest(
+            canonical_query=request.query.canonical,
+            coordinator_id=request.query.coordinator_id,
+            signature=request.query.signature,
+            aggregate=request.spec.aggregate,
+            length=request.spec.length,
+            registry_hash=request.spec.registry_hash,
+            start=request.spec.start,
+            end=request.spec.end,
+            params=dict(request.spec.params),
+            participants=tuple(request.participants),
+            threshold=request.threshold,
+        )
+        approval = approve_round(self._federation, self._node, self._registry.hash, len(self._registry), round_request)
+        query = approval.query
+        self._rounds.reserve(request.round_id, approval)
+        self._audit.append(
+            "round.open",
+            peer=peer,
+            round=request.round_id.hex(),
+            coordinator=query.coordinator,
+            kind=query.kind,
+            start=query.start.isoformat(),
+            end=query.end.isoformat(),
+            nonce=query.nonce,
+            aggregate=approval.plan.aggregate,
+            participants=list(request.participants),
+            threshold=request.threshold,
+            decision="approved",
+        )
+        vector = await asyncio.to_thread(self._compute, approval)
+        state = AdapterRound(
+            node_id=self._node.id,
+            round_id=request.round_id,
+            query_hash=query_hash(request.query.canonical),
+            participants=list(request.participants),
+            threshold=request.threshold,
+            vector=vector,
+            signer=self._identity.sign,
+            verifier=self._verifier,
+        )
+        live = self._rounds.activate(request.round_id, state, approval)
+        async with live.lock:
+            advert = state.advertise()
+        self._faults.after("open")
+        return adapter_pb2.OpenResponse(advert=advert_to_pb(advert))
+
+    @rpc_errors()
+    async def ShareKeys(
+        self, request: adapter_pb2.ShareKeysRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> adapter_pb2.ShareKeysResponse:
+        peer = self._caller(context, broker_only=True)
+        await self._faults.before("share-keys")
+        live = self._rounds.get(request.round_id)
+        adverts = [advert_from_pb(a) for a in request.adverts]
+        async with live.lock:
+            shares = await asyncio.to_thread(live.state.share_keys, adverts)
+        self._audit.append(
+            "round.share-keys", peer=peer, round=request.round_id.hex(), u1=sorted(a.node_id for a in adverts)
+        )
+        self._faults.after("share-keys")
+        return adapter_pb2.ShareKeysResponse(shares=shares_to_pb(shares))
+
+    @rpc_errors()
+    async def MaskedInput(
+        self, request: adapter_pb2.MaskedInputRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[adapter_pb2.MaskedInputChunk]:
+        peer = self._caller(context, broker_only=True)
+        await self._faults.before("masked-input")
+        live = self._rounds.get(request.round_id)
+        survivors = list(request.survivors)
+        async with live.lock:
+            masked, digest = await asyncio.to_thread(self._mask, live.state, survivors, shares_from_pb(request.shares))
+        self._audit.append(
+            "round.masked-input",
+            peer=peer,
+            round=request.round_id.hex(),
+            u2=sorted(survivors),
+            cells=int(masked.size),
+        )
+        yield adapter_pb2.MaskedInputChunk(
+            header=adapter_pb2.MaskedInputHeader(
+                round_id=request.round_id, length=int(masked.size), sha256=digest, chunk_bytes=CHUNK_BYTES
+            )
+        )
+        for chunk in iter_chunks(masked, CHUNK_BYTES):
+            yield adapter_pb2.MaskedInputChunk(data=chunk)
+        self._faults.after("masked-input")
+
+    @rpc_errors()
+    async def Consistency(
+        self, request: adapter_pb2.ConsistencyRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> adapter_pb2.ConsistencyResponse:
+        peer = self._caller(context, broker_only=True)
+        await self._faults.before("consistency")
+        live = self._rounds.get(request.round_id)
+        async with live.lock:
+            signature = live.state.sign_survivors(list(request.survivors))
+        self._audit.append("round.consistency", peer=peer, round=request.round_id.hex(), u3=sorted(request.survivors))
+        self._faults.after("consistency")
+        return adapter_pb2.ConsistencyResponse(signature=signature)
+
+    @rpc_errors()
+    async def Unmask(
+        self, request: adapter_pb2.UnmaskRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> adapter_pb2.UnmaskResponse:
+        peer = self._caller(context, broker_only=True)
+        await self._faults.before("unmask")
+        live = self._rounds.get(request.round_id)
+        signatures = {s.node_id: s.signature for s in request.signatures}
+        async with live.lock:
+            revealed = await asyncio.to_thread(live.state.unmask, list(request.survivors), signatures)
+        self._audit.append(
+            "round.unmask",
+            peer=peer,
+            round=request.round_id.hex(),
+            u3=sorted(request.survivors),
+            revealed_for=sorted({s.owner for s in revealed}),
+        )
+        self._rounds.close(request.round_id)
+        self._faults.after("unmask")
+        return adapter_pb2.UnmaskResponse(shares=revealed_to_pb(revealed))
+
+    # -- plain work, run in threads ----------------------------------------------------------------------
+
+    def _compute(self, approval: Approval) -> npt.NDArray[np.uint64]:
+        plan = approval.plan
+        con = open_store(self._node.store)
+        try:
+            return compute_aggregate(
+                con,
+                AggregateRequest(
+                    name=plan.aggregate,
+                    domain=self._registry.codes,
+                    start=plan.start,
+                    end=plan.end,
+                    params=dict(plan.params),
+                ),
+            )
+        finally:
+            con.close()
+
+    @staticmethod
+    def _mask(state: AdapterRound, survivors: list[str], shares: list[Any]) -> tuple[npt.NDArray[np.uint64], bytes]:
+        masked = state.masked_input(survivors, shares)
+        return masked, payload_digest(masked)
+
+    def _data_window(self) -> tuple[dt.date, dt.date] | None:
+        con = open_store(self._node.store)
+        try:
+            return data_window(con, self._node.kind)
+        finally:
+            con.close()
+
+
+def _peer_or_unknown(context: Any) -> str:
+    try:
+        return peer_identity(context)
+    except FederationError:
+        return "unauthenticated"

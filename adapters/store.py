@@ -1,0 +1,163 @@
+"""An agency's DuckDB store: opening it, its raw tables (DESIGN §3), and counting SQL turned into a vector.
+
+The raw table names and columns are fixed so that anyone can recompute an answer from the raw data. Every
+aggregate is one SQL statement that returns ``(pos, n)`` rows (vector position, count); :func:`count_vector`
+scatters them into a zeroed ``uint64`` vector with numpy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+
+from federation.errors import ConfigError
+
+__all__ = [
+    "AGENCY_KINDS",
+    "DOMAIN_CTE",
+    "RAW_TABLES",
+    "count_vector",
+    "create_tables",
+    "data_window",
+    "domain_param",
+    "open_store",
+    "window_params",
+]
+
+# kind -> table -> ((column, SQL type), ...), in the exact order of DESIGN §3.
+RAW_TABLES: Mapping[str, Mapping[str, tuple[tuple[str, str], ...]]] = MappingProxyType(
+    {
+        "telecom": MappingProxyType(
+            {
+                "cells": (("cell_id", "BIGINT"), ("district", "INTEGER")),
+                "subscribers": (("subscriber_id", "BIGINT"), ("home_district", "INTEGER")),
+                "signalling": (("subscriber_id", "BIGINT"), ("ts", "TIMESTAMP"), ("cell_id", "BIGINT")),
+            }
+        ),
+        "health": MappingProxyType(
+            {
+                "cases": (
+                    ("case_id", "BIGINT"),
+                    ("person_id", "BIGINT"),
+                    ("status", "VARCHAR"),
+                    ("district", "INTEGER"),
+                    ("onset_date", "DATE"),
+                    ("report_date", "DATE"),
+                ),
+            }
+        ),
+        "transport": MappingProxyType(
+            {
+                "tickets": (
+                    ("ticket_id", "BIGINT"),
+                    ("passenger_id", "BIGINT"),
+                    ("mode", "VARCHAR"),
+                    ("origin", "INTEGER"),
+                    ("destination", "INTEGER"),
+                    ("departure", "TIMESTAMP"),
+                ),
+            }
+        ),
+    }
+)
+AGENCY_KINDS: tuple[str, ...] = tuple(RAW_TABLES)
+
+# The table and column whose days define an agency's data window (what its aggregates are dated by).
+_DATED_COLUMN = {
+    "telecom": ("signalling", "ts"),
+    "health": ("cases", "report_date"),
+    "transport": ("tickets", "departure"),
+}
+
+# The domain as a relation (district code -> 0-based vector position), from the ``$domain`` INTEGER[] parameter.
+# Both unnests run in one SELECT, so they zip element by element.
+DOMAIN_CTE = (
+    "domain_index AS (SELECT unnest($domain::INTEGER[]) AS district, "
+    "generate_subscripts($domain::INTEGER[], 1) - 1 AS idx)"
+)
+
+
+def _raw_tables_of(kind: str) -> Mapping[str, tuple[tuple[str, str], ...]]:
+    try:
+        return RAW_TABLES[kind]
+    except KeyError:
+        raise ConfigError(f"unknown agency kind {kind!r}: use one of {', '.join(AGENCY_KINDS)}") from None
+
+
+def open_store(path: Path, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    """Open an agency's DuckDB store. Read-only stores must exist; a writable one is created if missing."""
+    path = Path(path)
+    if read_only and not path.is_file():
+        raise ConfigError(
+            f"agency store {path} does not exist: fix the store path in the node config, "
+            "or create it with `fedbroker scenario generate` or `fedbroker ingest`"
+        )
+    if not read_only and not path.parent.is_dir():
+        raise ConfigError(f"cannot create agency store {path}: directory {path.parent} does not exist")
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.Error as exc:
+        raise ConfigError(f"cannot open agency store {path}: {exc}") from exc
+    # No progress bar: a node's or a CLI's output is logs and summaries, not a terminal animation.
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def create_tables(con: duckdb.DuckDBPyConnection, kind: str) -> None:
+    """Create the raw tables of an agency kind ('telecom' | 'health' | 'transport') if they do not exist."""
+    for table, columns in _raw_tables_of(kind).items():
+        body = ", ".join(f"{name} {sql_type}" for name, sql_type in columns)
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
+
+
+def data_window(con: duckdb.DuckDBPyConnection, kind: str) -> tuple[dt.date, dt.date] | None:
+    """First and last day present in the store (signalling ts, case report_date, ticket departure); None if empty."""
+    _raw_tables_of(kind)
+    table, column = _DATED_COLUMN[kind]
+    found = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = $table AND table_schema = 'main'",
+        {"table": table},
+    ).fetchone()
+    if found is None or found[0] == 0:
+        raise ConfigError(
+            f"the store has no {table} table: is it really a {kind} store? Load it with `fedbroker ingest {kind}`"
+        )
+    row = con.execute(f"SELECT min({column})::DATE, max({column})::DATE FROM {table}").fetchone()
+    if row is None or row[0] is None:
+        return None
+    first, last = row
+    assert isinstance(first, dt.date) and isinstance(last, dt.date)
+    return first, last
+
+
+def domain_param(domain: npt.NDArray[np.int32]) -> list[int]:
+    """The domain as the ``$domain`` parameter of :data:`DOMAIN_CTE`."""
+    codes: list[int] = domain.tolist()
+    return codes
+
+
+def window_params(start: dt.date, end: dt.date) -> dict[str, Any]:
+    """``$start_ts`` and ``$end_excl_ts``: the inclusive whole-day window as a half-open TIMESTAMP range."""
+    return {
+        "start_ts": dt.datetime.combine(start, dt.time()),
+        "end_excl_ts": dt.datetime.combine(end + dt.timedelta(days=1), dt.time()),
+    }
+
+
+def count_vector(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any], length: int
+) -> npt.NDArray[np.uint64]:
+    """Run counting SQL returning one ``(pos, n)`` row per non-zero position; scatter into zeros(length) uint64."""
+    columns = con.execute(sql, dict(params)).fetchnumpy()
+    positions = np.asarray(columns["pos"], dtype=np.int64)
+    counts = np.asarray(columns["n"], dtype=np.uint64)
+    vector = np.zeros(length, dtype=np.uint64)
+    vector[positions] = counts
+    return vector

@@ -1,0 +1,108 @@
+"""The coordinator's client: sign a query, send it to the broker over mutual TLS, follow its progress."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from federation.config import FederationConfig
+from federation.errors import ConfigError
+from federation.identity import Identity
+from federation.queries import Query
+from federation.rpc import error_from_rpc
+from federation.tls import channel_credentials, channel_options
+from federation.v1 import broker_pb2, broker_pb2_grpc, common_pb2
+
+ProgressFn = Callable[[broker_pb2.Progress], None]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A released result as the coordinator holds it."""
+
+    query: dict[str, Any]
+    columns: list[str]
+    rows: list[list[Any]]
+    suppressed: int
+    contributors: dict[str, dict[str, list[str]]]
+    notes: list[str]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "columns": self.columns,
+            "rows": self.rows,
+            "suppressed": self.suppressed,
+            "contributors": self.contributors,
+            "notes": self.notes,
+        }
+
+
+def coordinator_identity(federation: FederationConfig, coordinator_id: str) -> Identity:
+    coordinator = federation.coordinator(coordinator_id)
+    if coordinator.key is None:
+        raise ConfigError(f"{federation.path}: coordinator {coordinator_id} has no key file; add coordinators[].key")
+    return Identity.load(coordinator.id, coordinator.cert, coordinator.key, federation.ca)
+
+
+def sign_query(identity: Identity, query: Query) -> common_pb2.SignedQuery:
+    canonical = query.canonical()
+    return common_pb2.SignedQuery(
+        canonical=canonical, coordinator_id=identity.node_id, signature=identity.sign(canonical)
+    )
+
+
+def answer_from_pb(result: broker_pb2.QueryResult) -> Answer:
+    rows = [[_value(cell) for cell in row.cells] for row in result.rows]
+    contributors = {c.round: {"contributed": list(c.contributed), "missing": list(c.missing)} for c in result.coverage}
+    return Answer(
+        query=json.loads(result.query),
+        columns=list(result.columns),
+        rows=rows,
+        suppressed=int(result.suppressed),
+        contributors=contributors,
+        notes=list(result.notes),
+    )
+
+
+def _value(cell: broker_pb2.Cell) -> Any:
+    if cell.suppressed:
+        return None
+    which = cell.WhichOneof("value")
+    return getattr(cell, which) if which else None
+
+
+async def run_query(
+    federation: FederationConfig,
+    coordinator_id: str,
+    query: Query,
+    *,
+    broker_address: str | None = None,
+    on_progress: ProgressFn | None = None,
+    timeout_s: float = 300.0,
+) -> Answer:
+    """Sign ``query`` as ``coordinator_id``, run it at the broker and return the released answer."""
+    identity = coordinator_identity(federation, coordinator_id)
+    signed = sign_query(identity, query)
+    broker = federation.broker
+    async with grpc.aio.secure_channel(
+        broker_address or broker.address, channel_credentials(identity), options=channel_options(broker.id)
+    ) as channel:
+        stub = broker_pb2_grpc.BrokerStub(channel)
+        result: broker_pb2.QueryResult | None = None
+        try:
+            async for event in stub.RunQuery(broker_pb2.RunQueryRequest(query=signed), timeout=timeout_s):
+                if event.HasField("progress"):
+                    if on_progress is not None:
+                        on_progress(event.progress)
+                else:
+                    result = event.result
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(error, node=broker.id) from None
+    if result is None:
+        raise ConfigError(f"the broker {broker.id} closed the stream without a result")
+    return answer_from_pb(result)

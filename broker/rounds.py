@@ -1,0 +1,237 @@
+"""The broker's round driver: one secure-aggregation round over gRPC, stage by stage (DESIGN §4).
+
+Every stage fans out to the adapters concurrently with a deadline; whoever fails or times out is dropped and
+recorded with the reason. Masked vectors stream in and are added chunk by chunk into one running sum, so the
+broker's memory stays near one vector whatever the number of agencies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from federation.chunking import cells_of
+from federation.errors import FederationError, RoundAborted, VectorMismatch
+from federation.queries import query_hash
+from federation.rpc import error_from_rpc
+from federation.secagg import BrokerRound, EncryptedShare, RevealedShare, Verifier
+from federation.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
+from federation.wire import advert_from_pb, revealed_from_pb, shares_from_pb, shares_to_pb
+
+T = TypeVar("T")
+#: progress(stage, round name, contributors, message)
+ProgressFn = Callable[[str, str, Sequence[str], str], None]
+#: How many times the masked-input stage is re-run when a stream broke after adding chunks.
+MAX_MASKED_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class AdapterPeer:
+    node_id: str
+    stub: adapter_pb2_grpc.AgencyAdapterAsyncStub
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """The cross-agency sum of one round and who is in it."""
+
+    name: str
+    total: npt.NDArray[np.uint64]
+    contributors: tuple[str, ...]
+    missing: Mapping[str, str]
+
+
+@dataclass
+class _Stage:
+    """Shared per-round bookkeeping of who dropped and why."""
+
+    name: str
+    deadline: float
+    stage_timeout_s: float
+    progress: ProgressFn
+    missing: dict[str, str] = field(default_factory=dict)
+
+    def timeout(self) -> float:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise RoundAborted(f"round {self.name}: the query's deadline passed before the next stage")
+        return min(self.stage_timeout_s, remaining)
+
+    def drop(self, node_id: str, stage: str, error: BaseException) -> None:
+        reason = error.message if isinstance(error, FederationError) else repr(error)
+        self.missing.setdefault(node_id, f"{stage}: {reason}")
+
+
+async def _fan_out(
+    stage: _Stage, label: str, peers: Sequence[AdapterPeer], call: Callable[[AdapterPeer], Awaitable[T]]
+) -> dict[str, T]:
+    """Run ``call`` on every peer concurrently; return the answers of those that succeeded."""
+
+    async def one(peer: AdapterPeer) -> tuple[str, T | BaseException]:
+        try:
+            return peer.node_id, await call(peer)
+        except grpc.aio.AioRpcError as rpc_error:
+            return peer.node_id, error_from_rpc(rpc_error, node=peer.node_id)
+        except FederationError as error:
+            return peer.node_id, error
+
+    answers: dict[str, T] = {}
+    for node_id, answer in await asyncio.gather(*(one(p) for p in peers)):
+        if isinstance(answer, BaseException):
+            stage.drop(node_id, label, answer)
+        else:
+            answers[node_id] = answer
+    return answers
+
+
+def _require(stage: _Stage, label: str, have: Sequence[str], threshold: int) -> None:
+    if len(have) < threshold:
+        missing = "; ".join(f"{n} ({why})" for n, why in sorted(stage.missing.items())) or "none"
+        raise RoundAborted(
+            f"round {stage.name} aborted at {label}: {len(have)} participant(s) left "
+            f"({', '.join(sorted(have)) or 'none'}), threshold {threshold}; missing: {missing}"
+        )
+
+
+async def run_round(
+    *,
+    name: str,
+    spec: common_pb2.VectorSpec,
+    query: common_pb2.SignedQuery,
+    peers: Sequence[AdapterPeer],
+    threshold: int,
+    verifier: Verifier,
+    deadline: float,
+    stage_timeout_s: float = 60.0,
+    progress: ProgressFn | None = None,
+) -> RoundOutcome:
+    """Run one round; return the sum over the surviving contributors, or raise RoundAborted naming the stage."""
+    stage = _Stage(name, deadline, stage_timeout_s, progress or (lambda *_: None))
+    round_id = secrets.token_bytes(16)
+    by_id = {p.node_id: p for p in peers}
+    participants = sorted(by_id)
+    state = BrokerRound(
+        round_id=round_id,
+        query_hash=query_hash(query.canonical),
+        participants=participants,
+        threshold=threshold,
+        length=int(spec.length),
+        verifier=verifier,
+    )
+
+    # 1. Open: each adapter applies its own policy, computes x_u and returns its signed advert.
+    open_request = adapter_pb2.OpenRequest(
+        round_id=round_id, query=query, spec=spec, participants=participants, threshold=threshold
+    )
+    opened = await _fan_out(stage, "open", peers, lambda p: p.stub.Open(open_request, timeout=stage.timeout()))
+    _require(stage, "open", list(opened), threshold)
+    u1 = state.receive_adverts([advert_from_pb(r.advert) for r in opened.values()])
+    stage.progress("open", name, u1, f"{len(u1)} of {len(participants)} opened")
+
+    # 2. ShareKeys: adverts out, encrypted shares back (the broker relays them and cannot read them).
+    adverts = [opened[n].advert for n in u1]
+    share_request = adapter_pb2.ShareKeysRequest(round_id=round_id, adverts=adverts)
+    shared = await _fan_out(
+        stage, "share-keys", [by_id[n] for n in u1], lambda p: p.stub.ShareKeys(share_request, timeout=stage.timeout())
+    )
+    _require(stage, "share-keys", list(shared), threshold)
+    routed = state.route_shares({n: shares_from_pb(r.shares) for n, r in shared.items()})
+    u2 = state.u2
+    stage.progress("share-keys", name, u2, f"{len(u2)} sent shares")
+
+    # 3. MaskedInput: stream y_u into the running sum.
+    await _collect_masked(stage, state, round_id, [by_id[n] for n in u2], routed, int(spec.length))
+    u3 = state.survivors
+    _require(stage, "masked-input", u3, threshold)
+    stage.progress("masked-input", name, u3, f"{len(u3)} masked contributions summed")
+
+    # 4. Consistency: every survivor signs U3, so the broker cannot show parties different sets.
+    consistency_request = adapter_pb2.ConsistencyRequest(round_id=round_id, survivors=u3)
+    signed = await _fan_out(
+        stage,
+        "consistency",
+        [by_id[n] for n in u3],
+        lambda p: p.stub.Consistency(consistency_request, timeout=stage.timeout()),
+    )
+    _require(stage, "consistency", list(signed), threshold)
+    signatures = state.receive_consistency({n: r.signature for n, r in signed.items()})
+    stage.progress("consistency", name, sorted(signed), "survivor set signed")
+
+    # 5. Unmask: self-mask shares of U3 and mask-key shares of U2 \ U3; the broker removes every mask.
+    unmask_request = adapter_pb2.UnmaskRequest(
+        round_id=round_id,
+        survivors=u3,
+        signatures=[adapter_pb2.SurvivorSignature(node_id=n, signature=s) for n, s in sorted(signatures.items())],
+    )
+    revealed_pb = await _fan_out(
+        stage, "unmask", [by_id[n] for n in u3], lambda p: p.stub.Unmask(unmask_request, timeout=stage.timeout())
+    )
+    _require(stage, "unmask", list(revealed_pb), threshold)
+    revealed: dict[str, list[RevealedShare]] = {n: revealed_from_pb(r.shares) for n, r in revealed_pb.items()}
+    total = await asyncio.to_thread(state.unmask, revealed)
+    stage.progress("unmask", name, u3, "sum recovered")
+    missing = {n: stage.missing.get(n, "did not contribute") for n in participants if n not in u3}
+    return RoundOutcome(name=name, total=total, contributors=tuple(u3), missing=missing)
+
+
+async def _collect_masked(
+    stage: _Stage,
+    state: BrokerRound,
+    round_id: bytes,
+    peers: Sequence[AdapterPeer],
+    routed: Mapping[str, Sequence[EncryptedShare]],
+    length: int,
+) -> None:
+    """Stream every masked vector into the running sum. A stream that breaks after some of its chunks were
+    added poisons the sum: it is discarded and the complete contributors are fetched again (their y_u is
+    deterministic for the same U2, so a repeat reveals nothing new)."""
+    survivors = [p.node_id for p in peers]
+    pending = list(peers)
+    for _attempt in range(MAX_MASKED_ATTEMPTS):
+        poisoned = False
+
+        async def fetch(peer: AdapterPeer) -> None:
+            nonlocal poisoned
+            request = adapter_pb2.MaskedInputRequest(
+                round_id=round_id, survivors=survivors, shares=shares_to_pb(routed.get(peer.node_id, ()))
+            )
+            header: Any = None
+            offset = 0
+            try:
+                async for message in peer.stub.MaskedInput(request, timeout=stage.timeout()):
+                    if message.HasField("header"):
+                        header = message.header
+                        if header.length != length or header.round_id != round_id:
+                            raise VectorMismatch(
+                                f"{peer.node_id} announced {header.length} cells for round "
+                                f"{header.round_id.hex()}, expected {length} for {round_id.hex()}"
+                            )
+                        continue
+                    if header is None:
+                        raise VectorMismatch(f"{peer.node_id} sent vector data before its header")
+                    cells = cells_of(message.data, sender=peer.node_id)
+                    state.add_masked_chunk(peer.node_id, offset, message.data)
+                    offset += cells.size
+                if header is None:
+                    raise VectorMismatch(f"{peer.node_id} closed its stream without a header")
+                state.finish_masked(peer.node_id, int(header.length), bytes(header.sha256))
+            except BaseException:
+                if offset:
+                    poisoned = True
+                raise
+
+        done = await _fan_out(stage, "masked-input", pending, fetch)
+        if not poisoned:
+            return
+        state.discard_masked()
+        pending = [p for p in pending if p.node_id in done]
+        stage.progress("masked-input", stage.name, sorted(done), "a stream broke mid-way: re-fetching the others")
+    raise RoundAborted(f"round {stage.name}: masked-input streams kept breaking after {MAX_MASKED_ATTEMPTS} attempts")

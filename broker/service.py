@@ -1,0 +1,256 @@
+"""The coordinator-facing broker service: thin. Validates, plans, runs the rounds, joins, releases.
+
+The broker learns only each round's cross-agency sum; what it releases passes disclosure control first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import grpc
+
+from broker.catalog import query_kind
+from broker.jurisdiction import check_jurisdiction, restrict_to_jurisdiction
+from broker.result import QueryResult
+from broker.rounds import AdapterPeer, RoundOutcome, run_round
+from federation.audit import AuditLog
+from federation.config import CoordinatorConfig, FederationConfig
+from federation.errors import FederationError, InvalidQuery, PermissionDenied
+from federation.identity import Roster
+from federation.queries import QUERY_KINDS, Query, RoundPlan, district_filter, plan_rounds, vector_length
+from federation.registry import Registry
+from federation.rpc import rpc_errors
+from federation.signed_query import verify_signed_query
+from federation.tls import peer_identity
+from federation.v1 import adapter_pb2_grpc, broker_pb2, broker_pb2_grpc, common_pb2
+
+log = logging.getLogger(__name__)
+
+
+def round_threshold(federation: FederationConfig, participants: Sequence[str]) -> int:
+    """t for a round: a majority of the participants, at least 2, and at least every participant's
+    ``min_contributors`` as the roster states it (each adapter still enforces its own)."""
+    minimum = max((federation.node(n).policy.min_contributors for n in participants), default=2)
+    return min(len(participants), max(2, len(participants) // 2 + 1, minimum))
+
+
+class BrokerService(broker_pb2_grpc.BrokerServicer):
+    def __init__(
+        self,
+        federation: FederationConfig,
+        registry: Registry,
+        audit: AuditLog,
+        stubs: Mapping[str, adapter_pb2_grpc.AgencyAdapterAsyncStub],
+    ) -> None:
+        self._federation = federation
+        self._registry = registry
+        self._audit = audit
+        self._stubs = dict(stubs)
+        self._verifier = Roster.from_files(federation.certificates(), ca=federation.ca)
+
+    def on_rpc_error(self, method: str, context: Any, error: FederationError) -> None:
+        try:
+            peer = peer_identity(context)
+        except FederationError:
+            peer = "unauthenticated"
+        self._audit.append("refused", method=method, peer=peer, status=error.status, reason=error.message)
+
+    @rpc_errors()
+    async def DescribeFederation(
+        self, request: broker_pb2.DescribeFederationRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> broker_pb2.FederationDescription:
+        self._coordinator(context)
+        return broker_pb2.FederationDescription(
+            registry_hash=self._registry.hash,
+            districts=len(self._registry),
+            query_kinds=list(QUERY_KINDS),
+            nodes=[n.id for n in self._federation.nodes],
+            data_start=self._federation.data_start.isoformat(),
+            data_end=self._federation.data_end.isoformat(),
+        )
+
+    @rpc_errors()
+    async def RunQuery(
+        self, request: broker_pb2.RunQueryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[broker_pb2.QueryEvent]:
+        caller = self._coordinator(context)
+        signed = request.query
+        query, signer = verify_signed_query(self._federation, signed.canonical, signed.coordinator_id, signed.signature)
+        if signer.id != caller.id:
+            raise PermissionDenied(
+                f"{caller.id} submitted a query signed by {signer.id}; a coordinator submits only its own queries"
+            )
+        self._audit.append(
+            "query.received",
+            peer=caller.id,
+            kind=query.kind,
+            start=query.start.isoformat(),
+            end=query.end.isoformat(),
+            nonce=query.nonce,
+            params=[f"{k}={v}" for k, v in sorted(query.params.items())],
+        )
+        self._validate(query, caller)
+        plans = plan_rounds(query)
+        events: asyncio.Queue[broker_pb2.QueryEvent | None] = asyncio.Queue()
+
+        def progress(stage: str, round_name: str, contributors: Sequence[str], message: str) -> None:
+            events.put_nowait(
+                broker_pb2.QueryEvent(
+                    progress=broker_pb2.Progress(
+                        stage=stage, round=round_name, contributors=list(contributors), message=message
+                    )
+                )
+            )
+
+        progress("plan", "", [], ", ".join(f"{p.name}: {p.aggregate}" for p in plans))
+        deadline = time.monotonic() + self._federation.broker.round_timeout_s
+        task = asyncio.create_task(self._run_rounds(signed, plans, deadline, progress))
+        task.add_done_callback(lambda _: events.put_nowait(None))
+        while (event := await events.get()) is not None:
+            yield event
+        outcomes = task.result()  # re-raises a round's RoundAborted / refusal for the boundary to map
+        result = self._release(query, caller, outcomes)
+        yield broker_pb2.QueryEvent(result=result)
+
+    # -- plain steps ---------------------------------------------------------------------------------------
+
+    def _coordinator(self, context: grpc.aio.ServicerContext[Any, Any]) -> CoordinatorConfig:
+        peer = peer_identity(context)
+        for coordinator in self._federation.coordinators:
+            if coordinator.id == peer:
+                return coordinator
+        raise PermissionDenied(f"{peer!r} is not a coordinator in the federation roster; only coordinators may query")
+
+    def _validate(self, query: Query, coordinator: CoordinatorConfig) -> None:
+        for plan in plan_rounds(query):
+            nodes = self._federation.nodes_of_kind(plan.agency_kind)
+            longest = max((n.policy.max_window_days for n in nodes), default=0)
+            if query.window_days > longest:
+                raise InvalidQuery(
+                    f"window of {query.window_days} days exceeds the longest window any {plan.agency_kind} agency "
+                    f"allows ({longest} days); shorten it or split the query"
+                )
+        first, last = self._federation.data_start, self._federation.data_end
+        if query.start < first or query.end > last:
+            raise InvalidQuery(
+                f"window {query.start}..{query.end} lies outside the federation's data {first}..{last}; "
+                "pick dates inside it"
+            )
+        districts = district_filter(query)
+        if districts:
+            self._registry.index_of(list(districts))  # UnknownDistrict names the codes not in the domain
+        check_jurisdiction(coordinator, self._registry, districts)
+
+    async def _run_rounds(
+        self, signed: common_pb2.SignedQuery, plans: Sequence[RoundPlan], deadline: float, progress: Any
+    ) -> list[RoundOutcome]:
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._run_round(signed, plan, deadline, progress)) for plan in plans]
+        except ExceptionGroup as failures:
+            # One round failing cancels the others; the coordinator gets the reason of the first that failed.
+            group_of_ours = failures.subgroup(FederationError)
+            if group_of_ours is None:
+                raise
+            first: BaseException = group_of_ours
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
+        return [t.result() for t in tasks]
+
+    async def _run_round(
+        self, signed: common_pb2.SignedQuery, plan: RoundPlan, deadline: float, progress: Any
+    ) -> RoundOutcome:
+        participants = [n.id for n in self._federation.nodes_of_kind(plan.agency_kind)]
+        if len(participants) < 2:
+            raise InvalidQuery(
+                f"the {plan.name} round needs at least two {plan.agency_kind} agencies; the roster has "
+                f"{len(participants)}"
+            )
+        spec = common_pb2.VectorSpec(
+            aggregate=plan.aggregate,
+            length=vector_length(plan.aggregate, len(self._registry), plan.start, plan.end),
+            registry_hash=self._registry.hash,
+            start=plan.start.isoformat() if plan.start else "",
+            end=plan.end.isoformat() if plan.end else "",
+            params=dict(plan.params),
+        )
+        threshold = round_threshold(self._federation, participants)
+        outcome = await run_round(
+            name=plan.name,
+            spec=spec,
+            query=signed,
+            peers=[AdapterPeer(n, self._stubs[n]) for n in participants],
+            threshold=threshold,
+            verifier=self._verifier,
+            deadline=deadline,
+            progress=progress,
+        )
+        self._audit.append(
+            "round.summed",
+            round=plan.name,
+            aggregate=plan.aggregate,
+            cells=int(spec.length),
+            contributors=list(outcome.contributors),
+            missing=sorted(outcome.missing),
+            threshold=threshold,
+        )
+        return outcome
+
+    def _release(
+        self, query: Query, coordinator: CoordinatorConfig, outcomes: Sequence[RoundOutcome]
+    ) -> broker_pb2.QueryResult:
+        kind = query_kind(query.kind)
+        disclosure = self._federation.broker
+        k = disclosure.mobility_k if kind.disclosure_kind == "mobility" else disclosure.cases_k
+        result = kind.build_result(query, self._registry, {o.name: o.total for o in outcomes}, k)
+        result = restrict_to_jurisdiction(result, coordinator, self._registry)
+        self._audit.append(
+            "query.released",
+            peer=coordinator.id,
+            kind=query.kind,
+            nonce=query.nonce,
+            rows=len(result.rows),
+            suppressed=result.suppressed,
+            k=k,
+            contributors=sorted({c for o in outcomes for c in o.contributors}),
+            missing=sorted({m for o in outcomes for m in o.missing}),
+        )
+        return result_to_pb(result, outcomes)
+
+
+def result_to_pb(result: QueryResult, outcomes: Sequence[RoundOutcome]) -> broker_pb2.QueryResult:
+    rows = [broker_pb2.Row(cells=[_cell(v) for v in row]) for row in result.rows]
+    coverage = [
+        broker_pb2.Coverage(
+            round=o.name,
+            contributed=list(o.contributors),
+            missing=[f"{n}: {why}" for n, why in sorted(o.missing.items())],
+        )
+        for o in outcomes
+    ]
+    return broker_pb2.QueryResult(
+        query=result.query.canonical(),
+        columns=list(result.columns),
+        rows=rows,
+        suppressed=result.suppressed,
+        coverage=coverage,
+        notes=list(result.notes),
+    )
+
+
+def _cell(value: Any) -> broker_pb2.Cell:
+    if value is None:
+        return broker_pb2.Cell(suppressed=True)
+    if isinstance(value, bool):
+        return broker_pb2.Cell(bool_value=value)
+    if isinstance(value, int):
+        return broker_pb2.Cell(int_value=value)
+    if isinstance(value, float):
+        return broker_pb2.Cell(float_value=value if math.isfinite(value) else 0.0)
+    return broker_pb2.Cell(text_value=str(value))

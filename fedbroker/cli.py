@@ -1,0 +1,185 @@
+"""The ``fedbroker`` command (DESIGN §7): scenario, ingest, serve, up, query, demo, audit, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from federation.errors import FederationError
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedbroker",
+        description="Multi-agency data federation broker for epidemic response.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress of every node step")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    scenario = commands.add_parser("scenario", help="synthetic scenarios")
+    scenario_commands = scenario.add_subparsers(dest="scenario_command", required=True, metavar="ACTION")
+    generate = scenario_commands.add_parser("generate", help="write a synthetic federation: stores, roster, PKI")
+    from fedbroker.scenario import add_arguments as scenario_arguments
+
+    scenario_arguments(generate)
+
+    ingest = commands.add_parser("ingest", help="load an agency's own CSV/Parquet export into its store")
+    from adapters.ingest import add_arguments as ingest_arguments
+
+    ingest_arguments(ingest)
+
+    serve = commands.add_parser("serve", help="run one node (for separate hosts)")
+    serve.add_argument("role", choices=["adapter", "broker"])
+    serve.add_argument("--config", type=Path, required=True, help="the federation roster (federation.yaml)")
+    serve.add_argument("--id", help="this adapter's node id in the roster")
+    serve.add_argument("--listen", help="host:port to bind (default: the roster's address)")
+    serve.add_argument("--ready-file", type=Path, help="write the bound port here once serving")
+
+    up = commands.add_parser("up", help="run a whole local federation until interrupted")
+    up.add_argument("--federation", type=Path, required=True)
+    up.add_argument(
+        "--ephemeral",
+        action="store_true",
+        help="bind ephemeral ports; the roster with the real "
+        "addresses is written beside the file as federation.runtime.yaml",
+    )
+
+    query = commands.add_parser("query", help="run a joint query as a coordinator")
+    query.add_argument("kind", help="population | flows | cases | importation-risk")
+    query.add_argument("--federation", type=Path, required=True)
+    query.add_argument("--as", dest="coordinator", required=True, help="coordinator id (signs the query)")
+    query.add_argument("--start", type=_date, help="first day, YYYY-MM-DD")
+    query.add_argument("--end", type=_date, help="last day, YYYY-MM-DD (default: the federation's last day)")
+    query.add_argument("--source", choices=["telecom", "transport"], help="flows: which agencies count trips")
+    query.add_argument("--mode", choices=["all", "rail", "air", "coach"], help="flows from transport: one mode")
+    query.add_argument("--window-days", type=int, help="importation-risk window (default 14)")
+    query.add_argument("--threshold", type=float, help="importation-risk alert threshold on I_d (default 1.0)")
+    query.add_argument("--top", type=int, help="importation-risk: top origins listed per district")
+    query.add_argument("--districts", help="comma-separated district codes to report")
+    query.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    query.add_argument("--limit", type=int, help="table: show at most this many rows")
+    query.add_argument("--broker", help="broker host:port (default: the roster's)")
+
+    demo = commands.add_parser("demo", help="generate or reuse the default scenario, run importation-risk")
+    demo.add_argument("--workdir", type=Path, default=Path("fedbroker-work"), help="where the scenario lives")
+    demo.add_argument("--fresh", action="store_true", help="regenerate the scenario even if one exists")
+    demo.add_argument("--subscribers", type=int, help="persons in the synthetic world")
+
+    audit = commands.add_parser("audit", help="audit logs")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_commands.add_parser("verify", help="check a hash-chained audit log")
+    verify.add_argument("files", type=Path, nargs="+")
+
+    bench = commands.add_parser("bench", help="run a benchmark from bench/")
+    bench.add_argument("name")
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    serving = args.command in ("serve", "up")
+    logging.basicConfig(
+        level=logging.INFO if (args.verbose or serving) else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return _dispatch(args)
+    except FederationError as error:
+        print(f"fedbroker: {type(error).__name__}: {error.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "scenario":
+        from fedbroker.scenario import run as run_scenario
+
+        return run_scenario(args)
+    if args.command == "ingest":
+        from adapters.ingest import run as run_ingest
+
+        return run_ingest(args)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "up":
+        return _up(args)
+    if args.command == "query":
+        from fedbroker.commands import run_query_command
+
+        return run_query_command(args)
+    if args.command == "demo":
+        from fedbroker.demo import run_demo
+
+        return run_demo(args.workdir, fresh=args.fresh, subscribers=args.subscribers)
+    if args.command == "audit":
+        from fedbroker.commands import verify_audit_command
+
+        return verify_audit_command(args.files)
+    if args.command == "bench":
+        from bench.__main__ import main as bench_main
+
+        return bench_main([args.name, *args.args])
+    raise AssertionError(args.command)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from federation.config import load_federation
+
+    federation = load_federation(args.config)
+
+    def ready(port: int) -> None:
+        if args.ready_file is not None:
+            tmp = args.ready_file.with_suffix(".tmp")
+            tmp.write_text(f"{port}\n")
+            tmp.replace(args.ready_file)  # atomic: the harness never reads a half-written port
+
+    if args.role == "adapter":
+        if not args.id:
+            print("fedbroker serve adapter: --id NODE is required (which node of the roster to run)", file=sys.stderr)
+            return 2
+        from adapters.node import serve_adapter
+
+        asyncio.run(serve_adapter(federation, args.id, listen=args.listen, on_ready=ready))
+    else:
+        from broker.node import serve_broker
+
+        asyncio.run(serve_broker(federation, listen=args.listen, on_ready=ready))
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from fedbroker.harness import LocalFederation
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with LocalFederation(args.federation, ephemeral_ports=args.ephemeral) as federation:
+        config = federation.config
+        print(f"federation {config.name}: broker {config.broker.id} at {config.broker.address}")
+        for node in config.nodes:
+            print(f"  {node.kind:<9} {node.id:<14} {node.address}")
+        print(
+            f"query it with: fedbroker query importation-risk --federation {config.path} --as "
+            f"{config.coordinators[0].id}\nCtrl-C stops every node."
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+    return 0

@@ -1,0 +1,69 @@
+"""Command bodies too long for the parser module: query and audit verify."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from broker.client import run_query
+from fedbroker.report import render
+from federation.audit import verify_audit
+from federation.config import load_federation
+from federation.queries import new_query
+from federation.v1 import broker_pb2
+
+
+def query_params(args: argparse.Namespace) -> dict[str, str]:
+    """The signed query's params from the command line (only those given)."""
+    params: dict[str, str] = {}
+    for name, value in (
+        ("source", args.source),
+        ("mode", args.mode),
+        ("window_days", args.window_days),
+        ("threshold", args.threshold),
+        ("top", args.top),
+        ("districts", args.districts),
+    ):
+        if value is not None:
+            params[name] = str(value)
+    return params
+
+
+def run_query_command(args: argparse.Namespace) -> int:
+    federation = load_federation(args.federation)
+    end = args.end or federation.data_end
+    query = new_query(args.kind, start=args.start, end=end, params=query_params(args), coordinator=args.coordinator)
+    interactive = sys.stderr.isatty()
+
+    def progress(event: broker_pb2.Progress) -> None:
+        label = f"[{event.round}] " if event.round else ""
+        line = f"{label}{event.stage}: {event.message}"
+        if interactive:
+            print(f"\r\033[K{line}", end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr)
+
+    answer = asyncio.run(
+        run_query(federation, args.coordinator, query, broker_address=args.broker, on_progress=progress)
+    )
+    if interactive:
+        print("\r\033[K", end="", file=sys.stderr)
+    print(render(answer, args.format, limit=args.limit))
+    return 0
+
+
+def verify_audit_command(files: Sequence[Path]) -> int:
+    failed = 0
+    for path in files:
+        report = verify_audit(path)
+        if report.ok:
+            print(f"{path}: ok, {report.entries} entries, chain intact")
+        else:
+            failed += 1
+            print(f"{path}: TAMPERED ({report.entries} entries read)")
+            for problem in report.problems:
+                print(f"  {problem}")
+    return 1 if failed else 0

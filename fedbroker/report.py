@@ -1,0 +1,106 @@
+"""Render a released answer for people (table), spreadsheets (csv) and scripts (json, DESIGN §7)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from broker.client import Answer
+
+SUPPRESSED = "·"  # shown where disclosure control suppressed a cell
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return SUPPRESSED
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return str(value)
+    return str(value)
+
+
+def _width(text: str) -> int:
+    # CJK characters take two terminal columns.
+    return sum(2 if ord(ch) > 0x2E80 else 1 for ch in text)
+
+
+def _pad(text: str, width: int, right: bool) -> str:
+    gap = " " * max(0, width - _width(text))
+    return gap + text if right else text + gap
+
+
+def format_table(answer: Answer, *, limit: int | None = None) -> str:
+    """A fixed-width table with a footer: rows shown, suppressed cells, coverage and notes."""
+    rows = answer.rows[:limit] if limit else answer.rows
+    cells = [[_text(v) for v in row] for row in rows]
+    numeric = [all(isinstance(r[i], int | float) or r[i] is None for r in rows) for i in range(len(answer.columns))]
+    widths = [max([_width(c), *(_width(r[i]) for r in cells)]) for i, c in enumerate(answer.columns)]
+    lines = ["  ".join(_pad(c, w, n) for c, w, n in zip(answer.columns, widths, numeric, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(_pad(c, w, n) for c, w, n in zip(r, widths, numeric, strict=True)) for r in cells]
+    shown = f"{len(rows)} of {len(answer.rows)} rows" if limit and len(answer.rows) > limit else f"{len(rows)} rows"
+    lines.append("")
+    lines.append(f"{shown}; {answer.suppressed} suppressed by disclosure control ({SUPPRESSED} = suppressed)")
+    lines += coverage_lines(answer)
+    lines += [f"note: {n}" for n in answer.notes]
+    return "\n".join(lines)
+
+
+def coverage_lines(answer: Answer) -> list[str]:
+    out = []
+    for name, cover in answer.contributors.items():
+        line = f"round {name}: {len(cover['contributed'])} contributed ({', '.join(cover['contributed'])})"
+        if cover["missing"]:
+            line += f"; MISSING {'; '.join(cover['missing'])}"
+        out.append(line)
+    return out
+
+
+def format_csv(answer: Answer) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(answer.columns)
+    writer.writerows([["" if v is None else v for v in row] for row in answer.rows])
+    return buffer.getvalue()
+
+
+def format_json(answer: Answer) -> str:
+    return json.dumps(answer.to_json_dict(), ensure_ascii=False, indent=2)
+
+
+def render(answer: Answer, fmt: str, *, limit: int | None = None) -> str:
+    if fmt == "json":
+        return format_json(answer)
+    if fmt == "csv":
+        return format_csv(answer)
+    return format_table(answer, limit=limit)
+
+
+def importation_summary(answer: Answer, *, top: int = 10) -> str:
+    """The demo's reading of an importation-risk answer: the districts most at risk, alerts first, and where
+    their risk comes from."""
+    col = {c: i for i, c in enumerate(answer.columns)}
+    rows: Sequence[list[Any]] = answer.rows
+    alerts = [r for r in rows if r[col["alert"]]]
+    q = answer.query
+    head = [
+        f"Importation risk, {q['start']} .. {q['end']} ({q['params'].get('window_days', '14')} days), "
+        f"threshold I_d >= {q['params'].get('threshold', '1.0')}",
+        f"{len(rows)} districts released, {len(alerts)} on alert, {answer.suppressed} suppressed (inflow below k)",
+        "",
+    ]
+    shown = Answer(
+        query=answer.query,
+        columns=answer.columns,
+        rows=list(rows[:top]),
+        suppressed=answer.suppressed,
+        contributors=answer.contributors,
+        notes=answer.notes,
+    )
+    return "\n".join(head) + format_table(shown)

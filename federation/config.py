@@ -1,0 +1,511 @@
+"""The federation roster (``federation.yaml``): who is in the federation, where, with which certificate.
+
+Read once with ``yaml.safe_load`` into frozen dataclasses and validated at load: a problem raises
+ConfigError naming the file, the key path (``nodes[2].policy.max_window_days``) and the fix. Unknown keys
+are refused too, so a misspelt policy key never silently falls back to nothing. Paths in the file are
+relative to the file's directory (absolute paths are kept); loaded configs hold absolute paths.
+
+Checked at load: the format version, unique node ids (DNS names), kinds and roles, jurisdictions,
+positive numbers, ISO dates, host:port addresses, and that the CA and every certificate exist. Private keys
+and agency stores are not checked here: on a multi-host federation each host holds only its own key and
+store, and the node that needs one fails at start-up with a clear error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+from federation.errors import ConfigError
+from federation.identity import Identity, is_node_id
+
+FORMAT_VERSION = 1
+NODE_KINDS = ("telecom", "health", "transport")
+COORDINATOR_ROLES = ("national", "provincial")
+DEFAULT_ROUND_TIMEOUT_S = 60.0
+DEFAULT_MOBILITY_K = 15
+DEFAULT_CASES_K = 3
+_QUERY_NAME = re.compile(r"[a-z][a-z0-9-]*")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_ADDRESS = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """An adapter's own rules for contributing to a query (DESIGN.md §6). A ``min_contributors`` below 3
+    weakens secure aggregation: with 2, each contributor can subtract its own part from the sum; with 1 the
+    broker sees this agency's aggregate alone."""
+
+    allowed_queries: tuple[str, ...]
+    max_window_days: int
+    min_contributors: int
+    allowed_coordinators: tuple[str, ...]  # empty: any coordinator in the roster
+    allowed_roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    id: str
+    kind: str
+    address: str
+    store: Path
+    cert: Path
+    key: Path
+    audit_log: Path
+    policy: PolicyConfig
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    id: str
+    address: str
+    cert: Path
+    key: Path
+    audit_log: Path
+    round_timeout_s: float
+    mobility_k: int
+    cases_k: int
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    id: str
+    role: str
+    jurisdiction: int | None  # province code (two digits) of a provincial coordinator
+    cert: Path
+    key: Path | None  # absent when the coordinator's key lives only on its own machine
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    provinces: tuple[int, ...] | None  # two-digit province codes, ascending; None: every province
+    registry_hash: str  # sha256 hex of the domain's district registry
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    path: Path
+    version: int
+    name: str
+    domain: DomainConfig
+    data_start: datetime.date
+    data_end: datetime.date
+    ca: Path
+    broker: BrokerConfig
+    nodes: tuple[NodeConfig, ...]
+    coordinators: tuple[CoordinatorConfig, ...]
+
+    def node(self, node_id: str) -> NodeConfig:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        known = ", ".join(node.id for node in self.nodes)
+        raise ConfigError(f"{self.path}: no node {node_id!r} under nodes (known: {known})")
+
+    def coordinator(self, coordinator_id: str) -> CoordinatorConfig:
+        for coordinator in self.coordinators:
+            if coordinator.id == coordinator_id:
+                return coordinator
+        known = ", ".join(c.id for c in self.coordinators)
+        raise ConfigError(f"{self.path}: no coordinator {coordinator_id!r} under coordinators (known: {known})")
+
+    def nodes_of_kind(self, kind: str) -> tuple[NodeConfig, ...]:
+        if kind not in NODE_KINDS:
+            raise ConfigError(f"{kind!r} is not a node kind; use one of {', '.join(NODE_KINDS)}")
+        return tuple(node for node in self.nodes if node.kind == kind)
+
+    def with_addresses(self, addresses: Mapping[str, str]) -> FederationConfig:
+        """A copy with the addresses of the broker and nodes replaced by id (e.g. after binding port 0)."""
+        servers = {self.broker.id, *(node.id for node in self.nodes)}
+        for node_id, address in addresses.items():
+            if node_id not in servers:
+                raise ConfigError(
+                    f"{self.path}: cannot set the address of {node_id!r}: not the broker or a node "
+                    f"(known: {', '.join(sorted(servers))})"
+                )
+            if _ADDRESS.fullmatch(address) is None:
+                raise ConfigError(f"address {address!r} for {node_id} is not host:port")
+        broker = dataclasses.replace(self.broker, address=addresses.get(self.broker.id, self.broker.address))
+        nodes = tuple(dataclasses.replace(n, address=addresses.get(n.id, n.address)) for n in self.nodes)
+        return dataclasses.replace(self, broker=broker, nodes=nodes)
+
+    def certificates(self) -> dict[str, Path]:
+        """Every member's certificate path by id: broker, nodes and coordinators."""
+        return {member_id: member.cert for member_id, member in self._members().items()}
+
+    def identity(self, member_id: str) -> Identity:
+        """Load the identity (certificate, key, CA) of the broker, a node or a coordinator by id."""
+        members = self._members()
+        member = members.get(member_id)
+        if member is None:
+            raise ConfigError(f"{self.path}: no member {member_id!r} (known: {', '.join(sorted(members))})")
+        if member.key is None:
+            raise ConfigError(f"{self.path}: coordinator {member_id} has no key; add its key path")
+        return Identity.load(member_id, member.cert, member.key, self.ca)
+
+    def _members(self) -> dict[str, BrokerConfig | NodeConfig | CoordinatorConfig]:
+        members: list[BrokerConfig | NodeConfig | CoordinatorConfig] = [self.broker, *self.nodes]
+        members += self.coordinators
+        return {member.id: member for member in members}
+
+
+def load_federation(path: Path) -> FederationConfig:
+    """Read and validate a ``federation.yaml``; ConfigError names the file, the key and the fix."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot read the federation roster ({exc.strerror}); check the path, or generate a scenario "
+            "with fedbroker scenario generate"
+        ) from exc
+    try:
+        document = yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: an unquoted impossible date like 2020-13-01
+        raise ConfigError(f"{path}: not valid YAML ({exc}); fix the syntax at the place named") from exc
+    return _Reader(path).federation(document)
+
+
+def dump_federation(cfg: FederationConfig, path: Path) -> None:
+    """Write ``cfg`` in the ``federation.yaml`` format, paths relative to ``path``'s directory, so that
+    ``load_federation(path)`` gives back ``cfg`` (with ``path``)."""
+    base = path.absolute().parent
+
+    def rel(target: Path) -> str:
+        return os.path.relpath(target, base)
+
+    document: dict[str, Any] = {
+        "version": cfg.version,
+        "name": cfg.name,
+        "domain": {
+            "provinces": "all" if cfg.domain.provinces is None else list(cfg.domain.provinces),
+            "registry_hash": cfg.domain.registry_hash,
+        },
+        "data": {"start": cfg.data_start.isoformat(), "end": cfg.data_end.isoformat()},
+        "pki": {"ca": rel(cfg.ca)},
+        "broker": {
+            "id": cfg.broker.id,
+            "address": cfg.broker.address,
+            "cert": rel(cfg.broker.cert),
+            "key": rel(cfg.broker.key),
+            "audit_log": rel(cfg.broker.audit_log),
+            "round_timeout_s": cfg.broker.round_timeout_s,
+            "disclosure": {"mobility_k": cfg.broker.mobility_k, "cases_k": cfg.broker.cases_k},
+        },
+        "nodes": [
+            {
+                "id": node.id,
+                "kind": node.kind,
+                "address": node.address,
+                "store": rel(node.store),
+                "cert": rel(node.cert),
+                "key": rel(node.key),
+                "audit_log": rel(node.audit_log),
+                "policy": {
+                    "allowed_queries": list(node.policy.allowed_queries),
+                    "max_window_days": node.policy.max_window_days,
+                    "min_contributors": node.policy.min_contributors,
+                    "allowed_coordinators": list(node.policy.allowed_coordinators),
+                    "allowed_roles": list(node.policy.allowed_roles),
+                },
+            }
+            for node in cfg.nodes
+        ],
+        "coordinators": [_dump_coordinator(c, rel) for c in cfg.coordinators],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(yaml.safe_dump(document, sort_keys=False, default_flow_style=None), encoding="utf-8")
+    partial.replace(path)
+
+
+def _dump_coordinator(coordinator: CoordinatorConfig, rel: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": coordinator.id, "role": coordinator.role}
+    if coordinator.jurisdiction is not None:
+        entry["jurisdiction"] = coordinator.jurisdiction
+    entry["cert"] = rel(coordinator.cert)
+    if coordinator.key is not None:
+        entry["key"] = rel(coordinator.key)
+    return entry
+
+
+class _Reader:
+    """Validates one roster document; every error names the file and the key path."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = path
+        self.base = path.absolute().parent
+
+    def fail(self, key: str, problem: str, fix: str) -> NoReturn:
+        raise ConfigError(f"{self.file}: {key}: {problem}; {fix}")
+
+    def section(
+        self, value: object, key: str, required: tuple[str, ...], optional: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        where = key or "the top level"
+        if not isinstance(value, dict):
+            self.fail(where, f"expected a mapping, got {_shown(value)}", "see the format in federation/config.py")
+        unknown = [k for k in value if k not in required and k not in optional]
+        if unknown:
+            self.fail(
+                _join(key, str(unknown[0])),
+                "unknown key",
+                f"remove it or fix its spelling (keys here: {', '.join(required + optional)})",
+            )
+        missing = [k for k in required if k not in value]
+        if missing:
+            self.fail(_join(key, missing[0]), "missing", f"add {missing[0]} under {where}")
+        return value
+
+    def text(self, value: object, key: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            self.fail(key, f"expected a non-empty string, got {_shown(value)}", "write a value")
+        return value
+
+    def member_id(self, value: object, key: str) -> str:
+        if not isinstance(value, str) or not is_node_id(value):
+            self.fail(
+                key,
+                f"{_shown(value)} is not a valid id",
+                "use lowercase letters, digits and inner hyphens, like telecom-a (it is the certificate's SAN)",
+            )
+        return value
+
+    def integer(self, value: object, key: str, *, minimum: int = 1) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.fail(key, f"expected a whole number >= {minimum}, got {_shown(value)}", "fix the number")
+        return value
+
+    def positive_number(self, value: object, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+            self.fail(key, f"expected a positive number, got {_shown(value)}", "fix the number")
+        return float(value)
+
+    def choice(self, value: object, key: str, choices: tuple[str, ...]) -> str:
+        if value not in choices:
+            self.fail(key, f"{_shown(value)} is not one of {', '.join(choices)}", "use one of those")
+        assert isinstance(value, str)
+        return value
+
+    def strings(self, value: object, key: str) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            self.fail(key, f"expected a list of strings, got {_shown(value)}", "write a list like [a, b]")
+        if len(set(value)) != len(value):
+            self.fail(key, "lists a value twice", "remove the duplicate")
+        return value
+
+    def date(self, value: object, key: str) -> datetime.date:
+        # YAML reads an unquoted 2020-01-01 as a date already; a quoted one arrives as a string.
+        if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
+            return value
+        if isinstance(value, str):
+            try:
+                return datetime.date.fromisoformat(value)
+            except ValueError:
+                pass
+        self.fail(key, f"{_shown(value)} is not a date", 'write an ISO date like "2020-01-01"')
+
+    def address(self, value: object, key: str) -> str:
+        match = _ADDRESS.fullmatch(value) if isinstance(value, str) else None
+        if match is None or not 1 <= int(match["port"]) <= 65535:
+            self.fail(key, f"{_shown(value)} is not host:port", "write it like 127.0.0.1:7401 (port 1-65535)")
+        assert isinstance(value, str)
+        return value
+
+    def path(self, value: object, key: str, *, must_exist: bool = False) -> Path:
+        text = self.text(value, key)
+        resolved = Path(os.path.normpath(self.base / Path(text).expanduser()))
+        if must_exist and not resolved.is_file():
+            self.fail(
+                key,
+                f"{resolved} does not exist",
+                f"fix the path (relative to {self.base}) or generate the PKI (fedbroker scenario generate)",
+            )
+        return resolved
+
+    def federation(self, document: object) -> FederationConfig:
+        top = self.section(
+            document, "", ("version", "name", "domain", "data", "pki", "broker", "nodes", "coordinators")
+        )
+        if isinstance(top["version"], bool) or top["version"] != FORMAT_VERSION:
+            self.fail(
+                "version",
+                f"{_shown(top['version'])} is not supported",
+                f"this fedbroker reads version {FORMAT_VERSION}",
+            )
+        domain = self.domain(top["domain"])
+        data = self.section(top["data"], "data", ("start", "end"))
+        start, end = self.date(data["start"], "data.start"), self.date(data["end"], "data.end")
+        if start > end:
+            self.fail("data.end", f"{end} is before data.start {start}", "swap or fix the dates")
+        pki = self.section(top["pki"], "pki", ("ca",))
+        broker = self.broker(top["broker"])
+        if not isinstance(top["nodes"], list) or not top["nodes"]:
+            self.fail("nodes", "expected a non-empty list of agency nodes", "list at least one node")
+        if not isinstance(top["coordinators"], list) or not top["coordinators"]:
+            self.fail("coordinators", "expected a non-empty list", "list at least one coordinator")
+        coordinators = tuple(
+            self.coordinator(entry, f"coordinators[{i}]", domain) for i, entry in enumerate(top["coordinators"])
+        )
+        coordinator_ids = tuple(c.id for c in coordinators)
+        nodes = tuple(self.node(entry, f"nodes[{i}]", coordinator_ids) for i, entry in enumerate(top["nodes"]))
+        self.unique(broker, nodes, coordinators)
+        return FederationConfig(
+            path=self.file.absolute(),
+            version=FORMAT_VERSION,
+            name=self.text(top["name"], "name"),
+            domain=domain,
+            data_start=start,
+            data_end=end,
+            ca=self.path(pki["ca"], "pki.ca", must_exist=True),
+            broker=broker,
+            nodes=nodes,
+            coordinators=coordinators,
+        )
+
+    def domain(self, value: object) -> DomainConfig:
+        domain = self.section(value, "domain", ("provinces", "registry_hash"))
+        registry_hash = domain["registry_hash"]
+        if not isinstance(registry_hash, str) or _HEX64.fullmatch(registry_hash) is None:
+            self.fail(
+                "domain.registry_hash",
+                f"{_shown(registry_hash)} is not a sha256 hex digest",
+                "write the 64 lowercase hex digits of the domain registry's hash",
+            )
+        provinces = domain["provinces"]
+        if provinces == "all":
+            return DomainConfig(provinces=None, registry_hash=registry_hash)
+        if not isinstance(provinces, list) or not provinces:
+            self.fail(
+                "domain.provinces", f'expected a list or "all", got {_shown(provinces)}', 'write e.g. [42, 43] or "all"'
+            )
+        for i, code in enumerate(provinces):
+            if isinstance(code, bool) or not isinstance(code, int) or not 10 <= code <= 99:
+                self.fail(
+                    f"domain.provinces[{i}]", f"{_shown(code)} is not a two-digit province code", "e.g. 42 for Hubei"
+                )
+        if len(set(provinces)) != len(provinces):
+            self.fail("domain.provinces", "lists a province twice", "remove the duplicate")
+        return DomainConfig(provinces=tuple(sorted(provinces)), registry_hash=registry_hash)
+
+    def broker(self, value: object) -> BrokerConfig:
+        broker = self.section(
+            value, "broker", ("id", "address", "cert", "key", "audit_log"), ("round_timeout_s", "disclosure")
+        )
+        disclosure = self.section(broker.get("disclosure", {}), "broker.disclosure", (), ("mobility_k", "cases_k"))
+        return BrokerConfig(
+            id=self.member_id(broker["id"], "broker.id"),
+            address=self.address(broker["address"], "broker.address"),
+            cert=self.path(broker["cert"], "broker.cert", must_exist=True),
+            key=self.path(broker["key"], "broker.key"),
+            audit_log=self.path(broker["audit_log"], "broker.audit_log"),
+            round_timeout_s=self.positive_number(
+                broker.get("round_timeout_s", DEFAULT_ROUND_TIMEOUT_S), "broker.round_timeout_s"
+            ),
+            mobility_k=self.integer(disclosure.get("mobility_k", DEFAULT_MOBILITY_K), "broker.disclosure.mobility_k"),
+            cases_k=self.integer(disclosure.get("cases_k", DEFAULT_CASES_K), "broker.disclosure.cases_k"),
+        )
+
+    def node(self, value: object, key: str, coordinator_ids: tuple[str, ...]) -> NodeConfig:
+        node = self.section(value, key, ("id", "kind", "address", "store", "cert", "key", "audit_log", "policy"))
+        return NodeConfig(
+            id=self.member_id(node["id"], f"{key}.id"),
+            kind=self.choice(node["kind"], f"{key}.kind", NODE_KINDS),
+            address=self.address(node["address"], f"{key}.address"),
+            store=self.path(node["store"], f"{key}.store"),
+            cert=self.path(node["cert"], f"{key}.cert", must_exist=True),
+            key=self.path(node["key"], f"{key}.key"),
+            audit_log=self.path(node["audit_log"], f"{key}.audit_log"),
+            policy=self.policy(node["policy"], f"{key}.policy", coordinator_ids),
+        )
+
+    def policy(self, value: object, key: str, coordinator_ids: tuple[str, ...]) -> PolicyConfig:
+        policy = self.section(
+            value,
+            key,
+            ("allowed_queries", "max_window_days", "min_contributors"),
+            ("allowed_coordinators", "allowed_roles"),
+        )
+        queries = self.strings(policy["allowed_queries"], f"{key}.allowed_queries")
+        for i, query in enumerate(queries):
+            if _QUERY_NAME.fullmatch(query) is None:
+                self.fail(f"{key}.allowed_queries[{i}]", f"{query!r} is not a query name", "e.g. importation-risk")
+        allowed_coordinators = self.strings(policy.get("allowed_coordinators", []), f"{key}.allowed_coordinators")
+        for i, coordinator_id in enumerate(allowed_coordinators):
+            if coordinator_id not in coordinator_ids:
+                self.fail(
+                    f"{key}.allowed_coordinators[{i}]",
+                    f"{coordinator_id!r} is not a coordinator in the roster",
+                    f"use one of {', '.join(coordinator_ids)}, or [] for any",
+                )
+        roles = self.strings(policy.get("allowed_roles", list(COORDINATOR_ROLES)), f"{key}.allowed_roles")
+        for i, role in enumerate(roles):
+            self.choice(role, f"{key}.allowed_roles[{i}]", COORDINATOR_ROLES)
+        return PolicyConfig(
+            allowed_queries=tuple(queries),
+            max_window_days=self.integer(policy["max_window_days"], f"{key}.max_window_days"),
+            min_contributors=self.integer(policy["min_contributors"], f"{key}.min_contributors"),
+            allowed_coordinators=tuple(allowed_coordinators),
+            allowed_roles=tuple(roles),
+        )
+
+    def coordinator(self, value: object, key: str, domain: DomainConfig) -> CoordinatorConfig:
+        entry = self.section(value, key, ("id", "role", "cert"), ("jurisdiction", "key"))
+        role = self.choice(entry["role"], f"{key}.role", COORDINATOR_ROLES)
+        jurisdiction = entry.get("jurisdiction")
+        if role == "national" and jurisdiction is not None:
+            self.fail(f"{key}.jurisdiction", "a national coordinator has no jurisdiction", "remove the key")
+        if role == "provincial":
+            if isinstance(jurisdiction, bool) or not isinstance(jurisdiction, int) or not 10 <= jurisdiction <= 99:
+                self.fail(
+                    f"{key}.jurisdiction",
+                    f"a provincial coordinator needs a two-digit province code, got {_shown(jurisdiction)}",
+                    "e.g. jurisdiction: 42 for Hubei",
+                )
+            if domain.provinces is not None and jurisdiction not in domain.provinces:
+                self.fail(
+                    f"{key}.jurisdiction",
+                    f"province {jurisdiction} is not in domain.provinces",
+                    "add it to domain.provinces or fix the code",
+                )
+        return CoordinatorConfig(
+            id=self.member_id(entry["id"], f"{key}.id"),
+            role=role,
+            jurisdiction=jurisdiction,
+            cert=self.path(entry["cert"], f"{key}.cert", must_exist=True),
+            key=None if entry.get("key") is None else self.path(entry["key"], f"{key}.key"),
+        )
+
+    def unique(
+        self, broker: BrokerConfig, nodes: tuple[NodeConfig, ...], coordinators: tuple[CoordinatorConfig, ...]
+    ) -> None:
+        ids: dict[str, str] = {broker.id: "broker.id"}
+        addresses: dict[str, str] = {broker.address: "broker"}
+        members: list[tuple[str, str, str | None]] = [(f"nodes[{i}]", n.id, n.address) for i, n in enumerate(nodes)]
+        members += [(f"coordinators[{i}]", c.id, None) for i, c in enumerate(coordinators)]
+        for key, member_id, address in members:
+            if member_id in ids:
+                self.fail(f"{key}.id", f"{member_id!r} is already the id at {ids[member_id]}", "ids must be unique")
+            ids[member_id] = f"{key}.id"
+            if address is not None:
+                if address in addresses:
+                    self.fail(
+                        f"{key}.address", f"{address} is also the address of {addresses[address]}", "use a free port"
+                    )
+                addresses[address] = member_id
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,271 @@
+"""Node identities: a certificate from the federation CA whose SAN DNS name is the node id, and its key.
+
+One ECDSA P-256 key per node serves for mutual TLS and for signing protocol messages (ECDSA / SHA-256,
+DER-encoded signatures; DESIGN.md §4, §6). A :class:`Roster` holds every peer's certificate by id and is the
+``Verifier`` the secure-aggregation code calls: it answers True only for a valid signature by a known peer
+whose certificate is within its validity period, and never raises for a bad signature.
+
+No gRPC here; :mod:`federation.tls` turns an :class:`Identity` into channel and server credentials.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import verification
+
+from federation.errors import AuthenticationFailed, ConfigError
+
+Verifier = Callable[[str, bytes, bytes], bool]
+"""verifier(node_id, message, signature) -> True iff ``signature`` is node_id's valid signature of message."""
+
+# A node id is a DNS name (lowercase labels), since it is the certificate's SAN and the TLS target name.
+# It starts with a letter so that it can never be read as an IP address.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+NODE_ID_PATTERN = re.compile(rf"[a-z](?:[a-z0-9-]{{0,61}}[a-z0-9])?(?:\.{_LABEL})*")
+_SIGNATURE_ALGORITHM = ec.ECDSA(hashes.SHA256())
+
+
+def is_node_id(value: str) -> bool:
+    """True if ``value`` can name a node: lowercase DNS labels starting with a letter, such as ``telecom-a``."""
+    return len(value) <= 253 and NODE_ID_PATTERN.fullmatch(value) is not None
+
+
+def require_node_id(value: str) -> None:
+    """Raise ValueError unless ``value`` is a valid node id (see :func:`is_node_id`)."""
+    if not is_node_id(value):
+        raise ValueError(
+            f"{value!r} is not a valid node id: use lowercase letters, digits and inner hyphens (a DNS name)"
+        )
+
+
+@dataclass(frozen=True)
+class Identity:
+    """This node's id, certificate, private key (PEM) and the federation CA certificate it trusts."""
+
+    node_id: str
+    cert_pem: bytes
+    key_pem: bytes = field(repr=False)
+    ca_pem: bytes
+
+    @classmethod
+    def load(cls, node_id: str, cert: Path, key: Path, ca: Path) -> Identity:
+        """Read and check an identity: the key matches the certificate, its SAN is ``node_id``, and it chains
+        to the CA and is valid now. Raises ConfigError naming the files and the fix."""
+        pems = {}
+        for name, path in (("cert", cert), ("key", key), ("ca", ca)):
+            try:
+                pems[name] = path.read_bytes()
+            except OSError as exc:
+                raise ConfigError(
+                    f"{path}: cannot read the {name} file of {node_id} ({exc.strerror}); "
+                    "check the path in the roster or regenerate the PKI"
+                ) from exc
+        return cls.from_pem(node_id, pems["cert"], pems["key"], pems["ca"], source=f"{cert} / {key} / {ca}")
+
+    @classmethod
+    def from_pem(
+        cls, node_id: str, cert_pem: bytes, key_pem: bytes, ca_pem: bytes, *, source: str = "<memory>"
+    ) -> Identity:
+        """Like :meth:`load`, from PEM bytes; ``source`` names where they came from in error messages."""
+        fix = "regenerate it with the federation CA (fedbroker scenario generate reuses the CA in pki/)"
+        if not is_node_id(node_id):
+            raise ConfigError(f"{source}: {node_id!r} is not a valid node id; use a lowercase DNS name")
+        try:
+            cert = x509.load_pem_x509_certificate(cert_pem)
+            key = serialization.load_pem_private_key(key_pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{source}: not a PEM certificate and unencrypted private key ({exc})") from exc
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+            raise ConfigError(f"{source}: the key of {node_id} must be ECDSA P-256; {fix}")
+        if key.public_key() != cert.public_key():
+            raise ConfigError(f"{source}: the private key does not belong to the certificate of {node_id}")
+        try:
+            cert_id = certificate_id(cert_pem)
+            check_certificate(cert_pem, ca_pem)
+        except AuthenticationFailed as exc:
+            raise ConfigError(f"{source}: {exc.message}; {fix}") from exc
+        if cert_id != node_id:
+            raise ConfigError(f"{source}: the certificate names {cert_id!r}, not {node_id!r}; {fix}")
+        return cls(node_id=node_id, cert_pem=cert_pem, key_pem=key_pem, ca_pem=ca_pem)
+
+    @cached_property
+    def _private_key(self) -> ec.EllipticCurvePrivateKey:
+        key = serialization.load_pem_private_key(self.key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ConfigError(f"the key of {self.node_id} is not an ECDSA key")
+        return key
+
+    def sign(self, message: bytes) -> bytes:
+        """ECDSA P-256 / SHA-256 signature of ``message``, DER-encoded."""
+        return self._private_key.sign(message, _SIGNATURE_ALGORITHM)
+
+
+def certificate_id(cert_pem: bytes) -> str:
+    """The node id a certificate names: its single subjectAltName DNS name.
+
+    Raises AuthenticationFailed if the PEM does not parse or the certificate has no or several DNS names.
+    """
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except ValueError as exc:
+        raise AuthenticationFailed(f"not a readable PEM certificate ({exc})") from exc
+    except x509.ExtensionNotFound as exc:
+        raise AuthenticationFailed("the certificate has no subjectAltName naming its node id") from exc
+    dns_names = names.get_values_for_type(x509.DNSName)
+    if len(dns_names) != 1:
+        raise AuthenticationFailed(
+            f"the certificate must name exactly one node id as SAN DNS name, it names {dns_names}"
+        )
+    return dns_names[0]
+
+
+def verify_signature(cert_pem: bytes, message: bytes, signature: bytes) -> bool:
+    """True iff ``signature`` is a valid ECDSA P-256 / SHA-256 signature of ``message`` by the certificate's
+    key. False on any failure (bad signature, unreadable certificate, other key type); never raises."""
+    try:
+        public_key = x509.load_pem_x509_certificate(cert_pem).public_key()
+    except ValueError:
+        return False
+    return _verify_with_key(public_key, message, signature)
+
+
+def check_certificate(cert_pem: bytes, ca_pem: bytes, *, now: datetime.datetime | None = None) -> None:
+    """Raise AuthenticationFailed unless the certificate was issued by the federation CA and is valid ``now``
+    (default: the current time) for both TLS client and server use."""
+    moment = now or datetime.datetime.now(datetime.UTC)
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        ca = x509.load_pem_x509_certificate(ca_pem)
+    except ValueError as exc:
+        raise AuthenticationFailed(f"not a readable PEM certificate ({exc})") from exc
+    subject = cert.subject.rfc4514_string()
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise AuthenticationFailed(
+            f"certificate {subject} was not issued by the federation CA {ca.subject.rfc4514_string()}"
+        ) from exc
+    if moment < cert.not_valid_before_utc:
+        raise AuthenticationFailed(
+            f"certificate {subject} is not valid yet: valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+        )
+    if moment > cert.not_valid_after_utc:
+        raise AuthenticationFailed(f"certificate {subject} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    # The explicit checks above give clear messages; the RFC 5280 path validation then checks the rest
+    # (CA basic constraints and key usage, the CA's own validity, extended key usage of the leaf).
+    store = verification.Store([ca])
+    builder = verification.PolicyBuilder().store(store).time(moment)
+    try:
+        builder.build_client_verifier().verify(cert, [])
+    except verification.VerificationError as exc:
+        raise AuthenticationFailed(f"certificate {subject} is not accepted by the federation CA: {exc}") from exc
+
+
+class Roster:
+    """Every federation member's certificate by node id; an instance is a :data:`Verifier`.
+
+    Built once from the roster at start-up; each certificate must name its own id and, when ``ca_pem`` is
+    given, chain to the federation CA (ConfigError otherwise). Verification also refuses a signature by a
+    certificate outside its validity period, so an expired member cannot keep signing.
+    """
+
+    def __init__(self, certificates: Mapping[str, bytes], *, ca_pem: bytes | None = None) -> None:
+        self._certificates = dict(certificates)
+        self._keys: dict[str, tuple[object, datetime.datetime, datetime.datetime]] = {}
+        for node_id, cert_pem in self._certificates.items():
+            try:
+                cert_id = certificate_id(cert_pem)
+                if ca_pem is not None:
+                    check_certificate(cert_pem, ca_pem)
+            except AuthenticationFailed as exc:
+                raise ConfigError(f"roster certificate of {node_id}: {exc.message}") from exc
+            if cert_id != node_id:
+                raise ConfigError(f"roster certificate of {node_id} names {cert_id!r}; fix the roster entry")
+            cert = x509.load_pem_x509_certificate(cert_pem)
+            self._keys[node_id] = (cert.public_key(), cert.not_valid_before_utc, cert.not_valid_after_utc)
+
+    @classmethod
+    def from_files(cls, paths: Mapping[str, Path], *, ca: Path | None = None) -> Roster:
+        """Read each id's certificate file (and the CA when given); ConfigError names an unreadable file."""
+
+        def read(path: Path) -> bytes:
+            try:
+                return path.read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"{path}: cannot read certificate ({exc.strerror})") from exc
+
+        return cls(
+            {node_id: read(path) for node_id, path in paths.items()},
+            ca_pem=None if ca is None else read(ca),
+        )
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(sorted(self._certificates))
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._certificates
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def __len__(self) -> int:
+        return len(self._certificates)
+
+    def certificate(self, node_id: str) -> bytes:
+        """The PEM certificate of ``node_id``; AuthenticationFailed for an id not in the roster."""
+        try:
+            return self._certificates[node_id]
+        except KeyError:
+            raise AuthenticationFailed(
+                f"{node_id!r} is not in the federation roster (known: {', '.join(self.ids)})"
+            ) from None
+
+    def verify(self, node_id: str, message: bytes, signature: bytes, *, now: datetime.datetime | None = None) -> bool:
+        """True iff ``signature`` is ``node_id``'s valid signature of ``message`` and its certificate is
+        valid ``now``; False for an unknown id or any failure."""
+        entry = self._keys.get(node_id)
+        if entry is None:
+            return False
+        public_key, not_before, not_after = entry
+        moment = now or datetime.datetime.now(datetime.UTC)
+        if not not_before <= moment <= not_after:
+            return False
+        return _verify_with_key(public_key, message, signature)
+
+    def __call__(self, node_id: str, message: bytes, signature: bytes) -> bool:
+        return self.verify(node_id, message, signature)
+
+
+def _verify_with_key(public_key: object, message: bytes, signature: bytes) -> bool:
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(public_key.curve, ec.SECP256R1):
+        return False
+    try:
+        public_key.verify(signature, message, _SIGNATURE_ALGORITHM)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+__all__ = [
+    "NODE_ID_PATTERN",
+    "Identity",
+    "Roster",
+    "Verifier",
+    "certificate_id",
+    "check_certificate",
+    "is_node_id",
+    "require_node_id",
+    "verify_signature",
+]

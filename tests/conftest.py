@@ -1,0 +1,21 @@
+"""Session fixtures: one small generated scenario (Hubei, a few thousand persons) shared by integration tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.federation_fixtures import SMALL_DAYS, SMALL_PROVINCES, SMALL_SEED, SMALL_SUBSCRIBERS
+
+
+@pytest.fixture(scope="session")
+def small_scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """federation.yaml of a small reproducible scenario; tests must not modify its stores."""
+    from fedbroker.scenario import generate_scenario
+
+    out = tmp_path_factory.mktemp("scenario") / "hubei"
+    generate_scenario(
+        out, provinces=list(SMALL_PROVINCES), subscribers=SMALL_SUBSCRIBERS, days=SMALL_DAYS, seed=SMALL_SEED
+    )
+    return out / "federation.yaml"

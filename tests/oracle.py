@@ -1,0 +1,181 @@
+"""Independent recomputation of every agency aggregate from raw rows, in plain Python (DESIGN §8).
+
+Each function reads whole tables with ``SELECT * FROM table`` and recomputes DESIGN §3's definition with dicts,
+sets and sorted lists; it shares no code with the SQL path (``adapters.aggregates``), so agreement between the two
+is evidence that both are right. Each returns the same ``uint64`` vector layout as the aggregate it checks.
+Slow on purpose: for small test stores only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "oracle_cases",
+    "oracle_presence",
+    "oracle_residents",
+    "oracle_roamers",
+    "oracle_transport_trips",
+    "oracle_trips",
+]
+
+STATUS_ORDER = ("confirmed", "suspected", "close_contact")
+MODES = ("rail", "air", "coach")
+
+
+def _rows(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = con.execute(f"SELECT * FROM {table}").fetchall()
+    return rows
+
+
+def _positions(domain: Iterable[int]) -> dict[int, int]:
+    return {int(code): i for i, code in enumerate(domain)}
+
+
+def _vector(counts: dict[int, int], length: int) -> npt.NDArray[np.uint64]:
+    values = [0] * length
+    for pos, count in counts.items():
+        values[pos] = count
+    return np.array(values, dtype=np.uint64)
+
+
+def _in_window(day: dt.date, start: dt.date, end: dt.date) -> bool:
+    return start <= day <= end
+
+
+def _cell_districts(con: duckdb.DuckDBPyConnection) -> dict[int, int]:
+    return {cell_id: district for cell_id, district in _rows(con, "cells")}
+
+
+def _last_events_of_days(
+    con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date, subscribers: set[int] | None
+) -> dict[tuple[int, dt.date], tuple[dt.datetime, int]]:
+    """(subscriber, day) -> the (ts, cell_id) that is greatest, i.e. the day's last event."""
+    last: dict[tuple[int, dt.date], tuple[dt.datetime, int]] = {}
+    for subscriber_id, ts, cell_id in _rows(con, "signalling"):
+        if subscribers is not None and subscriber_id not in subscribers:
+            continue
+        day = ts.date()
+        if not _in_window(day, start, end):
+            continue
+        key = (subscriber_id, day)
+        if key not in last or (ts, cell_id) > last[key]:
+            last[key] = (ts, cell_id)
+    return last
+
+
+def _district_day_counts(
+    con: duckdb.DuckDBPyConnection,
+    domain: Sequence[int] | npt.NDArray[np.int32],
+    start: dt.date,
+    end: dt.date,
+    subscribers: set[int] | None,
+) -> npt.NDArray[np.uint64]:
+    position = _positions(domain)
+    cells = _cell_districts(con)
+    days = (end - start).days + 1
+    people: dict[int, set[int]] = defaultdict(set)
+    for (subscriber_id, day), (_ts, cell_id) in _last_events_of_days(con, start, end, subscribers).items():
+        district = cells.get(cell_id)
+        if district not in position:
+            continue
+        people[position[district] * days + (day - start).days].add(subscriber_id)
+    return _vector({pos: len(ids) for pos, ids in people.items()}, len(position) * days)
+
+
+def oracle_presence(
+    con: duckdb.DuckDBPyConnection, domain: Sequence[int] | npt.NDArray[np.int32], start: dt.date, end: dt.date
+) -> npt.NDArray[np.uint64]:
+    """District × day: distinct subscribers whose last event (by (ts, cell_id)) of day t is in district d."""
+    return _district_day_counts(con, domain, start, end, subscribers=None)
+
+
+def oracle_roamers(
+    con: duckdb.DuckDBPyConnection,
+    domain: Sequence[int] | npt.NDArray[np.int32],
+    start: dt.date,
+    end: dt.date,
+    home_prefix: str,
+) -> npt.NDArray[np.uint64]:
+    """Presence restricted to subscribers whose home_district code starts with home_prefix."""
+    roaming = {
+        subscriber_id
+        for subscriber_id, home in _rows(con, "subscribers")
+        if home is not None and str(home).startswith(home_prefix)
+    }
+    return _district_day_counts(con, domain, start, end, subscribers=roaming)
+
+
+def oracle_residents(
+    con: duckdb.DuckDBPyConnection, domain: Sequence[int] | npt.NDArray[np.int32]
+) -> npt.NDArray[np.uint64]:
+    """Per district: distinct subscribers whose home_district is d."""
+    position = _positions(domain)
+    people: dict[int, set[int]] = defaultdict(set)
+    for subscriber_id, home in _rows(con, "subscribers"):
+        if home in position:
+            people[position[home]].add(subscriber_id)
+    return _vector({pos: len(ids) for pos, ids in people.items()}, len(position))
+
+
+def oracle_trips(
+    con: duckdb.DuckDBPyConnection, domain: Sequence[int] | npt.NDArray[np.int32], start: dt.date, end: dt.date
+) -> npt.NDArray[np.uint64]:
+    """Origin × destination: consecutive events (whole history, by (ts, cell_id)) in different districts,
+    counted when the later event's day is in the window."""
+    position = _positions(domain)
+    n = len(position)
+    cells = _cell_districts(con)
+    history: dict[int, list[tuple[dt.datetime, int]]] = defaultdict(list)
+    for subscriber_id, ts, cell_id in _rows(con, "signalling"):
+        history[subscriber_id].append((ts, cell_id))
+    counts: dict[int, int] = defaultdict(int)
+    for events in history.values():
+        events.sort()
+        for (_, earlier_cell), (later_ts, later_cell) in itertools.pairwise(events):
+            origin, destination = cells.get(earlier_cell), cells.get(later_cell)
+            if origin == destination or origin not in position or destination not in position:
+                continue
+            if _in_window(later_ts.date(), start, end):
+                counts[position[origin] * n + position[destination]] += 1
+    return _vector(counts, n * n)
+
+
+def oracle_cases(
+    con: duckdb.DuckDBPyConnection, domain: Sequence[int] | npt.NDArray[np.int32], start: dt.date, end: dt.date
+) -> npt.NDArray[np.uint64]:
+    """District × status (confirmed, suspected, close_contact): case rows with report_date in the window."""
+    position = _positions(domain)
+    counts: dict[int, int] = defaultdict(int)
+    for _case_id, _person_id, status, district, _onset, report_date in _rows(con, "cases"):
+        if district in position and status in STATUS_ORDER and _in_window(report_date, start, end):
+            counts[position[district] * len(STATUS_ORDER) + STATUS_ORDER.index(status)] += 1
+    return _vector(counts, len(position) * len(STATUS_ORDER))
+
+
+def oracle_transport_trips(
+    con: duckdb.DuckDBPyConnection,
+    domain: Sequence[int] | npt.NDArray[np.int32],
+    start: dt.date,
+    end: dt.date,
+    mode: str = "all",
+) -> npt.NDArray[np.uint64]:
+    """Origin × destination: tickets of that mode (or any, for "all") departing on a day in the window."""
+    position = _positions(domain)
+    n = len(position)
+    wanted = MODES if mode == "all" else (mode,)
+    counts: dict[int, int] = defaultdict(int)
+    for _ticket_id, _passenger_id, ticket_mode, origin, destination, departure in _rows(con, "tickets"):
+        if ticket_mode not in wanted or origin not in position or destination not in position:
+            continue
+        if _in_window(departure.date(), start, end):
+            counts[position[origin] * n + position[destination]] += 1
+    return _vector(counts, n * n)

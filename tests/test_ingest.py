@@ -1,0 +1,295 @@
+"""Ingest: validation in SQL with reasons, duplicates, idempotence, Parquet, the CLI's summary."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import re
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from adapters.aggregates import AggregateRequest, compute_aggregate
+from adapters.ingest import IngestSummary, add_arguments, ingest, run
+from adapters.store import open_store
+from federation.errors import ConfigError
+from federation.registry import load_registry
+from tests.oracle import oracle_presence, oracle_trips
+
+A, B, C = 110101, 110102, 420102
+OUTSIDE = 990101
+DOMAIN = np.array([A, B, C], dtype=np.int32)
+
+
+def write_csv(path: Path, text: str) -> Path:
+    path.write_text(text.strip() + "\n", encoding="utf-8")
+    return path
+
+
+def rows(store: Path, sql: str) -> list[tuple[object, ...]]:
+    con = open_store(store)
+    try:
+        result: list[tuple[object, ...]] = con.execute(sql).fetchall()
+        return result
+    finally:
+        con.close()
+
+
+def assert_adds_up(summary: IngestSummary, file_rows: int) -> None:
+    assert summary.loaded + summary.rejected + summary.duplicates == file_rows
+    assert sum(summary.rejected_by_reason.values()) == summary.rejected
+
+
+# -- rejections ----------------------------------------------------------------------------------------------
+
+
+def test_cells_rejections_carry_reasons(tmp_path: Path) -> None:
+    source = write_csv(
+        tmp_path / "cells.csv",
+        f"""
+cell_id,district
+1,{A}
+2,{B}
+3,{OUTSIDE}
+,{A}
+12.5,{A}
+0x10,{A}
+4,
+5,4201xx
+1,{C}
+""",
+    )
+    store = tmp_path / "telecom.duckdb"
+    summary = ingest("telecom", store, csv=source, domain=DOMAIN, table="cells")
+    assert (summary.loaded, summary.rejected, summary.duplicates) == (2, 6, 1)
+    assert summary.rejected_by_reason == {
+        "unknown district in district": 1,
+        "null cell_id": 1,
+        "unparsable cell_id": 2,
+        "null district": 1,
+        "unparsable district": 1,
+    }
+    assert_adds_up(summary, 9)
+    # The first occurrence of cell 1 in the file wins.
+    assert rows(store, "SELECT * FROM cells ORDER BY cell_id") == [(1, A), (2, B)]
+    rejected = rows(store, "SELECT cell_id, district, reason, source FROM rejected_cells ORDER BY reason, cell_id")
+    assert ("3", str(OUTSIDE), "unknown district in district", str(source)) in rejected
+    assert ("12.5", str(A), "unparsable cell_id", str(source)) in rejected
+    assert (None, str(A), "null cell_id", str(source)) in rejected
+
+
+def test_signalling_rejections_and_key(tmp_path: Path) -> None:
+    source = write_csv(
+        tmp_path / "signalling.csv",
+        """
+subscriber_id,ts,cell_id
+1,2024-03-01 23:59:59,1
+1,2024-03-01 23:59:59,2
+1,2024-03-01 23:59:59,1
+2,,1
+2,2024-13-01 10:00:00,1
+2,yesterday,1
+,2024-03-01 10:00:00,
+3,2024-03-02T00:00:00,2
+""",
+    )
+    store = tmp_path / "telecom.duckdb"
+    summary = ingest("telecom", store, csv=source, domain=DOMAIN, table="signalling")
+    # Same subscriber and ts in another cell is another event; the exact repeat is a duplicate.
+    assert (summary.loaded, summary.rejected, summary.duplicates) == (3, 4, 1)
+    assert summary.rejected_by_reason == {
+        "null ts": 1,
+        "unparsable ts": 2,
+        "null subscriber_id; null cell_id": 1,
+    }
+    assert rows(store, "SELECT count(*), min(ts), max(ts) FROM signalling") == [
+        (3, dt.datetime(2024, 3, 1, 23, 59, 59), dt.datetime(2024, 3, 2))
+    ]
+
+
+def test_cases_rejections(tmp_path: Path) -> None:
+    source = write_csv(
+        tmp_path / "cases.csv",
+        f"""
+case_id,person_id,status,district,onset_date,report_date
+1,101,confirmed,{A},2024-03-01,2024-03-02
+2,102,suspected,{B},,2024-03-02
+3,103,recovered,{A},2024-03-01,2024-03-02
+4,104,close_contact,{OUTSIDE},,2024-03-02
+5,105,confirmed,{A},2024-03-01,
+6,106,confirmed,{A},01/03/2024,2024-03-02
+7,,confirmed,{C},2024-03-01,2024-03-02
+8,108,,{C},2024-03-01,2024-03-02
+""",
+    )
+    store = tmp_path / "health.duckdb"
+    summary = ingest("health", store, csv=source, domain=DOMAIN)
+    assert summary.table == "cases"
+    assert (summary.loaded, summary.rejected, summary.duplicates) == (2, 6, 0)
+    assert summary.rejected_by_reason == {
+        "bad status": 1,
+        "unknown district in district": 1,
+        "null report_date": 1,
+        "unparsable onset_date": 1,
+        "null person_id": 1,
+        "null status": 1,
+    }
+    # onset_date may be empty: suspected cases and close contacts often have none.
+    assert rows(store, "SELECT case_id, onset_date FROM cases ORDER BY case_id") == [
+        (1, dt.date(2024, 3, 1)),
+        (2, None),
+    ]
+
+
+# -- Parquet, idempotence, duplicates across files -----------------------------------------------------------
+
+
+def tickets_parquet(path: Path) -> Path:
+    table = pa.table(
+        {
+            "ticket_id": pa.array([1, 2, 3, 4, 5, 5], pa.int64()),
+            "passenger_id": pa.array([11, 12, 13, None, 15, 15], pa.int64()),
+            "mode": ["rail", "air", "boat", "coach", "coach", "coach"],
+            "origin": pa.array([A, B, A, A, OUTSIDE, OUTSIDE], pa.int32()),
+            "destination": pa.array([B, C, C, B, A, A], pa.int32()),
+            "departure": pa.array(
+                [dt.datetime(2024, 3, 1, 8), dt.datetime(2024, 3, 1, 9), dt.datetime(2024, 3, 2), None, None, None],
+                pa.timestamp("us"),
+            ),
+            "extra": ["ignored"] * 6,
+        }
+    )
+    pq.write_table(table, path)
+    return path
+
+
+def test_parquet_tickets(tmp_path: Path) -> None:
+    store = tmp_path / "transport.duckdb"
+    summary = ingest("transport", store, parquet=tickets_parquet(tmp_path / "t.parquet"), domain=DOMAIN)
+    assert (summary.loaded, summary.rejected, summary.duplicates) == (2, 4, 0)
+    assert summary.rejected_by_reason == {
+        "bad mode": 1,
+        "null passenger_id; null departure": 1,
+        "unknown district in origin; null departure": 2,
+    }
+    assert rows(store, "SELECT ticket_id, mode, origin, destination, departure FROM tickets ORDER BY ticket_id") == [
+        (1, "rail", A, B, dt.datetime(2024, 3, 1, 8)),
+        (2, "air", B, C, dt.datetime(2024, 3, 1, 9)),
+    ]
+
+
+def test_loading_the_same_file_twice_adds_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "transport.duckdb"
+    source = tickets_parquet(tmp_path / "t.parquet")
+    first = ingest("transport", store, parquet=source, domain=DOMAIN)
+    counts = "SELECT (SELECT count(*) FROM tickets), (SELECT count(*) FROM rejected_tickets)"
+    after_first = rows(store, counts)
+    second = ingest("transport", store, parquet=source, domain=DOMAIN)
+    assert not first.already_loaded and second.already_loaded
+    assert (second.loaded, second.rejected, second.duplicates) == (0, 0, 0)
+    assert second.sha256 == first.sha256
+    assert rows(store, counts) == after_first
+    assert rows(store, "SELECT count(*), sum(loaded), sum(rejected) FROM ingest_log") == [(1, 2, 4)]
+
+
+def test_overlapping_files_count_duplicates(tmp_path: Path) -> None:
+    store = tmp_path / "telecom.duckdb"
+    first = write_csv(tmp_path / "a.csv", f"subscriber_id,home_district\n1,{A}\n2,{B}")
+    second = write_csv(tmp_path / "b.csv", f"subscriber_id,home_district\n2,{C}\n3,{C}\n3,{A}")
+    ingest("telecom", store, csv=first, domain=DOMAIN, table="subscribers")
+    summary = ingest("telecom", store, csv=second, domain=DOMAIN, table="subscribers")
+    assert (summary.loaded, summary.rejected, summary.duplicates) == (1, 0, 2)
+    # A key already in the table is never replaced; within a file the first row wins.
+    assert rows(store, "SELECT * FROM subscribers ORDER BY subscriber_id") == [(1, A), (2, B), (3, C)]
+
+
+def test_ingested_store_answers_aggregates(tmp_path: Path) -> None:
+    store = tmp_path / "telecom.duckdb"
+    cells = write_csv(tmp_path / "cells.csv", f"cell_id,district\n1,{A}\n2,{B}\n3,{C}")
+    events = write_csv(
+        tmp_path / "signalling.csv",
+        "subscriber_id,ts,cell_id\n1,2024-03-01 08:00:00,1\n1,2024-03-01 20:00:00,2\n1,2024-03-02 09:00:00,3\n"
+        "2,2024-03-02 10:00:00,3\n2,bad,3",
+    )
+    ingest("telecom", store, csv=cells, domain=DOMAIN, table="cells")
+    ingest("telecom", store, csv=events, domain=DOMAIN, table="signalling")
+    con = open_store(store)
+    start, end = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
+    presence = compute_aggregate(con, AggregateRequest("telecom.presence", DOMAIN, start, end, {}))
+    trips = compute_aggregate(con, AggregateRequest("telecom.trips", DOMAIN, start, end, {}))
+    assert presence.tolist() == [0, 0, 1, 0, 0, 2]
+    assert np.array_equal(presence, oracle_presence(con, DOMAIN, start, end))
+    assert np.array_equal(trips, oracle_trips(con, DOMAIN, start, end)) and int(trips.sum()) == 2
+
+
+def test_default_domain_is_the_registry(tmp_path: Path) -> None:
+    real = int(load_registry().codes[0])
+    source = write_csv(tmp_path / "cells.csv", f"cell_id,district\n1,{real}\n2,{OUTSIDE}")
+    summary = ingest("telecom", tmp_path / "s.duckdb", csv=source, table="cells")
+    assert (summary.loaded, summary.rejected) == (1, 1)
+
+
+# -- refusals ------------------------------------------------------------------------------------------------
+
+
+def test_refusals_say_what_to_fix(tmp_path: Path) -> None:
+    store = tmp_path / "s.duckdb"
+    source = write_csv(tmp_path / "cells.csv", f"cell_id,district\n1,{A}")
+    with pytest.raises(ConfigError, match=re.escape("--table cells|subscribers|signalling")):
+        ingest("telecom", store, csv=source, domain=DOMAIN)
+    with pytest.raises(ConfigError, match="'tickets' is not a telecom table"):
+        ingest("telecom", store, csv=source, domain=DOMAIN, table="tickets")
+    with pytest.raises(ConfigError, match="unknown agency kind"):
+        ingest("police", store, csv=source, domain=DOMAIN)
+    with pytest.raises(ConfigError, match="exactly one source"):
+        ingest("health", store, csv=source, parquet=source, domain=DOMAIN)
+    with pytest.raises(ConfigError, match="does not exist"):
+        ingest("health", store, csv=tmp_path / "missing.csv", domain=DOMAIN)
+    with pytest.raises(ConfigError, match=r"lacks column.*onset_date, report_date"):
+        ingest("health", store, csv=write_csv(tmp_path / "c.csv", "case_id,person_id,status,district\n1,2,x,3"))
+    with pytest.raises(ConfigError, match=r"cannot read .* as PARQUET"):
+        ingest("telecom", store, parquet=source, domain=DOMAIN, table="cells")
+    # Nothing half-done was left behind by the refused loads.
+    con = duckdb.connect(str(store), read_only=True)
+    tables = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert "ingest_log" not in tables and "cases" not in tables
+
+
+# -- the CLI -------------------------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fedbroker ingest")
+    add_arguments(p)
+    return p
+
+
+def test_cli_prints_the_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "telecom.duckdb"
+    source = write_csv(tmp_path / "cells.csv", f"cell_id,district\n1,{A}\n2,{OUTSIDE}\n1,{A}")
+    args = parser().parse_args(["telecom", "--store", str(store), "--csv", str(source), "--table", "cells"])
+    assert run(args) == 0
+    out = capsys.readouterr().out
+    assert "cells: 1 loaded, 1 rejected, 1 duplicate" in out
+    assert "rejected (unknown district in district): 1" in out
+    assert run(args) == 0
+    assert "already loaded" in capsys.readouterr().out
+
+
+def test_cli_restricts_to_provinces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = write_csv(tmp_path / "cells.csv", f"cell_id,district\n1,{A}\n2,{C}")
+    argv = ["telecom", "--store", str(tmp_path / "s.duckdb"), "--csv", str(source), "--table", "cells"]
+    assert run(parser().parse_args([*argv, "--provinces", "42"])) == 0
+    assert "cells: 1 loaded, 1 rejected, 0 duplicate" in capsys.readouterr().out
+
+
+def test_cli_reports_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = parser().parse_args(["telecom", "--store", str(tmp_path / "s.duckdb"), "--csv", str(tmp_path / "x.csv")])
+    assert run(args) == 2
+    assert "fedbroker ingest:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser().parse_args(["telecom", "--store", "s.duckdb"])  # no source file
