@@ -189,6 +189,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             threshold=threshold,
             verifier=self._verifier,
             deadline=deadline,
+            stage_timeout_s=self._federation.broker.stage_timeout_s,
             progress=progress,
         )
         self._audit.append(

@@ -31,6 +31,7 @@ FORMAT_VERSION = 1
 NODE_KINDS = ("telecom", "health", "transport")
 COORDINATOR_ROLES = ("national", "provincial")
 DEFAULT_ROUND_TIMEOUT_S = 60.0
+DEFAULT_STAGE_TIMEOUT_S = 30.0
 DEFAULT_MOBILITY_K = 15
 DEFAULT_CASES_K = 3
 _QUERY_NAME = re.compile(r"[a-z][a-z0-9-]*")
@@ -73,6 +74,8 @@ class BrokerConfig:
     round_timeout_s: float
     mobility_k: int
     cases_k: int
+    #: Deadline of one stage of one round (seconds): a node that does not answer a stage by then is dropped.
+    stage_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,7 @@ def dump_federation(cfg: FederationConfig, path: Path) -> None:
             "key": rel(cfg.broker.key),
             "audit_log": rel(cfg.broker.audit_log),
             "round_timeout_s": cfg.broker.round_timeout_s,
+            "stage_timeout_s": cfg.broker.stage_timeout_s,
             "disclosure": {"mobility_k": cfg.broker.mobility_k, "cases_k": cfg.broker.cases_k},
         },
         "nodes": [
@@ -397,7 +401,7 @@ class _Reader:
 
     def broker(self, value: object) -> BrokerConfig:
         broker = self.section(
-            value, "broker", ("id", "address", "cert", "key", "audit_log"), ("round_timeout_s", "disclosure")
+            value, "broker", ("id", "address", "cert", "key", "audit_log"), ("round_timeout_s", "stage_timeout_s", "disclosure")
         )
         disclosure = self.section(broker.get("disclosure", {}), "broker.disclosure", (), ("mobility_k", "cases_k"))
         return BrokerConfig(
@@ -408,6 +412,9 @@ class _Reader:
             audit_log=self.path(broker["audit_log"], "broker.audit_log"),
             round_timeout_s=self.positive_number(
                 broker.get("round_timeout_s", DEFAULT_ROUND_TIMEOUT_S), "broker.round_timeout_s"
+            ),
+            stage_timeout_s=self.positive_number(
+                broker.get("stage_timeout_s", DEFAULT_STAGE_TIMEOUT_S), "broker.stage_timeout_s"
             ),
             mobility_k=self.integer(disclosure.get("mobility_k", DEFAULT_MOBILITY_K), "broker.disclosure.mobility_k"),
             cases_k=self.integer(disclosure.get("cases_k", DEFAULT_CASES_K), "broker.disclosure.cases_k"),

@@ -27,6 +27,7 @@ def roster_variant(
     mobility_k: int | None = None,
     cases_k: int | None = None,
     round_timeout_s: float | None = None,
+    stage_timeout_s: float | None = None,
 ) -> Path:
     """Write a copy of a roster beside the original with some policies or disclosure settings changed."""
     config = load_federation(source)
@@ -43,6 +44,8 @@ def roster_variant(
         broker = dataclasses.replace(broker, cases_k=cases_k)
     if round_timeout_s is not None:
         broker = dataclasses.replace(broker, round_timeout_s=round_timeout_s)
+    if stage_timeout_s is not None:
+        broker = dataclasses.replace(broker, stage_timeout_s=stage_timeout_s)
     dump_federation(dataclasses.replace(config, nodes=nodes, broker=broker), target)
     return target
 

@@ -263,6 +263,12 @@ def test_masked_input_repeats_only_with_the_same_u2() -> None:
     fewer = [s for s in flow.routed["telecom-a"] if s.sender != "transport-rail"]
     with pytest.raises(RoundReplayed, match="refusing U2 = \\['health-1', 'telecom-a', 'telecom-b'\\]"):
         me.masked_input(PARTIES[:3], fewer)
+    with pytest.raises(RoundReplayed, match="against a different set of shares"):
+        me.masked_input(PARTIES, list(reversed(flow.routed["telecom-b"])))
+    with pytest.raises(VectorMismatch, match="must be a separate uint64 array shaped like x_u"):
+        me.masked_input(PARTIES, flow.routed["telecom-a"], out=np.empty(LENGTH + 1, dtype=np.uint64))
+    with pytest.raises(VectorMismatch, match="must be a separate uint64 array"):
+        me.masked_input(PARTIES, flow.routed["telecom-a"], out=flow.vectors["telecom-a"])
 
 
 # -- masked input streams -----------------------------------------------------------------------------------

@@ -85,9 +85,11 @@ class AdapterRound:
         self._own_plaintext = b""
         self._self_mask_seed = b""
         self._outgoing: list[EncryptedShare] = []
+        self._share_keys: dict[str, bytes] = {}  # peer -> k_uv
+        self._pair_seeds: dict[str, bytes] = {}  # peer in U2 -> s_uv
         # Set by masked_input:
         self._u2: list[str] = []
-        self._incoming_key: frozenset[EncryptedShare] = frozenset()
+        self._incoming_shares: frozenset[EncryptedShare] = frozenset()
         self._held: dict[str, bytes] = {}  # owner -> 48-byte share plaintext at my index
         # Set by sign_survivors:
         self._u3: list[str] = []
@@ -172,6 +174,7 @@ class AdapterRound:
                 self._own_plaintext = plaintexts[position]
                 continue
             key = keys.share_key(self._c_key.private, by_id[recipient].c_public, self._round_id)
+            self._share_keys[recipient] = key
             outgoing.append(keys.encrypt_share(key, self._round_id, self._node_id, recipient, plaintexts[position]))
         self._self_mask_seed = self_mask_seed
         self._adverts = by_id
@@ -192,8 +195,7 @@ class AdapterRound:
             raise RoundError(f"no share received from {', '.join(missing)}, who are in U2")
         held = {self._node_id: self._own_plaintext}
         for share in shares:
-            key = keys.share_key(self._c_key.private, self._adverts[share.sender].c_public, self._round_id)
-            held[share.sender] = keys.decrypt_share(key, self._round_id, share)
+            held[share.sender] = keys.decrypt_share(self._share_keys[share.sender], self._round_id, share)
         return held
 
     def masked_input(
@@ -221,10 +223,15 @@ class AdapterRound:
             )
         u2 = check_members(list(survivors), self._u1, "U2", "U1")
         if self._stage.current == "MaskedInput":
-            if u2 != self._u2 or frozenset(shares) != self._incoming_key:
+            if u2 != self._u2:
                 raise RoundReplayed(
                     f"{self._node_id} already sent its masked input for round {self._round_id.hex()} with "
                     f"U2 = {self._u2}; refusing U2 = {u2} (two masked inputs would reveal pairwise masks)"
+                )
+            if frozenset(shares) != self._incoming_shares:
+                raise RoundReplayed(
+                    f"{self._node_id} already sent its masked input for round {self._round_id.hex()}; "
+                    "refusing to repeat it against a different set of shares"
                 )
         else:
             if self._node_id not in u2:
@@ -232,7 +239,12 @@ class AdapterRound:
             require_threshold(self._round_id, "ShareKeys", u2, self._u1, self._threshold, "sent shares")
             self._held = self._accept_shares(u2, shares)
             self._u2 = u2
-            self._incoming_key = frozenset(shares)
+            self._incoming_shares = frozenset(shares)
+            self._pair_seeds = {
+                other: keys.pair_mask_seed(self._s_key.private, self._adverts[other].s_public, self._round_id)
+                for other in u2
+                if other != self._node_id
+            }
             self._stage.advance("MaskedInput")
         return self._compute_masked(out)
 
@@ -240,10 +252,8 @@ class AdapterRound:
         masked = np.empty(self._vector.shape, dtype=np.uint64) if out is None else out
         me = self._node_id.encode("utf-8")
         masks: list[tuple[bytes, int]] = [(self._self_mask_seed, 1)]
-        for other in self._u2:
-            if other == self._node_id:
-                continue
-            seed = keys.pair_mask_seed(self._s_key.private, self._adverts[other].s_public, self._round_id)
+        # y_u adds PRG(s_uv) for v > u and subtracts it for v < u, so the pairs cancel in the sum.
+        for other, seed in self._pair_seeds.items():
             masks.append((seed, 1 if other.encode("utf-8") > me else -1))
         apply_masks(masked, masks, base=self._vector)
         return masked

@@ -8,8 +8,8 @@ uint64 values. Known answer: ``PRG(bytes(range(16)), 4) == [0x825b8f87373ba1c6, 
 Masks are applied to a vector in place, mod 2^64 (numpy's uint64 wraps), without materialising any whole
 mask: :func:`apply_masks` walks the vector in cache-sized blocks and, for each block, runs every mask's
 keystream into one small scratch buffer and adds or subtracts it. One vector block stays in cache while all
-masks touch it, which keeps mask generation within a few percent of the bare keystream's speed
-(AES-NI is faster than numpy's own generators, and the additions then cost almost nothing).
+masks touch it, so the additions cost little beyond the keystream itself: measured at m = 8,000,000 with 8
+masks, about 1.15x the time of 8 bare one-call keystreams into a preallocated buffer (AES-NI, one thread).
 """
 
 from __future__ import annotations

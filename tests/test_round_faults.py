@@ -1,0 +1,99 @@
+"""Faults over gRPC with real adapter processes: a carrier crashes or hangs at each stage of a round, and the
+round either recovers exactly the sum of those whose masked input it holds, or aborts naming the stage.
+
+Carriers are real `fedbroker serve adapter` processes; the fault is injected with FEDBROKER_FAULT
+(adapters/faults.py), the only fake here. The expected sums come straight from the raw DuckDB tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from broker.client import Answer, run_query
+from fedbroker.harness import LocalFederation
+from federation.errors import RoundAborted
+from federation.queries import new_query
+from federation.registry import load_registry
+from tests import oracle
+from tests.federation_fixtures import oracle_sum, roster_variant
+
+pytestmark = pytest.mark.slow
+TELECOM = ("telecom-a", "telecom-b", "telecom-c")
+NATIONAL = "nhc-national"
+
+
+def population_under_fault(
+    small_scenario: Path, faults: dict[str, str], *, stage_timeout_s: float = 30.0
+) -> tuple[Answer, LocalFederation]:
+    roster = roster_variant(
+        small_scenario,
+        small_scenario.parent / "federation.faults.yaml",
+        min_contributors=2,
+        mobility_k=1,
+        stage_timeout_s=stage_timeout_s,
+    )
+    federation = LocalFederation(roster, run_dir=small_scenario.parent / "run-faults", nodes=TELECOM, faults=faults)
+    with federation:
+        end = federation.config.data_end
+        query = new_query("population", start=end - dt.timedelta(days=2), end=end, params={}, coordinator=NATIONAL)
+        answer = asyncio.run(run_query(federation.config, NATIONAL, query))
+        return answer, federation
+
+
+def total_count(answer: Answer) -> int:
+    at = answer.columns.index("count")
+    return sum(int(row[at] or 0) for row in answer.rows)
+
+
+def expected_total(federation: LocalFederation, carriers: Sequence[str]) -> int:
+    config = federation.config
+    codes = load_registry(config.domain.provinces).codes
+    end = config.data_end
+    start = end - dt.timedelta(days=2)
+    return int(
+        oracle_sum(config, "telecom", lambda con: oracle.oracle_presence(con, codes, start, end), only=carriers).sum()
+    )
+
+
+@pytest.mark.parametrize(
+    ("fault", "in_sum"),
+    [
+        # Dies after its advert: it is in U1 but sends no shares, so it is simply not in the round.
+        ("exit-after:open", ("telecom-a", "telecom-c")),
+        # Dies after sending shares: in U2, not in U3; the others reveal its mask key so its pairwise masks
+        # can be removed, and the sum is exactly the other two.
+        ("exit-after:share-keys", ("telecom-a", "telecom-c")),
+        # Dies after its masked input arrived: in U3, so its input is in the sum; its self mask is rebuilt
+        # from the others' shares.
+        ("exit-after:masked-input", TELECOM),
+        # Dies after signing U3: the other two still unmask everything.
+        ("exit-after:consistency", TELECOM),
+    ],
+)
+def test_carrier_killed_mid_round(small_scenario: Path, fault: str, in_sum: tuple[str, ...]) -> None:
+    answer, federation = population_under_fault(small_scenario, {"telecom-b": fault})
+    coverage = answer.contributors["presence"]
+    assert coverage["contributed"] == sorted(in_sum)
+    assert total_count(answer) == expected_total(federation, in_sum)
+    if "telecom-b" not in in_sum:
+        assert [m.split(":")[0] for m in coverage["missing"]] == ["telecom-b"]
+
+
+@pytest.mark.parametrize("stage", ["share-keys", "consistency"])
+def test_carrier_stalled_is_dropped_after_the_stage_deadline(small_scenario: Path, stage: str) -> None:
+    answer, federation = population_under_fault(small_scenario, {"telecom-c": f"stall-at:{stage}"}, stage_timeout_s=2.0)
+    in_sum = ("telecom-a", "telecom-b") if stage == "share-keys" else TELECOM
+    assert answer.contributors["presence"]["contributed"] == sorted(in_sum)
+    assert total_count(answer) == expected_total(federation, in_sum)
+
+
+def test_two_carriers_lost_aborts_naming_stage_and_missing(small_scenario: Path) -> None:
+    with pytest.raises(RoundAborted) as caught:
+        population_under_fault(small_scenario, {"telecom-b": "exit-after:open", "telecom-c": "exit-after:open"})
+    message = caught.value.message
+    assert "share-keys" in message and "telecom-b" in message and "telecom-c" in message and "threshold 2" in message
