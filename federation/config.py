@@ -401,7 +401,10 @@ class _Reader:
 
     def broker(self, value: object) -> BrokerConfig:
         broker = self.section(
-            value, "broker", ("id", "address", "cert", "key", "audit_log"), ("round_timeout_s", "stage_timeout_s", "disclosure")
+            value,
+            "broker",
+            ("id", "address", "cert", "key", "audit_log"),
+            ("round_timeout_s", "stage_timeout_s", "disclosure"),
         )
         disclosure = self.section(broker.get("disclosure", {}), "broker.disclosure", (), ("mobility_k", "cases_k"))
         return BrokerConfig(
