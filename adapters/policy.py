@@ -1,8 +1,9 @@
 """An agency's own approval of each round: pure checks, no gRPC.
 
 Every adapter decides for itself, from its own config, whether to contribute: the query must be signed by a
-coordinator in the roster, fresh, of a kind and window its policy allows, and the round the broker asks for
-must be one that the signed query really needs (so a broker can neither alter a query nor invent a round).
+coordinator in the roster, fresh, of a kind and window its policy allows, from a coordinator and role it serves,
+within the signer's jurisdiction, and the round the broker asks for must be one that the signed query really
+needs (so a broker can neither alter a query nor invent a round).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from dataclasses import dataclass
 
 from federation.config import CoordinatorConfig, FederationConfig, NodeConfig
 from federation.errors import InvalidQuery, PolicyRefused, RegistryMismatch
-from federation.queries import Query, RoundPlan, plan_rounds, vector_length
-from federation.signed_query import verify_signed_query
+from federation.queries import Query, RoundPlan, district_filter, plan_rounds, vector_length
+from federation.signed_query import outside_jurisdiction, verify_signed_query
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,13 @@ def approve_round(
         raise PolicyRefused(f"{node.id} refused: coordinator {coordinator.id} is not on its allowed list")
     if coordinator.role not in policy.allowed_roles:
         raise PolicyRefused(f"{node.id} refused: its policy does not serve {coordinator.role} coordinators")
+    # The broker checks jurisdictions too; checking here keeps a broker that skips it from getting a contribution.
+    outside = outside_jurisdiction(coordinator, district_filter(query))
+    if outside:
+        raise PolicyRefused(
+            f"{node.id} refused: district(s) {', '.join(str(c) for c in outside[:5])} lie outside "
+            f"{coordinator.id}'s jurisdiction, province {coordinator.jurisdiction}"
+        )
     _check_participants(federation, node, request.participants, request.threshold)
     if request.registry_hash != registry_hash:
         raise RegistryMismatch(

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 
 from broker.catalog import query_kind
-from broker.jurisdiction import check_jurisdiction, restrict_to_jurisdiction
+from broker.jurisdiction import build_released, check_jurisdiction
 from broker.result import QueryResult
 from broker.rounds import AdapterPeer, RoundOutcome, run_round
 from federation.audit import AuditLog
@@ -25,7 +25,7 @@ from federation.identity import Roster
 from federation.queries import QUERY_KINDS, Query, RoundPlan, district_filter, plan_rounds, vector_length
 from federation.registry import Registry
 from federation.rpc import rpc_errors
-from federation.signed_query import verify_signed_query
+from federation.signed_query import QueryReplayGuard, verify_signed_query
 from federation.tls import peer_identity
 from federation.v1 import adapter_pb2_grpc, broker_pb2, broker_pb2_grpc, common_pb2
 
@@ -52,6 +52,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self._audit = audit
         self._stubs = dict(stubs)
         self._verifier = Roster.from_files(federation.certificates(), ca=federation.ca)
+        self._replays = QueryReplayGuard()
 
     def on_rpc_error(self, method: str, context: Any, error: FederationError) -> None:
         try:
@@ -85,6 +86,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             raise PermissionDenied(
                 f"{caller.id} submitted a query signed by {signer.id}; a coordinator submits only its own queries"
             )
+        self._replays.claim(query)  # each signed query runs once; the adapters keep their own memory too
         self._audit.append(
             "query.received",
             peer=caller.id,
@@ -209,8 +211,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         kind = query_kind(query.kind)
         disclosure = self._federation.broker
         k = disclosure.mobility_k if kind.disclosure_kind == "mobility" else disclosure.cases_k
-        result = kind.build_result(query, self._registry, {o.name: o.total for o in outcomes}, k)
-        result = restrict_to_jurisdiction(result, coordinator, self._registry)
+        result = build_released(query, coordinator, self._registry, {o.name: o.total for o in outcomes}, k)
         self._audit.append(
             "query.released",
             peer=coordinator.id,

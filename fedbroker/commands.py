@@ -56,14 +56,29 @@ def run_query_command(args: argparse.Namespace) -> int:
 
 
 def verify_audit_command(files: Sequence[Path]) -> int:
+    """Verify each audit log; print one verdict per file and every problem found, with its line number.
+
+    Exit status 0 when every log is intact, 1 when any is damaged or cannot be read. An intact log's head
+    (seq and hash of its last record) is printed so it can be compared with a copy published elsewhere: the
+    chain alone cannot show that records were cut off the end of the file.
+    """
     failed = 0
     for path in files:
+        try:
+            path.open("rb").close()
+        except OSError as exc:
+            failed += 1
+            print(f"{path}: cannot read ({exc.strerror})")
+            continue
         report = verify_audit(path)
         if report.ok:
-            print(f"{path}: ok, {report.entries} entries, chain intact")
+            seq, head = report.head
+            print(f"{path}: ok, {report.entries} entries, chain intact; head seq {seq} hash {head}")
         else:
             failed += 1
-            print(f"{path}: TAMPERED ({report.entries} entries read)")
+            print(f"{path}: TAMPERED, {len(report.problems)} problem(s) in {report.entries} lines")
             for problem in report.problems:
                 print(f"  {problem}")
+    if len(files) > 1:
+        print(f"{len(files) - failed} of {len(files)} audit logs intact")
     return 1 if failed else 0

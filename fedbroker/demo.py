@@ -9,7 +9,7 @@ from pathlib import Path
 
 from broker.client import run_query
 from fedbroker.harness import LocalFederation
-from fedbroker.report import importation_summary
+from fedbroker.report import format_json, importation_summary
 from federation.config import load_federation
 from federation.errors import FederationError
 from federation.queries import new_query
@@ -68,5 +68,9 @@ def run_demo(workdir: Path, *, fresh: bool = False, subscribers: int | None = No
         answer = asyncio.run(run_query(config, NATIONAL_COORDINATOR, query, on_progress=progress))
         _say(f"  answered in {time.perf_counter() - asked:.1f} s")
     _say("every node stopped")
+    report = roster.parent / "reports" / f"importation-risk-{query.end.isoformat()}.json"
+    report.parent.mkdir(exist_ok=True)
+    report.write_text(format_json(answer) + "\n")
     print(importation_summary(answer))
+    print(f"\nthe whole answer (every released district) is in {report}")
     return 0

@@ -1,13 +1,17 @@
 """Verification of a coordinator's signed query, shared by the broker (to refuse early) and every adapter
-(which decides for itself, whoever runs the broker)."""
+(which decides for itself, whoever runs the broker): the signature against the roster, the signer's
+certificate (federation CA, validity period), freshness, one use per nonce, and the signer's jurisdiction."""
 
 from __future__ import annotations
 
 import datetime as dt
+import time
+from collections.abc import Sequence
+from pathlib import Path
 
 from federation.config import CoordinatorConfig, FederationConfig
-from federation.errors import AuthenticationFailed, InvalidQuery
-from federation.identity import verify_signature
+from federation.errors import AuthenticationFailed, ConfigError, InvalidQuery, RoundReplayed
+from federation.identity import check_certificate, verify_signature
 from federation.queries import Query, parse_query
 
 #: A signed query older than this is refused as stale (seconds); clocks may differ by MAX_CLOCK_SKEW_S.
@@ -23,17 +27,37 @@ def _parse_iso_utc(text: str) -> dt.datetime:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
 
 
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror}); check the roster's certificate paths") from exc
+
+
 def verify_signed_query(
     federation: FederationConfig, canonical: bytes, coordinator_id: str, signature: bytes
 ) -> tuple[Query, CoordinatorConfig]:
-    """Check the coordinator's signature over the canonical query bytes, who it names, and its freshness."""
+    """Check the coordinator's signature over the canonical query bytes, who it names, and its freshness.
+
+    The signer must be a coordinator of the roster whose certificate (the roster's copy) still chains to the
+    federation CA and is within its validity period now: a coordinator whose certificate expired while the
+    node was running can no longer sign queries. Raises AuthenticationFailed saying what to fix.
+    """
     known = {c.id: c for c in federation.coordinators}
     coordinator = known.get(coordinator_id)
     if coordinator is None:
         raise AuthenticationFailed(
             f"query signed by {coordinator_id!r}, who is not a coordinator in the federation roster"
         )
-    if not verify_signature(coordinator.cert.read_bytes(), canonical, signature):
+    cert_pem = _read(coordinator.cert)
+    try:
+        check_certificate(cert_pem, _read(federation.ca))
+    except AuthenticationFailed as exc:
+        raise AuthenticationFailed(
+            f"query signed by {coordinator.id}, whose roster certificate is not accepted: {exc.message}; "
+            "the federation must issue it a new certificate"
+        ) from exc
+    if not verify_signature(cert_pem, canonical, signature):
         raise AuthenticationFailed(
             f"the signature on the query from {coordinator.id} does not verify against its certificate; "
             "the query was altered after signing or not signed by that coordinator"
@@ -50,3 +74,41 @@ def verify_signed_query(
             f"{MAX_QUERY_AGE_S} s: ask the coordinator to sign it again"
         )
     return query, coordinator
+
+
+def outside_jurisdiction(coordinator: CoordinatorConfig, districts: Sequence[int] | None) -> list[int]:
+    """The district codes (of ``districts``) that ``coordinator`` may not ask about: none for a national
+    coordinator, those outside its province (``code // 10000``) for a provincial one."""
+    if coordinator.role == "national" or coordinator.jurisdiction is None:
+        return []
+    return [code for code in districts or () if code // 10000 != coordinator.jurisdiction]
+
+
+class QueryReplayGuard:
+    """Remembers every signed query a node accepted, so that each is used once.
+
+    A query is known by (coordinator, nonce). Entries are kept for as long as the freshness check could
+    still accept the same query (``MAX_QUERY_AGE_S`` plus clock skew either way), after which the freshness
+    check refuses it anyway; memory is bounded by the queries signed in that time.
+    """
+
+    def __init__(self, *, memory_s: float = MAX_QUERY_AGE_S + 2 * MAX_CLOCK_SKEW_S) -> None:
+        self._memory_s = memory_s
+        self._seen: dict[tuple[str, str], float] = {}
+
+    def claim(self, query: Query) -> None:
+        """Record ``query`` as used; RoundReplayed (ALREADY_EXISTS) if it was used here before."""
+        now = time.monotonic()
+        horizon = now - self._memory_s
+        for key in [k for k, seen in self._seen.items() if seen < horizon]:
+            del self._seen[key]
+        key = (query.coordinator, query.nonce)
+        if key in self._seen:
+            raise RoundReplayed(
+                f"the signed query {query.nonce} from {query.coordinator} was already submitted; a replayed "
+                "query is refused: the coordinator must sign a new one (fedbroker query does so on every run)"
+            )
+        self._seen[key] = now
+
+    def __len__(self) -> int:
+        return len(self._seen)

@@ -1,0 +1,82 @@
+"""The `fedbroker query` command against a running federation: json as DESIGN §7 fixes it, csv, and errors
+that name the problem with a non-zero exit."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fedbroker.harness import LocalFederation
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def fed(small_scenario: Path) -> Iterator[LocalFederation]:
+    with LocalFederation(small_scenario, run_dir=small_scenario.parent / "run-cli") as federation:
+        yield federation
+
+
+def fedbroker(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fedbroker", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_query_json_has_the_documented_shape(fed: LocalFederation) -> None:
+    done = fedbroker(
+        "query", "importation-risk", "--federation", str(fed.config.path), "--as", "nhc-national", "--format", "json"
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert {"query", "columns", "rows", "suppressed", "contributors"} <= set(document)
+    assert document["query"]["kind"] == "importation-risk"
+    assert document["query"]["end"] == fed.config.data_end.isoformat()
+    assert document["columns"][:2] == ["district", "name"]
+    assert all(len(row) == len(document["columns"]) for row in document["rows"])
+    assert document["contributors"]["confirmed"]["contributed"] == ["health-net-1", "health-net-2"]
+    assert "open" in done.stderr  # the progress display ran
+
+
+def test_query_csv(fed: LocalFederation) -> None:
+    done = fedbroker(
+        "query",
+        "cases",
+        "--federation",
+        str(fed.config.path),
+        "--as",
+        "nhc-national",
+        "--format",
+        "csv",
+        "--start",
+        fed.config.data_start.isoformat(),
+    )
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.reader(io.StringIO(done.stdout)))
+    assert rows[0] == ["district", "name", "confirmed", "suspected", "close_contact"]
+    assert len(rows) > 1
+
+
+def test_query_error_is_one_clear_line(fed: LocalFederation) -> None:
+    done = fedbroker(
+        "query",
+        "population",
+        "--federation",
+        str(fed.config.path),
+        "--as",
+        "nhc-national",
+        "--start",
+        "2020-01-10",
+        "--end",
+        "2020-01-05",
+    )
+    assert done.returncode == 2
+    assert "InvalidQuery" in done.stderr and "swap them" in done.stderr
+    assert "Traceback" not in done.stderr

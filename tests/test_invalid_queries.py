@@ -1,0 +1,85 @@
+"""Malformed and out-of-range queries get INVALID_ARGUMENT from the broker with a message that says what to
+fix, are recorded in the broker's audit log, and start no round (no adapter hears of them)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from fedbroker.harness import LocalFederation
+from federation.tls import channel_credentials, channel_options
+from federation.v1 import broker_pb2, broker_pb2_grpc, common_pb2
+
+pytestmark = pytest.mark.slow
+NATIONAL = "nhc-national"
+
+
+@pytest.fixture(scope="module")
+def fed(small_scenario: Path) -> Iterator[LocalFederation]:
+    with LocalFederation(small_scenario, run_dir=small_scenario.parent / "run-invalid") as federation:
+        yield federation
+
+
+def signed(fed: LocalFederation, **fields: Any) -> common_pb2.SignedQuery:
+    """Sign arbitrary query JSON as the national coordinator, bypassing the client's own validation."""
+    document = {
+        "kind": "population",
+        "start": fed.config.data_start.isoformat(),
+        "end": fed.config.data_end.isoformat(),
+        "params": {},
+        "coordinator": NATIONAL,
+        "nonce": secrets.token_hex(16),
+        "issued_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    } | fields
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    identity = fed.config.identity(NATIONAL)
+    return common_pb2.SignedQuery(canonical=canonical, coordinator_id=NATIONAL, signature=identity.sign(canonical))
+
+
+async def _run(fed: LocalFederation, query: common_pb2.SignedQuery) -> None:
+    identity = fed.config.identity(NATIONAL)
+    broker = fed.config.broker
+    async with grpc.aio.secure_channel(
+        broker.address, channel_credentials(identity), options=channel_options(broker.id)
+    ) as channel:
+        stub = broker_pb2_grpc.BrokerStub(channel)
+        async for _ in stub.RunQuery(broker_pb2.RunQueryRequest(query=query), timeout=30):
+            pass
+
+
+def audit_lines(fed: LocalFederation, node_id: str) -> list[dict[str, Any]]:
+    path = fed.config.broker.audit_log if node_id == fed.config.broker.id else fed.config.node(node_id).audit_log
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.parametrize(
+    ("fields", "expect"),
+    [
+        ({"kind": "prevalence"}, "unknown query kind 'prevalence'"),
+        ({"start": "2020-01-20", "end": "2020-01-10"}, "swap them"),
+        ({"start": "2019-11-01", "end": "2019-12-31"}, "exceeds the longest window"),
+        ({"start": "2019-12-01", "end": "2019-12-05"}, "outside the federation's data"),
+        ({"params": {"districts": "420106,999999"}}, "999999"),
+        ({"params": {"colour": "red"}}, "colour"),
+        ({"kind": "flows", "params": {"source": "telecom", "mode": "rail"}}, "mode"),
+        ({"start": "2020-1-5"}, "YYYY-MM-DD"),
+    ],
+)
+def test_invalid_query_is_refused_with_a_fix(fed: LocalFederation, fields: dict[str, Any], expect: str) -> None:
+    before = {n: len(audit_lines(fed, n)) for n in ("broker", "telecom-a")}
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        asyncio.run(_run(fed, signed(fed, **fields)))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    message = caught.value.details() or ""
+    assert expect in message
+    broker_new = audit_lines(fed, "broker")[before["broker"] :]
+    assert any(r["event"] == "refused" and r["reason"] == message for r in broker_new)
+    assert len(audit_lines(fed, "telecom-a")) == before["telecom-a"], "no round may start for an invalid query"
