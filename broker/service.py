@@ -113,8 +113,13 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         deadline = time.monotonic() + self._federation.broker.round_timeout_s
         task = asyncio.create_task(self._run_rounds(signed, plans, deadline, progress))
         task.add_done_callback(lambda _: events.put_nowait(None))
-        while (event := await events.get()) is not None:
-            yield event
+        try:
+            while (event := await events.get()) is not None:
+                yield event
+        finally:
+            # The coordinator hung up or the deadline passed: stop driving rounds nobody will read.
+            if not task.done():
+                task.cancel()
         outcomes = task.result()  # re-raises a round's RoundAborted / refusal for the boundary to map
         result = self._release(query, caller, outcomes)
         yield broker_pb2.QueryEvent(result=result)
