@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 from collections.abc import Callable
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
 
 from broker.service import BrokerService
 from federation.audit import AuditLog
@@ -18,7 +14,8 @@ from federation.config import FederationConfig
 from federation.errors import RegistryMismatch
 from federation.identity import Identity
 from federation.registry import load_registry
-from federation.tls import channel_credentials, channel_options, server_credentials, server_options
+from federation.serving import serve_node
+from federation.tls import channel_credentials, channel_options
 from federation.v1 import adapter_pb2_grpc, broker_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -32,6 +29,7 @@ async def serve_broker(
     listen: str | None = None,
     on_ready: Callable[[int], None] | None = None,
     stop: asyncio.Event | None = None,
+    parent_pid: int | None = None,
 ) -> None:
     """Serve coordinators until ``stop`` is set or SIGINT/SIGTERM; ``on_ready(port)`` once bound."""
     config = federation.broker
@@ -50,23 +48,16 @@ async def serve_broker(
         node_id: adapter_pb2_grpc.AgencyAdapterStub(channel) for node_id, channel in channels.items()
     }
     service = BrokerService(federation, registry, AuditLog(config.audit_log, config.id), stubs)
-    server = grpc.aio.server(options=server_options())
-    broker_pb2_grpc.add_BrokerServicer_to_server(service, server)
-    health = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    port = server.add_secure_port(listen or config.address, server_credentials(identity))
-    await server.start()
-    await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    log.info("broker serving on port %d", port)
-    if on_ready is not None:
-        on_ready(port)
-    event = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, event.set)
-    await event.wait()
-    await health.enter_graceful_shutdown()
-    await server.stop(grace=5.0)
-    for channel in channels.values():
-        await channel.close()
+    try:
+        await serve_node(
+            identity,
+            listen or config.address,
+            lambda server: broker_pb2_grpc.add_BrokerServicer_to_server(service, server),
+            SERVICE_NAME,
+            on_ready=on_ready,
+            stop=stop,
+            parent_pid=parent_pid,
+        )
+    finally:
+        for channel in channels.values():
+            await channel.close()

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--id", help="this adapter's node id in the roster")
     serve.add_argument("--listen", help="host:port to bind (default: the roster's address)")
     serve.add_argument("--ready-file", type=Path, help="write the bound port here once serving")
+    serve.add_argument("--exit-with-parent", type=int, metavar="PID", help="stop when process PID is gone")
 
     up = commands.add_parser("up", help="run a whole local federation until interrupted")
     up.add_argument("--federation", type=Path, required=True)
@@ -155,11 +156,13 @@ def _serve(args: argparse.Namespace) -> int:
             return 2
         from adapters.node import serve_adapter
 
-        asyncio.run(serve_adapter(federation, args.id, listen=args.listen, on_ready=ready))
+        asyncio.run(
+            serve_adapter(federation, args.id, listen=args.listen, on_ready=ready, parent_pid=args.exit_with_parent)
+        )
     else:
         from broker.node import serve_broker
 
-        asyncio.run(serve_broker(federation, listen=args.listen, on_ready=ready))
+        asyncio.run(serve_broker(federation, listen=args.listen, on_ready=ready, parent_pid=args.exit_with_parent))
     return 0
 
 

@@ -8,7 +8,6 @@ starts the broker on it. Hooks kill, stall (SIGSTOP), resume or restart any node
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -27,16 +26,6 @@ from federation.errors import FederationError, NodeUnavailable
 
 #: How long a node may take to bind its port (seconds): imports plus opening its store.
 START_TIMEOUT_S = 60.0
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGTERM the node if the process that started it dies, so a
-    crashed test run or demo never leaves nodes behind holding ports."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -175,7 +164,9 @@ class LocalFederation:
         args = [sys.executable, "-m", "fedbroker", "serve", role, "--config", str(config_path)]
         if role == "adapter":
             args += ["--id", node_id]
-        args += ["--listen", listen, "--ready-file", str(ready)]
+        # The node watches this process and stops if it dies, so a crashed test run or demo never leaves
+        # nodes behind holding ports.
+        args += ["--listen", listen, "--ready-file", str(ready), "--exit-with-parent", str(os.getpid())]
         env = dict(os.environ)
         env.pop(FAULT_ENV, None)
         if node_id in self.faults:
@@ -187,7 +178,6 @@ class LocalFederation:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=env,
-                preexec_fn=_die_with_parent,
             )
         return NodeProcess(node_id=node_id, role=role, process=process, port=0, log_path=log_path)
 

@@ -18,37 +18,9 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
+from adapters.store import RAW_TABLES
 from fedbroker.scenario.epidemic import NO_ONSET, STATUSES
 from fedbroker.scenario.records import MODES, CaseRecords, TelecomRecords, TicketRecords
-
-RAW_TABLES: Mapping[str, Mapping[str, tuple[tuple[str, str], ...]]] = {
-    "telecom": {
-        "cells": (("cell_id", "BIGINT"), ("district", "INTEGER")),
-        "subscribers": (("subscriber_id", "BIGINT"), ("home_district", "INTEGER")),
-        "signalling": (("subscriber_id", "BIGINT"), ("ts", "TIMESTAMP"), ("cell_id", "BIGINT")),
-    },
-    "health": {
-        "cases": (
-            ("case_id", "BIGINT"),
-            ("person_id", "BIGINT"),
-            ("status", "VARCHAR"),
-            ("district", "INTEGER"),
-            ("onset_date", "DATE"),
-            ("report_date", "DATE"),
-        ),
-    },
-    "transport": {
-        "tickets": (
-            ("ticket_id", "BIGINT"),
-            ("passenger_id", "BIGINT"),
-            ("mode", "VARCHAR"),
-            ("origin", "INTEGER"),
-            ("destination", "INTEGER"),
-            ("departure", "TIMESTAMP"),
-        ),
-    },
-}
-"""Agency kind -> table -> ((column, DuckDB type), ...): the raw tables of DESIGN.md §3."""
 
 # Value checks beyond the types; onset_date is the only nullable column (NULL for close contacts).
 _CHECKS = {
