@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
-from adapters.aggregates import AggregateRequest, compute_aggregate
+from adapters.aggregates import AGGREGATES_BY_KIND, AggregateRequest, compute_aggregate
 from adapters.faults import FaultPlan
 from adapters.policy import Approval, RoundRequest, approve_round
 from adapters.rounds import RoundTable
@@ -57,7 +57,6 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         self._audit = audit
         self._rounds = RoundTable(ttl_s=round_ttl_s)
         self._verifier = Roster.from_files(federation.certificates(), ca=federation.ca)
-        self._roster_ids = set(federation.certificates())
         self._faults = FaultPlan.from_env()
 
     # -- boundary helpers -------------------------------------------------------------------------------
@@ -73,9 +72,8 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         )
 
     def _caller(self, context: grpc.aio.ServicerContext[Any, Any], *, broker_only: bool) -> str:
-        peer = peer_identity(context)
-        if peer not in self._roster_ids:
-            raise PermissionDenied(f"{peer!r} holds a federation certificate but is not in the roster")
+        # The certificate must be the roster's own for its id: a stray certificate from our CA is refused.
+        peer = peer_identity(context, self._verifier)
         if broker_only and peer != self._federation.broker.id:
             raise PermissionDenied(
                 f"only the broker {self._federation.broker.id!r} may drive secure-aggregation rounds, not {peer!r}"
@@ -90,8 +88,6 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
     ) -> adapter_pb2.NodeDescription:
         self._caller(context, broker_only=False)
         window = await asyncio.to_thread(self._data_window)
-        from adapters.aggregates import AGGREGATES_BY_KIND
-
         return adapter_pb2.NodeDescription(
             node_id=self._node.id,
             kind=self._node.kind,

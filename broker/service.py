@@ -127,7 +127,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     # -- plain steps ---------------------------------------------------------------------------------------
 
     def _coordinator(self, context: grpc.aio.ServicerContext[Any, Any]) -> CoordinatorConfig:
-        peer = peer_identity(context)
+        peer = peer_identity(context, self._verifier)  # the roster's own certificate for that id, nothing else
         for coordinator in self._federation.coordinators:
             if coordinator.id == peer:
                 return coordinator
@@ -206,6 +206,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             cells=int(spec.length),
             contributors=list(outcome.contributors),
             missing=sorted(outcome.missing),
+            missing_reasons=[f"{node}: {why}" for node, why in sorted(outcome.missing.items())],
             threshold=threshold,
         )
         return outcome

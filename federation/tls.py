@@ -3,7 +3,11 @@
 The only module of :mod:`federation` that imports grpc for identities. Both ends present a certificate from
 the federation CA and trust only that CA. A client names the node it expects (``channel_options(peer_id)``),
 so connecting to ``127.0.0.1:port`` still checks that the server's SAN is that roster id. A server learns who
-called from the certificate the TLS handshake verified (:func:`peer_identity`), never from metadata.
+called from the certificate the TLS handshake verified (:func:`peer_identity`), never from metadata; given the
+roster, it also requires that certificate to be the very one the roster holds for that id.
+
+A failed handshake (no client certificate, another CA, an expired certificate, a wrong server name) never
+reaches Python: gRPC's transport log on the node's stderr is its only trace.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from cryptography import x509
 
 from federation.errors import AuthenticationFailed
-from federation.identity import Identity, certificate_id, is_node_id
+from federation.identity import Identity, Roster, certificate_id, is_node_id
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 """Largest gRPC message either side accepts; vectors stream in 1-4 MiB chunks, well below it."""
@@ -76,17 +81,19 @@ def server_options() -> list[tuple[str, Any]]:
     ]
 
 
-def peer_identity(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+def peer_identity(context: grpc.aio.ServicerContext[Any, Any], roster: Roster | None = None) -> str:
     """The node id of the caller, from the client certificate the TLS handshake verified.
 
     Raises AuthenticationFailed when the call did not come over mutual TLS or the certificate does not name
     exactly one node id. Metadata is never consulted: anyone can write it. Any holder of a federation
-    certificate gets this far; the caller still checks that the id may use the method (roster role).
+    certificate gets this far; the caller still checks that the id may use the method (roster role). With
+    ``roster``, the id must be in it and the certificate must be the roster's own for that id, so a certificate
+    the CA issued but the roster does not list (an old or a stray one) is refused.
     """
-    return identity_from_auth_context(context.auth_context())
+    return identity_from_auth_context(context.auth_context(), roster)
 
 
-def identity_from_auth_context(auth_context: Mapping[str, Iterable[bytes]]) -> str:
+def identity_from_auth_context(auth_context: Mapping[str, Iterable[bytes]], roster: Roster | None = None) -> str:
     """The node id in a gRPC auth context (the part of :func:`peer_identity` that needs no live call)."""
     if list(auth_context.get("transport_security_type", [])) != [b"ssl"]:
         raise AuthenticationFailed("the call did not arrive over TLS; every federation connection is mutual TLS")
@@ -94,7 +101,15 @@ def identity_from_auth_context(auth_context: Mapping[str, Iterable[bytes]]) -> s
     if pem_certs:
         if len(pem_certs) != 1:
             raise AuthenticationFailed("the TLS peer presented an ambiguous certificate")
-        return certificate_id(pem_certs[0])
+        node_id = certificate_id(pem_certs[0])
+        if roster is not None:
+            _require_roster_certificate(roster, node_id, pem_certs[0])
+        return node_id
+    if roster is not None:
+        raise AuthenticationFailed(
+            "gRPC did not expose the caller's certificate, so it cannot be compared with the roster; "
+            "run a grpcio that fills x509_pem_cert"
+        )
     # Without the PEM (older cores), the SAN entries the handshake extracted; our certificates have one.
     san = list(auth_context.get("x509_subject_alternative_name", []))
     if len(san) != 1:
@@ -106,3 +121,12 @@ def identity_from_auth_context(auth_context: Mapping[str, Iterable[bytes]]) -> s
     if not is_node_id(node_id):
         raise AuthenticationFailed(f"the client certificate names {node_id!r}, which is not a node id")
     return node_id
+
+
+def _require_roster_certificate(roster: Roster, node_id: str, pem: bytes) -> None:
+    expected = x509.load_pem_x509_certificate(roster.certificate(node_id))  # AuthenticationFailed if unknown
+    if x509.load_pem_x509_certificate(pem) != expected:
+        raise AuthenticationFailed(
+            f"{node_id} presented a certificate from the federation CA that is not the one in the roster "
+            "(an old or a stray one); use the certificate the roster lists, or update the roster and restart"
+        )
