@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--exit-with-parent", type=int, metavar="PID", help="stop when process PID is gone")
 
     up = commands.add_parser("up", help="run a whole local federation until interrupted")
-    up.add_argument("--federation", type=Path, required=True)
+    up.add_argument("--federation", type=Path, required=True, help="the roster (federation.yaml)")
     up.add_argument(
         "--ephemeral",
         action="store_true",
@@ -60,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     query = commands.add_parser("query", help="run a joint query as a coordinator")
     query.add_argument("kind", help="population | flows | cases | importation-risk")
-    query.add_argument("--federation", type=Path, required=True)
+    query.add_argument(
+        "--federation",
+        type=Path,
+        required=True,
+        help="the roster (federation.yaml; federation.runtime.yaml after `up --ephemeral`)",
+    )
     query.add_argument("--as", dest="coordinator", required=True, help="coordinator id (signs the query)")
     query.add_argument("--start", type=_date, help="first day, YYYY-MM-DD")
     query.add_argument("--end", type=_date, help="last day, YYYY-MM-DD (default: the federation's last day)")
