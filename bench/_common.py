@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-#: Packages whose versions every benchmark header names (flwr comes from its own venv, see bench.mask).
-VERSIONED_PACKAGES = ("numpy", "pycryptodome", "grpcio", "duckdb")
+#: Packages whose versions every benchmark header names (flwr comes from its own venv, see bench.mask);
+#: cryptography for the OpenSSL reference keystream in the mask benchmark and the ECDSA identities.
+VERSIONED_PACKAGES = ("numpy", "pycryptodome", "cryptography", "grpcio", "duckdb")
 
 
 class SelfTimed(float):
@@ -38,10 +39,9 @@ class Samples:
     def median(self) -> float:
         return statistics.median(self.seconds)
 
-    @property
-    def spread(self) -> str:
-        """min–max of the repetitions, for judging the noise."""
-        return f"{min(self.seconds):.3f}–{max(self.seconds):.3f}"
+    def spread(self, divisor: float = 1.0) -> str:
+        """min–max of the repetitions (each divided by ``divisor``), for judging the noise."""
+        return f"{seconds(min(self.seconds) / divisor)} – {seconds(max(self.seconds) / divisor)}"
 
 
 def interleave(cases: Mapping[str, Callable[[], object]], repetitions: int, *, warmup: int = 1) -> dict[str, Samples]:
@@ -118,11 +118,23 @@ def seconds(value: float) -> str:
 
 
 def ratio(value: float, baseline: float) -> str:
-    return f"{value / baseline:.2f}×"
+    return f"{value / baseline:.2f}×" if baseline > 0 else "n/a"
 
 
 def gib_per_s(byte_count: int, duration: float) -> str:
     return f"{byte_count / duration / 2**30:.2f} GiB/s"
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU seconds consumed so far by the processes ``pids`` (all their threads), from
+    /proc/PID/stat (resolution 1/CLK_TCK, usually 10 ms)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return total / tick
 
 
 def run_python(python: str, args: Sequence[str], *, timeout_s: float = 60.0) -> str:

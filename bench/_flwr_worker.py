@@ -27,7 +27,9 @@ def main() -> int:
         if not words or words[0] == "quit":
             break
         if words[0] == "versions":
-            print(json.dumps({"flwr": flwr.__version__, "numpy": numpy.__version__, "python": platform.python_version()}))
+            print(
+                json.dumps({"flwr": flwr.__version__, "numpy": numpy.__version__, "python": platform.python_version()})
+            )
         elif words[0] == "time":
             cells, num_range = int(words[1]), int(words[2])
             seed = os.urandom(32)  # SecAgg+ seeds are 32-byte HKDF outputs

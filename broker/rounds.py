@@ -217,8 +217,10 @@ async def _collect_masked(
                         continue
                     if header is None:
                         raise VectorMismatch(f"{peer.node_id} sent vector data before its header")
-                    cells = cells_of(message.data, sender=peer.node_id)
-                    state.add_masked_chunk(peer.node_id, offset, message.data)
+                    # Each read of a protobuf bytes field copies it: read the 2 MiB chunk once.
+                    data = message.data
+                    cells = cells_of(data, sender=peer.node_id)
+                    state.add_masked_chunk(peer.node_id, offset, data)
                     offset += cells.size
                 if header is None:
                     raise VectorMismatch(f"{peer.node_id} closed its stream without a header")
