@@ -80,3 +80,54 @@ def test_query_error_is_one_clear_line(fed: LocalFederation) -> None:
     assert done.returncode == 2
     assert "InvalidQuery" in done.stderr and "swap them" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_up_runs_a_federation_until_interrupted(small_scenario: Path, tmp_path: Path) -> None:
+    """`fedbroker up --ephemeral` serves every node, answers a query through the runtime roster it writes, and
+    stops every node on Ctrl-C."""
+    import signal
+    import time
+
+    runtime = small_scenario.parent / "federation.runtime.yaml"
+    stamp = runtime.stat().st_mtime if runtime.exists() else 0.0
+    up = subprocess.Popen(
+        [sys.executable, "-m", "fedbroker", "up", "--federation", str(small_scenario), "--ephemeral"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert up.stdout is not None
+        banner = [up.stdout.readline() for _ in range(2)]
+        assert "broker" in banner[0], banner
+        assert runtime.stat().st_mtime > stamp
+        done = fedbroker(
+            "query",
+            "cases",
+            "--federation",
+            str(runtime),
+            "--as",
+            "nhc-national",
+            "--format",
+            "json",
+            "--start",
+            "2020-01-01",
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["contributors"]["cases"]["contributed"] == ["health-net-1", "health-net-2"]
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=30)
+    time.sleep(0.5)
+    # The nodes `up` started name it as their parent on their command line.
+    mark = f"--exit-with-parent\0{up.pid}\0"
+    leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, mark)]
+    assert up.returncode == 0
+    assert not leftovers, "nodes left running"
+
+
+def _cmdline_has(proc: Path, text: str) -> bool:
+    try:
+        return text.encode() in (proc / "cmdline").read_bytes()
+    except OSError:
+        return False

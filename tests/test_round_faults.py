@@ -97,3 +97,30 @@ def test_two_carriers_lost_aborts_naming_stage_and_missing(small_scenario: Path)
         population_under_fault(small_scenario, {"telecom-b": "exit-after:open", "telecom-c": "exit-after:open"})
     message = caught.value.message
     assert "share-keys" in message and "telecom-b" in message and "telecom-c" in message and "threshold 2" in message
+
+
+def test_carrier_hung_by_sigstop_is_dropped_and_recovers_after_resume(small_scenario: Path) -> None:
+    """A whole host hanging (SIGSTOP: connections open, nothing answers) costs one stage deadline; once resumed
+    the carrier contributes again."""
+    roster = roster_variant(
+        small_scenario,
+        small_scenario.parent / "federation.stall.yaml",
+        min_contributors=2,
+        mobility_k=1,
+        stage_timeout_s=2.0,
+    )
+    with LocalFederation(roster, run_dir=small_scenario.parent / "run-stall", nodes=TELECOM) as federation:
+        end = federation.config.data_end
+
+        def ask() -> Answer:
+            query = new_query("population", start=end, end=end, params={}, coordinator=NATIONAL)
+            return asyncio.run(run_query(federation.config, NATIONAL, query))
+
+        federation.stall("telecom-a")
+        try:
+            hung = ask()
+        finally:
+            federation.resume("telecom-a")
+        assert hung.contributors["presence"]["contributed"] == ["telecom-b", "telecom-c"]
+        assert hung.contributors["presence"]["missing"][0].startswith("telecom-a: open:")
+        assert ask().contributors["presence"]["contributed"] == list(TELECOM)
