@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from federation.config import FederationConfig, dump_federation, load_federation
+from federation.pki import generate_dev_pki
 
 SMALL_PROVINCES = (42,)
 SMALL_SUBSCRIBERS = 6_000
@@ -75,3 +77,32 @@ def oracle_sum(
 
 def days(start: dt.date, end: dt.date) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def with_extra_carriers(source: Path, target: Path, copies: dict[str, str]) -> Path:
+    """A roster with more telecom carriers: each new id gets a copy of an existing carrier's store (the
+    copy's data are its own from then on), its own certificate from the federation CA and its own audit log.
+    ``copies`` maps new id -> id whose store is copied."""
+    config = load_federation(source)
+    pki_dir = config.ca.parent
+    generate_dev_pki(pki_dir, list(copies))
+    nodes = list(config.nodes)
+    # Fixed ports after every port in use (the harness rebinds ephemerally anyway).
+    next_port = 1 + max(int(member.address.rsplit(":", 1)[1]) for member in (*nodes, config.broker))
+    for offset, (new_id, original_id) in enumerate(copies.items()):
+        original = config.node(original_id)
+        store = original.store.with_name(f"{new_id}.duckdb")
+        shutil.copyfile(original.store, store)
+        nodes.append(
+            dataclasses.replace(
+                original,
+                id=new_id,
+                address=f"127.0.0.1:{next_port + offset}",
+                store=store,
+                cert=pki_dir / f"{new_id}.pem",
+                key=pki_dir / f"{new_id}.key",
+                audit_log=original.audit_log.with_name(f"{new_id}.jsonl"),
+            )
+        )
+    dump_federation(dataclasses.replace(config, nodes=tuple(nodes)), target)
+    return target

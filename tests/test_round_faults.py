@@ -20,7 +20,7 @@ from federation.errors import RoundAborted
 from federation.queries import new_query
 from federation.registry import load_registry
 from tests import oracle
-from tests.federation_fixtures import oracle_sum, roster_variant
+from tests.federation_fixtures import oracle_sum, roster_variant, with_extra_carriers
 
 pytestmark = pytest.mark.slow
 TELECOM = ("telecom-a", "telecom-b", "telecom-c")
@@ -124,3 +124,28 @@ def test_carrier_hung_by_sigstop_is_dropped_and_recovers_after_resume(small_scen
         assert hung.contributors["presence"]["contributed"] == ["telecom-b", "telecom-c"]
         assert hung.contributors["presence"]["missing"][0].startswith("telecom-a: open:")
         assert ask().contributors["presence"]["contributed"] == list(TELECOM)
+
+
+def test_one_killed_after_share_keys_and_another_after_masked_input_in_one_round(
+    small_scenario: Path, tmp_path: Path
+) -> None:
+    """Five carriers, t = 3: telecom-a dies after sending its shares (in U2, not U3: its mask key is rebuilt),
+    telecom-b after its masked input arrived (in U3: its self mask is rebuilt); the round releases exactly the
+    sum of telecom-b..e."""
+    five = with_extra_carriers(
+        small_scenario,
+        small_scenario.parent / "federation.five.yaml",
+        {"telecom-d": "telecom-a", "telecom-e": "telecom-b"},
+    )
+    roster = roster_variant(five, small_scenario.parent / "federation.five.k1.yaml", min_contributors=2, mobility_k=1)
+    carriers = ("telecom-a", "telecom-b", "telecom-c", "telecom-d", "telecom-e")
+    faults = {"telecom-a": "exit-after:share-keys", "telecom-b": "exit-after:masked-input"}
+    with LocalFederation(roster, run_dir=tmp_path / "run", nodes=carriers, faults=faults) as federation:
+        end = federation.config.data_end
+        query = new_query("population", start=end - dt.timedelta(days=2), end=end, params={}, coordinator=NATIONAL)
+        answer = asyncio.run(run_query(federation.config, NATIONAL, query))
+        survivors = ("telecom-b", "telecom-c", "telecom-d", "telecom-e")
+        coverage = answer.contributors["presence"]
+        assert coverage["contributed"] == list(survivors)
+        assert [m.split(":")[0] for m in coverage["missing"]] == ["telecom-a"]
+        assert total_count(answer) == expected_total(federation, survivors)
