@@ -376,3 +376,75 @@ def test_stage_for_an_unknown_round_refused(fed: LocalFederation) -> None:
     request = adapter_pb2.ShareKeysRequest(round_id=secrets.token_bytes(16), adverts=[])
     message = refused(fed, "telecom-b", lambda: evil.call("telecom-b", "ShareKeys", request), grpc.StatusCode.NOT_FOUND)
     assert "never opened" in message
+
+
+def test_refused_interference_loses_nothing(fed: LocalFederation) -> None:
+    """Refusals in the middle of a round leave that round, and every store, untouched: after a replayed Open,
+    a forged advert set and a premature Unmask are refused, the same round still completes and releases exactly
+    the oracle's sum; no store file changed."""
+    import hashlib
+
+    from federation.identity import Roster
+    from federation.queries import query_hash
+    from federation.secagg import BrokerRound
+    from federation.wire import advert_from_pb, revealed_from_pb, shares_from_pb, shares_to_pb
+    from tests import oracle
+    from tests.federation_fixtures import oracle_sum
+
+    config = fed.config
+    stores = {n: hashlib.sha256(config.node(n).store.read_bytes()).hexdigest() for n in TELECOM}
+    evil = EvilBroker(config)
+    query, signed = evil.query()
+    spec = evil.spec(query)
+    round_id = secrets.token_bytes(16)
+    verifier = Roster.from_files(config.certificates(), ca=config.ca)
+    state = BrokerRound(
+        round_id=round_id,
+        query_hash=query_hash(signed.canonical),
+        participants=list(TELECOM),
+        threshold=2,
+        length=int(spec.length),
+        verifier=verifier,
+    )
+    adverts = run(evil.open_all(round_id, signed, spec))
+    u1 = state.receive_adverts([advert_from_pb(a) for a in adverts.values()])
+
+    # Interference, each refused.
+    refused(
+        fed,
+        "telecom-a",
+        lambda: evil.open_all(round_id, signed, spec, targets=["telecom-a"]),
+        grpc.StatusCode.ALREADY_EXISTS,
+    )
+    forged = adapter_pb2.KeyAdvert()
+    forged.CopyFrom(adverts["telecom-c"])
+    forged.c_public = secrets.token_bytes(32)
+    bad = adapter_pb2.ShareKeysRequest(round_id=round_id, adverts=[adverts["telecom-a"], adverts["telecom-b"], forged])
+    refused(fed, "telecom-a", lambda: evil.call("telecom-a", "ShareKeys", bad), grpc.StatusCode.UNAUTHENTICATED)
+    early = adapter_pb2.UnmaskRequest(round_id=round_id, survivors=list(TELECOM))
+    refused(fed, "telecom-b", lambda: evil.call("telecom-b", "Unmask", early), grpc.StatusCode.FAILED_PRECONDITION)
+
+    # The honest round goes on to the end.
+    good = adapter_pb2.ShareKeysRequest(round_id=round_id, adverts=[adverts[n] for n in u1])
+    shared = {n: run(evil.call(n, "ShareKeys", good)) for n in TELECOM}
+    routed = state.route_shares({n: shares_from_pb(r.shares) for n, r in shared.items()})
+    for node in TELECOM:
+        request = adapter_pb2.MaskedInputRequest(
+            round_id=round_id, survivors=state.u2, shares=shares_to_pb(routed[node])
+        )
+        chunks = run(evil.call(node, "MaskedInput", request))
+        offset = 0
+        for chunk in chunks[1:]:
+            state.add_masked_chunk(node, offset, chunk.data)
+            offset += len(chunk.data) // 8
+        state.finish_masked(node, int(chunks[0].header.length), chunks[0].header.sha256)
+    signatures = run(evil.signatures(round_id, state.survivors))
+    state.receive_consistency({s.node_id: s.signature for s in signatures})
+    unmask = adapter_pb2.UnmaskRequest(round_id=round_id, survivors=state.survivors, signatures=signatures)
+    revealed = {n: revealed_from_pb(run(evil.call(n, "Unmask", unmask)).shares) for n in TELECOM}
+    total = state.unmask(revealed)
+
+    codes = evil.registry.codes
+    expected = oracle_sum(config, "telecom", lambda con: oracle.oracle_presence(con, codes, query.start, query.end))
+    assert (total == expected).all()
+    assert stores == {n: hashlib.sha256(config.node(n).store.read_bytes()).hexdigest() for n in TELECOM}
