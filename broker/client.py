@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 
 from federation.config import FederationConfig
-from federation.errors import ConfigError
+from federation.errors import ConfigError, NodeUnavailable
 from federation.identity import Identity
 from federation.queries import Query
 from federation.rpc import error_from_rpc
@@ -104,5 +104,5 @@ async def run_query(
         except grpc.aio.AioRpcError as error:
             raise error_from_rpc(error, node=broker.id) from None
     if result is None:
-        raise ConfigError(f"the broker {broker.id} closed the stream without a result")
+        raise NodeUnavailable(f"the broker {broker.id} closed the stream without a result; see its log")
     return answer_from_pb(result)
