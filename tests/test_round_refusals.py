@@ -259,7 +259,10 @@ def test_replayed_round_id_and_replayed_query_refused(fed: LocalFederation) -> N
     round_id = secrets.token_bytes(16)
     run(evil.open_all(round_id, signed, evil.spec(query)))
     message = refused(
-        fed, "telecom-a", lambda: evil.open_all(round_id, signed, evil.spec(query)), grpc.StatusCode.ALREADY_EXISTS
+        fed,
+        "telecom-a",
+        lambda: evil.open_all(round_id, signed, evil.spec(query), targets=["telecom-a"]),
+        grpc.StatusCode.ALREADY_EXISTS,
     )
     assert "already opened" in message
     # The same signed query under a fresh round id: a replay of the coordinator's approval.
