@@ -6,6 +6,7 @@ The same construction as the test harness (``tests/test_secagg_harness.py``): on
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import secrets
 from collections.abc import Collection, Mapping, Sequence
@@ -13,11 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from federation.chunking import CHUNK_BYTES
+from federation.identity import Identity, Roster
+from federation.pki import generate_ca, issue_certificate
 from federation.secagg import AdapterRound, BrokerRound, EncryptedShare, RevealedShare, Signer, sorted_ids
 
 Vector = npt.NDArray[np.uint64]
@@ -25,28 +25,26 @@ QUERY_HASH = hashlib.sha256(b"bench: flows 2020-01-15..2020-01-28").digest()
 
 
 class Identities:
-    """One ECDSA P-256 identity key per node, as the federation CA would issue them."""
+    """One certificate and ECDSA P-256 key per node from a fresh federation CA: the product's own
+    :class:`~federation.identity.Identity` signs and :class:`~federation.identity.Roster` verifies."""
 
     def __init__(self, node_ids: Collection[str]) -> None:
-        self._keys = {node_id: ec.generate_private_key(ec.SECP256R1()) for node_id in node_ids}
+        ca_pem, ca_key = generate_ca("fedbroker bench CA")
+        now = datetime.datetime.now(datetime.UTC)
+        self._identities: dict[str, Identity] = {}
+        for node_id in node_ids:
+            cert, key = issue_certificate(
+                ca_pem,
+                ca_key,
+                node_id,
+                not_before=now - datetime.timedelta(minutes=1),
+                not_after=now + datetime.timedelta(days=1),
+            )
+            self._identities[node_id] = Identity.from_pem(node_id, cert, key, ca_pem)
+        self.verify = Roster({i: identity.cert_pem for i, identity in self._identities.items()}, ca_pem=ca_pem)
 
     def signer(self, node_id: str) -> Signer:
-        key = self._keys[node_id]
-
-        def sign(message: bytes) -> bytes:
-            return key.sign(message, ec.ECDSA(hashes.SHA256()))
-
-        return sign
-
-    def verify(self, node_id: str, message: bytes, signature: bytes) -> bool:
-        key = self._keys.get(node_id)
-        if key is None:
-            return False
-        try:
-            key.public_key().verify(signature, message, ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
-            return False
-        return True
+        return self._identities[node_id].sign
 
 
 def node_ids(count: int) -> list[str]:
