@@ -10,9 +10,9 @@ from adapters.service import AdapterService
 from adapters.store import open_store
 from federation.audit import AuditLog
 from federation.config import FederationConfig
-from federation.errors import ConfigError, RegistryMismatch
+from federation.errors import ConfigError
 from federation.identity import Identity
-from federation.registry import load_registry
+from federation.registry import load_domain
 from federation.serving import serve_node
 from federation.v1 import adapter_pb2_grpc
 
@@ -27,12 +27,7 @@ def build_adapter(federation: FederationConfig, node_id: str) -> tuple[AdapterSe
     if node.kind not in ("telecom", "health", "transport"):
         raise ConfigError(f"{federation.path}: node {node_id} has kind {node.kind!r}, not an agency kind")
     identity = Identity.load(node.id, node.cert, node.key, federation.ca)
-    registry = load_registry(federation.domain.provinces)
-    if registry.hash != federation.domain.registry_hash:
-        raise RegistryMismatch(
-            f"{federation.path}: domain.registry_hash {federation.domain.registry_hash[:12]}… differs from this "
-            f"build's registry {registry.hash[:12]}…; regenerate the scenario or upgrade fedbroker"
-        )
+    registry = load_domain(federation.domain.provinces, federation.domain.registry_hash, source=str(federation.path))
     open_store(node.store).close()  # fail at start-up, not on the first round, if the store is missing
     audit = AuditLog(node.audit_log, node.id)
     return AdapterService(federation, node, identity, registry, audit), identity

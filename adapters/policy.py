@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from federation.config import CoordinatorConfig, FederationConfig, NodeConfig
 from federation.errors import InvalidQuery, PolicyRefused, RegistryMismatch
+from federation.identity import Roster
 from federation.queries import Query, RoundPlan, district_filter, plan_rounds, vector_length
 from federation.signed_query import outside_jurisdiction, verify_signed_query
 
@@ -48,6 +49,7 @@ def _iso(day: dt.date | None) -> str:
 
 def approve_round(
     federation: FederationConfig,
+    roster: Roster,
     node: NodeConfig,
     registry_hash: str,
     domain_size: int,
@@ -55,7 +57,7 @@ def approve_round(
 ) -> Approval:
     """Apply the node's own policy to a round; raise the refusal a person can act on, or approve it."""
     query, coordinator = verify_signed_query(
-        federation, request.canonical_query, request.coordinator_id, request.signature
+        federation, roster, request.canonical_query, request.coordinator_id, request.signature
     )
     policy = node.policy
     if query.kind not in policy.allowed_queries:

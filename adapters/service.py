@@ -120,7 +120,9 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
             participants=tuple(request.participants),
             threshold=request.threshold,
         )
-        approval = approve_round(self._federation, self._node, self._registry.hash, len(self._registry), round_request)
+        approval = approve_round(
+            self._federation, self._verifier, self._node, self._registry.hash, len(self._registry), round_request
+        )
         query = approval.query
         self._rounds.reserve(request.round_id, approval)
         self._audit.append(

@@ -11,9 +11,8 @@ import grpc
 from broker.service import BrokerService
 from federation.audit import AuditLog
 from federation.config import FederationConfig
-from federation.errors import RegistryMismatch
 from federation.identity import Identity
-from federation.registry import load_registry
+from federation.registry import load_domain
 from federation.serving import serve_node
 from federation.tls import channel_credentials, channel_options
 from federation.v1 import adapter_pb2_grpc, broker_pb2_grpc
@@ -34,11 +33,7 @@ async def serve_broker(
     """Serve coordinators until ``stop`` is set or SIGINT/SIGTERM; ``on_ready(port)`` once bound."""
     config = federation.broker
     identity = Identity.load(config.id, config.cert, config.key, federation.ca)
-    registry = load_registry(federation.domain.provinces)
-    if registry.hash != federation.domain.registry_hash:
-        raise RegistryMismatch(
-            f"{federation.path}: domain.registry_hash differs from this build's registry ({registry.hash[:12]}…)"
-        )
+    registry = load_domain(federation.domain.provinces, federation.domain.registry_hash, source=str(federation.path))
     credentials = channel_credentials(identity)
     channels = {
         node.id: grpc.aio.secure_channel(node.address, credentials, options=channel_options(node.id))

@@ -81,7 +81,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     ) -> AsyncIterator[broker_pb2.QueryEvent]:
         caller = self._coordinator(context)
         signed = request.query
-        query, signer = verify_signed_query(self._federation, signed.canonical, signed.coordinator_id, signed.signature)
+        query, signer = verify_signed_query(
+            self._federation, self._verifier, signed.canonical, signed.coordinator_id, signed.signature
+        )
         if signer.id != caller.id:
             raise PermissionDenied(
                 f"{caller.id} submitted a query signed by {signer.id}; a coordinator submits only its own queries"
@@ -96,8 +98,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             nonce=query.nonce,
             params=[f"{k}={v}" for k, v in sorted(query.params.items())],
         )
-        self._validate(query, caller)
         plans = plan_rounds(query)
+        self._validate(query, plans, caller)
         events: asyncio.Queue[broker_pb2.QueryEvent | None] = asyncio.Queue()
 
         def progress(stage: str, round_name: str, contributors: Sequence[str], message: str) -> None:
@@ -133,8 +135,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                 return coordinator
         raise PermissionDenied(f"{peer!r} is not a coordinator in the federation roster; only coordinators may query")
 
-    def _validate(self, query: Query, coordinator: CoordinatorConfig) -> None:
-        for plan in plan_rounds(query):
+    def _validate(self, query: Query, plans: Sequence[RoundPlan], coordinator: CoordinatorConfig) -> None:
+        for plan in plans:
             nodes = self._federation.nodes_of_kind(plan.agency_kind)
             longest = max((n.policy.max_window_days for n in nodes), default=0)
             if query.window_days > longest:

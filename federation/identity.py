@@ -244,6 +244,21 @@ class Roster:
             return False
         return _verify_with_key(public_key, message, signature)
 
+    def require_valid(self, node_id: str, *, now: datetime.datetime | None = None) -> None:
+        """AuthenticationFailed, saying which, when ``node_id`` is not in the roster or its certificate is
+        outside its validity period ``now`` (the chain to the CA was checked when the roster was loaded)."""
+        entry = self._keys.get(node_id)
+        if entry is None:
+            raise AuthenticationFailed(f"{node_id!r} is not in the federation roster (known: {', '.join(self.ids)})")
+        _, not_before, not_after = entry
+        moment = now or datetime.datetime.now(datetime.UTC)
+        if moment < not_before:
+            raise AuthenticationFailed(
+                f"the certificate of {node_id} is not valid yet: valid from {not_before:%Y-%m-%d %H:%M} UTC"
+            )
+        if moment > not_after:
+            raise AuthenticationFailed(f"the certificate of {node_id} expired on {not_after:%Y-%m-%d %H:%M} UTC")
+
     def __call__(self, node_id: str, message: bytes, signature: bytes) -> bool:
         return self.verify(node_id, message, signature)
 

@@ -26,7 +26,7 @@ from importlib import resources
 import numpy as np
 import numpy.typing as npt
 
-from federation.errors import InvalidQuery, UnknownDistrict
+from federation.errors import InvalidQuery, RegistryMismatch, UnknownDistrict
 
 __all__ = ["CSV_HEADER", "Registry", "load_registry", "province_codes_all"]
 
@@ -296,6 +296,18 @@ def load_registry(provinces: Sequence[int] | None = None) -> Registry:
     """The full district registry (loaded once per process), or its subset for the given province codes."""
     full = _load_full()
     return full if provinces is None else full.subset(provinces)
+
+
+def load_domain(provinces: Sequence[int] | None, registry_hash: str, *, source: str) -> Registry:
+    """The domain a roster names (``source``: where it says so), refused with RegistryMismatch when this build's
+    registry for those provinces has another content hash: nodes must agree on every vector's index."""
+    registry = load_registry(provinces)
+    if registry.hash != registry_hash:
+        raise RegistryMismatch(
+            f"{source}: domain.registry_hash {registry_hash[:12]}… differs from this build's registry "
+            f"{registry.hash[:12]}…; regenerate the scenario or upgrade fedbroker"
+        )
+    return registry
 
 
 def province_codes_all() -> tuple[int, ...]:

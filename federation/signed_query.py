@@ -7,11 +7,10 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from federation.config import CoordinatorConfig, FederationConfig
-from federation.errors import AuthenticationFailed, ConfigError, InvalidQuery, RoundReplayed
-from federation.identity import check_certificate, verify_signature
+from federation.errors import AuthenticationFailed, InvalidQuery, RoundReplayed
+from federation.identity import Roster
 from federation.queries import Query, parse_query
 
 #: A signed query older than this is refused as stale (seconds); clocks may differ by MAX_CLOCK_SKEW_S.
@@ -27,21 +26,15 @@ def _parse_iso_utc(text: str) -> dt.datetime:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror}); check the roster's certificate paths") from exc
-
-
 def verify_signed_query(
-    federation: FederationConfig, canonical: bytes, coordinator_id: str, signature: bytes
+    federation: FederationConfig, roster: Roster, canonical: bytes, coordinator_id: str, signature: bytes
 ) -> tuple[Query, CoordinatorConfig]:
     """Check the coordinator's signature over the canonical query bytes, who it names, and its freshness.
 
-    The signer must be a coordinator of the roster whose certificate (the roster's copy) still chains to the
-    federation CA and is within its validity period now: a coordinator whose certificate expired while the
-    node was running can no longer sign queries. Raises AuthenticationFailed saying what to fix.
+    The signer must be a coordinator of the roster whose certificate (the roster's copy, checked against the
+    federation CA when ``roster`` was loaded) is within its validity period now: a coordinator whose
+    certificate expired while the node was running can no longer sign queries. Raises AuthenticationFailed
+    saying what to fix.
     """
     known = {c.id: c for c in federation.coordinators}
     coordinator = known.get(coordinator_id)
@@ -49,15 +42,14 @@ def verify_signed_query(
         raise AuthenticationFailed(
             f"query signed by {coordinator_id!r}, who is not a coordinator in the federation roster"
         )
-    cert_pem = _read(coordinator.cert)
     try:
-        check_certificate(cert_pem, _read(federation.ca))
+        roster.require_valid(coordinator.id)
     except AuthenticationFailed as exc:
         raise AuthenticationFailed(
             f"query signed by {coordinator.id}, whose roster certificate is not accepted: {exc.message}; "
             "the federation must issue it a new certificate"
         ) from exc
-    if not verify_signature(cert_pem, canonical, signature):
+    if not roster.verify(coordinator.id, canonical, signature):
         raise AuthenticationFailed(
             f"the signature on the query from {coordinator.id} does not verify against its certificate; "
             "the query was altered after signing or not signed by that coordinator"

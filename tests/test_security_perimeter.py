@@ -326,7 +326,8 @@ def test_query_signed_by_a_coordinator_whose_certificate_expired_is_refused(
     canonical = query.canonical()
     signature = stolen_identity(NATIONAL, expired, config.ca.read_bytes()).sign(canonical)
     with pytest.raises(AuthenticationFailed, match="expired"):
-        verify_signed_query(stale, canonical, NATIONAL, signature)
+        # The roster as a running node holds it: loaded while the certificate was valid, checked again per query.
+        verify_signed_query(stale, Roster({NATIONAL: expired[0]}), canonical, NATIONAL, signature)
 
 
 # -- 1b. roles: who may call what --------------------------------------------------------------------------------
