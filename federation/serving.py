@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
 
 import grpc
@@ -45,9 +47,7 @@ async def serve_node(
     register(server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    port = server.add_secure_port(address, server_credentials(identity))
-    if port == 0:
-        raise ConfigError(f"{identity.node_id} could not bind {address}: is the port in use?")
+    port = _bind(server, address, identity)
     await server.start()
     await health.set(service_name, health_pb2.HealthCheckResponse.SERVING)
     log.info("%s serving on port %d", identity.node_id, port)
@@ -66,6 +66,57 @@ async def serve_node(
     log.info("%s stopping", identity.node_id)
     await health.enter_graceful_shutdown()
     await server.stop(grace=SHUTDOWN_GRACE_S)
+
+
+def _bind(server: grpc.aio.Server, address: str, identity: Identity) -> int:
+    """Bind ``address`` for mutual TLS and return the port; ConfigError saying why when it cannot be bound.
+
+    The port is probed first with a plain socket, so an address in use gets one clear line instead of gRPC's
+    transport log; gRPC's own bind failure (a race with the probe) is mapped the same way."""
+    if address_in_use(address):
+        raise ConfigError(_in_use_message(address))
+    try:
+        port = server.add_secure_port(address, server_credentials(identity))
+    except RuntimeError:  # grpcio >= 1.5x raises instead of returning 0
+        port = 0
+    if port == 0:
+        if address_in_use(address):
+            raise ConfigError(_in_use_message(address))
+        raise ConfigError(
+            f"{identity.node_id} could not bind {address}; check that the host is one of this machine's "
+            "addresses and that the port is allowed (ports below 1024 need privileges)"
+        )
+    return port
+
+
+def _in_use_message(address: str) -> str:
+    return (
+        f"address {address} is in use (another fedbroker node?); stop the process holding it or give this node "
+        "another address in the roster (or --listen)"
+    )
+
+
+def address_in_use(address: str) -> bool:
+    """True when some socket already listens on ``address`` (host:port, port 0 never is). False when the
+    address cannot be resolved or probed: then gRPC's own bind decides and reports."""
+    host, _, port_text = address.rpartition(":")
+    host = host.strip("[]")
+    if not port_text.isdigit() or int(port_text) == 0:
+        return False
+    try:
+        infos = socket.getaddrinfo(host, int(port_text), type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # SO_REUSEADDR as gRPC sets it: a port in TIME_WAIT only is free, a listening one is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
 
 
 async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:

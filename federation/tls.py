@@ -69,8 +69,13 @@ def channel_options(peer_id: str) -> list[tuple[str, Any]]:
 
 def server_options() -> list[tuple[str, Any]]:
     """Server options matching :func:`channel_options`: 8 MiB message limits and a ping policy that accepts
-    the clients' keepalive instead of closing the connection with ``too_many_pings``."""
+    the clients' keepalive instead of closing the connection with ``too_many_pings``.
+
+    ``so_reuseport`` is off: gRPC turns SO_REUSEPORT on by default, which lets a second process of the same
+    user bind a live node's port and take a share of its new connections. With it off, binding a port in
+    use fails at start instead."""
     return [
+        ("grpc.so_reuseport", 0),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", _KEEPALIVE_TIME_MS // 2),
