@@ -41,6 +41,7 @@ class Approval:
     query: Query
     coordinator: CoordinatorConfig
     plan: RoundPlan
+    threshold: int  # t of the round, fixed at Open; ShareKeys checks honest majority against it again
 
 
 def _iso(day: dt.date | None) -> str:
@@ -93,7 +94,7 @@ def approve_round(
             f"the round asks for {request.length} cells of {plan.aggregate}, but over {domain_size} districts "
             f"and this window it has {expected}"
         )
-    return Approval(query=query, coordinator=coordinator, plan=plan)
+    return Approval(query=query, coordinator=coordinator, plan=plan, threshold=request.threshold)
 
 
 def _check_participants(
@@ -117,6 +118,22 @@ def _check_participants(
         raise PolicyRefused(f"{node.id} refused: threshold {threshold} is below its minimum of {minimum} contributors")
     if threshold > len(participants):
         raise InvalidQuery(f"threshold {threshold} exceeds the {len(participants)} participants")
+    check_honest_majority(node.id, threshold, len(participants), "U", "Open")
+
+
+def check_honest_majority(node_id: str, threshold: int, members: int, set_name: str, stage: str) -> None:
+    """Refuse a round whose threshold is not a strict majority of the set (``2t > |set|``).
+
+    With ``2t <= |U|`` a broker can show two disjoint halves of U two different survivor sets, each large
+    enough to pass Consistency, and collect b-shares from one half and mask-key shares from the other for
+    every party: every single vector is then unmasked. A strict majority makes two such halves impossible.
+    """
+    if 2 * threshold <= members:
+        raise PolicyRefused(
+            f"{node_id} refused at {stage}: threshold t = {threshold} is not a majority of |{set_name}| = "
+            f"{members} (secure aggregation needs 2t > |{set_name}|, so t >= {members // 2 + 1}); a smaller t "
+            "lets a broker show two halves different survivor sets and unmask every contribution"
+        )
 
 
 def _matching_plan(node: NodeConfig, query: Query, request: RoundRequest) -> RoundPlan:

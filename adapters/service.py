@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from adapters.aggregates import AGGREGATES_BY_KIND, AggregateRequest, compute_aggregate
 from adapters.faults import FaultPlan
-from adapters.policy import Approval, RoundRequest, approve_round
+from adapters.policy import Approval, RoundRequest, approve_round, check_honest_majority
 from adapters.rounds import RoundTable
 from adapters.store import data_window, open_store
 from federation.audit import AuditLog
@@ -164,6 +164,9 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         await self._faults.before("share-keys")
         live = self._rounds.get(request.round_id)
         adverts = [advert_from_pb(a) for a in request.adverts]
+        check_honest_majority(
+            self._node.id, live.approval.threshold, len({a.node_id for a in adverts}), "U1", "ShareKeys"
+        )
         async with live.lock:
             shares = await asyncio.to_thread(live.state.share_keys, adverts)
         self._audit.append(
