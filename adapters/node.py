@@ -9,16 +9,19 @@ from collections.abc import Callable
 from adapters.service import AdapterService
 from adapters.store import open_store
 from federation.audit import AuditLog
+from federation.bounds import Bounds
 from federation.config import FederationConfig
 from federation.errors import ConfigError
+from federation.handlers import add_service
 from federation.identity import Identity
 from federation.registry import load_domain
 from federation.serving import serve_node
-from federation.v1 import adapter_pb2_grpc
+from federation.v1 import adapter_pb2
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = "federation.v1.AgencyAdapter"
+ADAPTER_SERVICE = adapter_pb2.DESCRIPTOR.services_by_name["AgencyAdapter"]
+SERVICE_NAME = ADAPTER_SERVICE.full_name
 
 
 def build_adapter(federation: FederationConfig, node_id: str) -> tuple[AdapterService, Identity]:
@@ -48,7 +51,7 @@ async def serve_adapter(
     await serve_node(
         identity,
         address,
-        lambda server: adapter_pb2_grpc.add_AgencyAdapterServicer_to_server(service, server),
+        lambda server: add_service(server, service, ADAPTER_SERVICE, Bounds(max_members=len(federation.nodes))),
         SERVICE_NAME,
         on_ready=on_ready,
         stop=stop,

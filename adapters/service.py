@@ -61,9 +61,9 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
 
     # -- boundary helpers -------------------------------------------------------------------------------
 
-    def on_rpc_error(self, method: str, context: Any, error: FederationError) -> None:
+    async def on_rpc_error(self, method: str, context: Any, error: FederationError) -> None:
         """Audit every refusal with its reason (messages never carry raw values)."""
-        self._audit.append(
+        await self._audit.append_async(
             "refused",
             method=method,
             peer=_peer_or_unknown(context),
@@ -125,7 +125,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         )
         query = approval.query
         self._rounds.reserve(request.round_id, approval)
-        self._audit.append(
+        await self._audit.append_async(
             "round.open",
             peer=peer,
             round=request.round_id.hex(),
@@ -169,7 +169,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         )
         async with live.lock:
             shares = await asyncio.to_thread(live.state.share_keys, adverts)
-        self._audit.append(
+        await self._audit.append_async(
             "round.share-keys", peer=peer, round=request.round_id.hex(), u1=sorted(a.node_id for a in adverts)
         )
         self._faults.after("share-keys")
@@ -185,7 +185,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         survivors = list(request.survivors)
         async with live.lock:
             masked, digest = await asyncio.to_thread(self._mask, live.state, survivors, shares_from_pb(request.shares))
-        self._audit.append(
+        await self._audit.append_async(
             "round.masked-input",
             peer=peer,
             round=request.round_id.hex(),
@@ -210,7 +210,9 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         live = self._rounds.get(request.round_id)
         async with live.lock:
             signature = live.state.sign_survivors(list(request.survivors))
-        self._audit.append("round.consistency", peer=peer, round=request.round_id.hex(), u3=sorted(request.survivors))
+        await self._audit.append_async(
+            "round.consistency", peer=peer, round=request.round_id.hex(), u3=sorted(request.survivors)
+        )
         self._faults.after("consistency")
         return adapter_pb2.ConsistencyResponse(signature=signature)
 
@@ -224,7 +226,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         signatures = {s.node_id: s.signature for s in request.signatures}
         async with live.lock:
             revealed = await asyncio.to_thread(live.state.unmask, list(request.survivors), signatures)
-        self._audit.append(
+        await self._audit.append_async(
             "round.unmask",
             peer=peer,
             round=request.round_id.hex(),

@@ -10,16 +10,19 @@ import grpc
 
 from broker.service import BrokerService
 from federation.audit import AuditLog
+from federation.bounds import Bounds
 from federation.config import FederationConfig
+from federation.handlers import add_service
 from federation.identity import Identity
 from federation.registry import load_domain
 from federation.serving import serve_node
 from federation.tls import channel_credentials, channel_options
-from federation.v1 import adapter_pb2_grpc, broker_pb2_grpc
+from federation.v1 import adapter_pb2_grpc, broker_pb2
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = "federation.v1.Broker"
+BROKER_SERVICE = broker_pb2.DESCRIPTOR.services_by_name["Broker"]
+SERVICE_NAME = BROKER_SERVICE.full_name
 
 
 async def serve_broker(
@@ -47,7 +50,7 @@ async def serve_broker(
         await serve_node(
             identity,
             listen or config.address,
-            lambda server: broker_pb2_grpc.add_BrokerServicer_to_server(service, server),
+            lambda server: add_service(server, service, BROKER_SERVICE, Bounds(max_members=len(federation.nodes))),
             SERVICE_NAME,
             on_ready=on_ready,
             stop=stop,

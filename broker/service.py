@@ -54,12 +54,12 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self._verifier = Roster.from_files(federation.certificates(), ca=federation.ca)
         self._replays = QueryReplayGuard()
 
-    def on_rpc_error(self, method: str, context: Any, error: FederationError) -> None:
+    async def on_rpc_error(self, method: str, context: Any, error: FederationError) -> None:
         try:
             peer = peer_identity(context)
         except FederationError:
             peer = "unauthenticated"
-        self._audit.append("refused", method=method, peer=peer, status=error.status, reason=error.message)
+        await self._audit.append_async("refused", method=method, peer=peer, status=error.status, reason=error.message)
 
     @rpc_errors()
     async def DescribeFederation(
@@ -89,7 +89,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                 f"{caller.id} submitted a query signed by {signer.id}; a coordinator submits only its own queries"
             )
         self._replays.claim(query)  # each signed query runs once; the adapters keep their own memory too
-        self._audit.append(
+        await self._audit.append_async(
             "query.received",
             peer=caller.id,
             kind=query.kind,
@@ -123,7 +123,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             if not task.done():
                 task.cancel()
         outcomes = task.result()  # re-raises a round's RoundAborted / refusal for the boundary to map
-        result = self._release(query, caller, outcomes)
+        result = await self._release(query, caller, outcomes)
         yield broker_pb2.QueryEvent(result=result)
 
     # -- plain steps ---------------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             stage_timeout_s=self._federation.broker.stage_timeout_s,
             progress=progress,
         )
-        self._audit.append(
+        await self._audit.append_async(
             "round.summed",
             round=plan.name,
             aggregate=plan.aggregate,
@@ -213,14 +213,14 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         )
         return outcome
 
-    def _release(
+    async def _release(
         self, query: Query, coordinator: CoordinatorConfig, outcomes: Sequence[RoundOutcome]
     ) -> broker_pb2.QueryResult:
         kind = query_kind(query.kind)
         disclosure = self._federation.broker
         k = disclosure.mobility_k if kind.disclosure_kind == "mobility" else disclosure.cases_k
         result = build_released(query, coordinator, self._registry, {o.name: o.total for o in outcomes}, k)
-        self._audit.append(
+        await self._audit.append_async(
             "query.released",
             peer=coordinator.id,
             kind=query.kind,

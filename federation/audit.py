@@ -10,6 +10,12 @@ Audit events say who asked what, which round, and what was released or refused. 
 per-person values (subscriber, person, passenger or case ids; a single agency's vector) in an audit event:
 the log is read by auditors who are not entitled to the data.
 
+Every record is bounded whatever a caller sent: a string field, and each string of a list field, is cut to
+``MAX_FIELD_BYTES`` UTF-8 bytes (ending in ``... [truncated]``), and a list keeps at most ``MAX_LIST_ITEMS``
+entries (the last one then says how many were left out). Async servers write with :meth:`AuditLog.append_async`,
+which runs the write and its fsync on the log's own writer thread: the event loop keeps serving other calls,
+and the caller still answers only once the record is on disk.
+
 Limits, stated so nobody over-trusts the chain: whoever can write the file can rewrite it from any point
 on, recomputing every later hash, and can cut entries off its end. Publishing the head (``seq`` and
 ``hash`` of the last record, :attr:`AuditReport.head`) somewhere the node cannot rewrite makes both visible.
@@ -17,8 +23,11 @@ on, recomputing every later hash, and can cut entries off its end. Publishing th
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import datetime
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -28,12 +37,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from federation.bounds import bounded_reason
 from federation.errors import ConfigError
 
 GENESIS_HASH = "0" * 64
 RESERVED_KEYS = frozenset({"seq", "ts", "node", "event", "prev", "hash"})
 
 AuditValue = str | int | float | bool | list[str] | None
+
+#: Largest string field (and list item) of a record, in UTF-8 bytes; longer ones are cut.
+MAX_FIELD_BYTES = 1024
+#: Most entries of a list field; a longer list keeps its first entries and a note of how many were left out.
+MAX_LIST_ITEMS = 256
+
+
+def _bounded(value: AuditValue) -> AuditValue:
+    if isinstance(value, str):
+        return bounded_reason(value, MAX_FIELD_BYTES)
+    if isinstance(value, list):
+        items = [bounded_reason(item, MAX_FIELD_BYTES) for item in value[:MAX_LIST_ITEMS]]
+        if len(value) > MAX_LIST_ITEMS:
+            items[-1] = f"... and {len(value) - MAX_LIST_ITEMS + 1} more"
+        return items
+    return value
 
 
 def canonical_json(record: dict[str, Any]) -> str:
@@ -68,6 +94,9 @@ class AuditLog:
         self.node_id = node_id
         self._clock = clock
         self._lock = threading.Lock()
+        # One writer thread: records keep the order they were submitted in, and an fsync never runs on
+        # (or waits for a slot behind long computations in) the event loop's default executor.
+        self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"audit-{node_id}")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         self._file = os.fdopen(fd, "r+b", buffering=0)
@@ -95,6 +124,7 @@ class AuditLog:
         """Write one record and return it (with ``hash``); it is on disk (flushed, fsynced) on return.
 
         Field names must not be one of the reserved keys; values are str, int, float, bool, list[str] or None.
+        Strings and lists are bounded (``MAX_FIELD_BYTES``, ``MAX_LIST_ITEMS``) before they are hashed.
         """
         clash = RESERVED_KEYS.intersection(fields)
         if clash:
@@ -104,6 +134,7 @@ class AuditLog:
                 raise TypeError(f"audit field {name!r}: a list must hold strings only")
             if value is not None and not isinstance(value, str | int | float | bool | list):
                 raise TypeError(f"audit field {name!r}: {type(value).__name__} is not an audit value")
+        fields = {name: _bounded(value) for name, value in fields.items()}
         with self._lock:
             fd = self._file.fileno()
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -129,7 +160,13 @@ class AuditLog:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         return record
 
+    async def append_async(self, event: str, **fields: AuditValue) -> dict[str, Any]:
+        """:meth:`append` on the log's writer thread; returns once the record is on disk (fsynced)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, functools.partial(self.append, event, **fields))
+
     def close(self) -> None:
+        self._writer.shutdown(wait=True)
         with self._lock:
             self._file.close()
 

@@ -119,7 +119,7 @@ def certificate_id(cert_pem: bytes) -> str:
         cert = x509.load_pem_x509_certificate(cert_pem)
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except ValueError as exc:
-        raise AuthenticationFailed(f"not a readable PEM certificate ({exc})") from exc
+        raise AuthenticationFailed("not a readable PEM certificate") from exc
     except x509.ExtensionNotFound as exc:
         raise AuthenticationFailed("the certificate has no subjectAltName naming its node id") from exc
     dns_names = names.get_values_for_type(x509.DNSName)
@@ -148,7 +148,7 @@ def check_certificate(cert_pem: bytes, ca_pem: bytes, *, now: datetime.datetime 
         cert = x509.load_pem_x509_certificate(cert_pem)
         ca = x509.load_pem_x509_certificate(ca_pem)
     except ValueError as exc:
-        raise AuthenticationFailed(f"not a readable PEM certificate ({exc})") from exc
+        raise AuthenticationFailed("not a readable PEM certificate") from exc
     subject = cert.subject.rfc4514_string()
     try:
         cert.verify_directly_issued_by(ca)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from federation.bounds import MAX_CANONICAL_QUERY_BYTES, MAX_QUERY_JSON_DEPTH, bounded_reason, json_depth
 from federation.errors import InvalidQuery, UnknownDistrict
 
 QUERY_KINDS = ("population", "flows", "cases", "importation-risk")
@@ -113,16 +114,27 @@ def parse_query(canonical: bytes) -> Query:
 
     Key order and whitespace in the input do not matter; :meth:`Query.canonical` re-encodes canonically.
     """
+    if len(canonical) > MAX_CANONICAL_QUERY_BYTES:
+        raise InvalidQuery(
+            f"query is {len(canonical)} bytes; at most {MAX_CANONICAL_QUERY_BYTES} are accepted: "
+            "ask for fewer districts"
+        )
     try:
         text = canonical.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidQuery(f"query is not UTF-8: {exc}; encode the JSON as UTF-8") from None
+        raise InvalidQuery(f"query is not UTF-8 (bad byte at position {exc.start}); encode the JSON as UTF-8") from None
+    # json.loads recurses once per level: bound the depth first so no query can exhaust the stack.
+    depth = json_depth(canonical)
+    if depth > MAX_QUERY_JSON_DEPTH:
+        raise InvalidQuery(f"query nests {depth} levels deep; a query is an object of strings and one params object")
     try:
         document = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except _DuplicateKey as exc:
-        raise InvalidQuery(f"query has the key {exc.args[0]!r} twice; keep one") from None
-    except ValueError as exc:
-        raise InvalidQuery(f"query is not valid JSON: {exc}") from None
+        raise InvalidQuery(f"query has the key {bounded_reason(exc.args[0], 64)!r} twice; keep one") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidQuery(f"query is not valid JSON (at line {exc.lineno}, column {exc.colno})") from None
+    except (ValueError, RecursionError):
+        raise InvalidQuery("query is not valid JSON") from None
     if not isinstance(document, dict):
         raise InvalidQuery("query must be a JSON object with keys " + ", ".join(sorted(_FIELDS)))
     missing = [f for f in _FIELDS if f not in document]
@@ -301,8 +313,8 @@ def _parse_date(field: str, text: str) -> date:
         raise InvalidQuery(f"{field} {text!r} is not a date; write it as YYYY-MM-DD")
     try:
         return date.fromisoformat(text)
-    except ValueError as exc:
-        raise InvalidQuery(f"{field} {text!r} is not a valid date ({exc}); write it as YYYY-MM-DD") from None
+    except ValueError:
+        raise InvalidQuery(f"{field} {text!r} is not a valid date; write it as YYYY-MM-DD") from None
 
 
 def _string_params(params: Mapping[str, Any]) -> dict[str, str]:

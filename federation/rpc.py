@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import grpc
 
 from federation import errors
+from federation.bounds import bounded_reason
 
 log = logging.getLogger(__name__)
 
@@ -40,29 +41,35 @@ def error_from_rpc(error: grpc.aio.AioRpcError, *, node: str) -> errors.Federati
     """Rebuild a federation error from a failed call to ``node``; the message names the node."""
     code = error.code()
     cls = _STATUS_TO_ERROR.get(code, errors.FederationError)
-    details = error.details() or code.name
+    # A peer's text is bounded before it is repeated in our own messages, coverage and audit records.
+    details = bounded_reason(error.details() or code.name)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return errors.NodeUnavailable(f"{node} unavailable ({code.name.lower()}): {details}")
     return cls(f"{node}: {details}")
 
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
-OnError = Callable[[str, Any, errors.FederationError], None]
+OnError = Callable[[str, Any, errors.FederationError], Any]
 
 
 def rpc_errors(on_error: OnError | None = None) -> Callable[[Handler], Handler]:
     """Decorate a grpc.aio servicer method (unary or server-streaming): a FederationError becomes an abort
-    with its status and message, after ``on_error(method, context, error)`` (the node's audit hook) ran.
-    Anything else is logged and becomes INTERNAL without its text, so no internal value can leak."""
+    with its status and message, after ``on_error(method, context, error)`` (the node's audit hook, sync or
+    async) ran. The message is first cut to ``MAX_REASON_BYTES``, so neither the status nor the audit record
+    grows with what a caller sent. Anything else is logged and becomes INTERNAL without its text, so no
+    internal value can leak."""
 
     def decorate(handler: Handler) -> Handler:
         name = handler.__name__
 
         async def fail(self: Any, context: Any, error: BaseException) -> None:
             if isinstance(error, errors.FederationError):
+                error.message = bounded_reason(error.message)
                 hook = on_error or getattr(self, "on_rpc_error", None)
                 if hook is not None:
-                    hook(name, context, error)
+                    outcome = hook(name, context, error)
+                    if inspect.isawaitable(outcome):
+                        await outcome
                 await context.abort(status_of(error), error.message)
             log.exception("internal error in %s", name)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {name}; see the node's log")

@@ -15,10 +15,12 @@ import socket
 from collections.abc import Callable
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 
+from federation.bounds import Bounds
 from federation.errors import ConfigError
+from federation.handlers import add_service
 from federation.identity import Identity
 from federation.tls import server_credentials, server_options
 
@@ -46,7 +48,7 @@ async def serve_node(
     server = grpc.aio.server(options=server_options())
     register(server)
     health = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    add_service(server, health, health_pb2.DESCRIPTOR.services_by_name["Health"], Bounds(max_members=0))
     port = _bind(server, address, identity)
     await server.start()
     await health.set(service_name, health_pb2.HealthCheckResponse.SERVING)
