@@ -29,10 +29,9 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
-from adapters.aggregates.health import CASE_STATUSES
-from adapters.aggregates.transport import TRANSPORT_MODES
 from adapters.store import AGENCY_KINDS, RAW_TABLES, create_tables, open_store
 from federation.errors import ConfigError, FederationError
+from federation.vocabulary import CASE_STATUSES, TRANSPORT_MODES
 
 __all__ = ["PRIMARY_KEYS", "IngestSummary", "add_arguments", "ingest", "run"]
 

@@ -12,11 +12,14 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from federation.catalog import RoundPlan, kind
+from federation.catalog.jurisdiction import outside_jurisdiction
 from federation.config import CoordinatorConfig, FederationConfig, NodeConfig
 from federation.errors import InvalidQuery, PolicyRefused, RegistryMismatch
 from federation.identity import Roster
-from federation.queries import Query, RoundPlan, district_filter, plan_rounds, vector_length
-from federation.signed_query import outside_jurisdiction, verify_signed_query
+from federation.queries import Query
+from federation.registry import Registry
+from federation.signed_query import verify_signed_query
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,7 @@ def approve_round(
     federation: FederationConfig,
     roster: Roster,
     node: NodeConfig,
-    registry_hash: str,
-    domain_size: int,
+    registry: Registry,
     request: RoundRequest,
 ) -> Approval:
     """Apply the node's own policy to a round; raise the refusal a person can act on, or approve it."""
@@ -75,24 +77,23 @@ def approve_round(
     if coordinator.role not in policy.allowed_roles:
         raise PolicyRefused(f"{node.id} refused: its policy does not serve {coordinator.role} coordinators")
     # The broker checks jurisdictions too; checking here keeps a broker that skips it from getting a contribution.
-    outside = outside_jurisdiction(coordinator, district_filter(query))
+    outside = outside_jurisdiction(coordinator, kind(query.kind).districts(query))
     if outside:
         raise PolicyRefused(
             f"{node.id} refused: district(s) {', '.join(str(c) for c in outside[:5])} lie outside "
             f"{coordinator.id}'s jurisdiction, province {coordinator.jurisdiction}"
         )
     _check_participants(federation, node, request.participants, request.threshold)
-    if request.registry_hash != registry_hash:
+    if request.registry_hash != registry.hash:
         raise RegistryMismatch(
-            f"{node.id} uses district registry {registry_hash[:12]}…, the round names "
+            f"{node.id} uses district registry {registry.hash[:12]}…, the round names "
             f"{request.registry_hash[:12]}…; both sides must load the same domain"
         )
-    plan = _matching_plan(node, query, request)
-    expected = vector_length(plan.aggregate, domain_size, plan.start, plan.end)
-    if request.length != expected:
+    plan = _matching_plan(node, query, registry, request)
+    if request.length != plan.length:
         raise InvalidQuery(
-            f"the round asks for {request.length} cells of {plan.aggregate}, but over {domain_size} districts "
-            f"and this window it has {expected}"
+            f"the round asks for {request.length} cells of {plan.aggregate}, but over {len(registry)} districts "
+            f"and this window it has {plan.length}"
         )
     return Approval(query=query, coordinator=coordinator, plan=plan, threshold=request.threshold)
 
@@ -136,8 +137,9 @@ def check_honest_majority(node_id: str, threshold: int, members: int, set_name: 
         )
 
 
-def _matching_plan(node: NodeConfig, query: Query, request: RoundRequest) -> RoundPlan:
-    for plan in plan_rounds(query):
+def _matching_plan(node: NodeConfig, query: Query, registry: Registry, request: RoundRequest) -> RoundPlan:
+    # The same plan the broker ran (federation.catalog): a broker can neither alter a query nor invent a round.
+    for plan in kind(query.kind).rounds(query, registry):
         if (
             plan.agency_kind == node.kind
             and plan.aggregate == request.aggregate

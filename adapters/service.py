@@ -22,11 +22,12 @@ from adapters.policy import Approval, RoundRequest, approve_round, check_honest_
 from adapters.rounds import RoundTable
 from adapters.store import data_window, open_store
 from federation.audit import AuditLog
+from federation.catalog import KINDS
 from federation.chunking import CHUNK_BYTES, iter_chunks, payload_digest
 from federation.config import FederationConfig, NodeConfig
 from federation.errors import FederationError, InvalidQuery, PermissionDenied
 from federation.identity import Identity, Roster
-from federation.queries import QUERY_KINDS, query_hash
+from federation.queries import query_hash
 from federation.registry import Registry
 from federation.rpc import rpc_errors
 from federation.secagg import AdapterRound
@@ -93,7 +94,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
             kind=self._node.kind,
             registry_hash=self._registry.hash,
             aggregates=list(AGGREGATES_BY_KIND.get(self._node.kind, ())),
-            allowed_queries=[q for q in self._node.policy.allowed_queries if q in QUERY_KINDS],
+            allowed_queries=[q for q in self._node.policy.allowed_queries if q in KINDS],
             max_window_days=self._node.policy.max_window_days,
             data_start=window[0].isoformat() if window else "",
             data_end=window[1].isoformat() if window else "",
@@ -120,9 +121,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
             participants=tuple(request.participants),
             threshold=request.threshold,
         )
-        approval = approve_round(
-            self._federation, self._verifier, self._node, self._registry.hash, len(self._registry), round_request
-        )
+        approval = approve_round(self._federation, self._verifier, self._node, self._registry, round_request)
         query = approval.query
         self._rounds.reserve(request.round_id, approval)
         await self._audit.append_async(

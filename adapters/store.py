@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from federation.errors import ConfigError
+from federation.vocabulary import AGENCY_KINDS
 
 __all__ = [
     "AGENCY_KINDS",
@@ -67,7 +68,8 @@ RAW_TABLES: Mapping[str, Mapping[str, tuple[tuple[str, str], ...]]] = MappingPro
         ),
     }
 )
-AGENCY_KINDS: tuple[str, ...] = tuple(RAW_TABLES)
+if tuple(RAW_TABLES) != AGENCY_KINDS:
+    raise ImportError(f"RAW_TABLES must define exactly the agency kinds {AGENCY_KINDS}, in that order")
 
 # The table and column whose days define an agency's data window (what its aggregates are dated by).
 _DATED_COLUMN = {

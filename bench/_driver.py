@@ -27,10 +27,10 @@ from bench._round_node import PLAINTEXT_METHOD
 from broker.client import coordinator_identity, sign_query
 from broker.rounds import AdapterPeer, run_round
 from broker.service import round_threshold
+from federation.catalog import kind, new_query
 from federation.chunking import cells_of
 from federation.config import load_federation
 from federation.identity import Identity, Roster
-from federation.queries import new_query, plan_rounds, vector_length
 from federation.registry import load_registry
 from federation.tls import channel_credentials, channel_options
 from federation.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
@@ -77,17 +77,15 @@ class Driver:
 
     def length(self, aggregate: str) -> int:
         """Cells of ``aggregate``'s vector over the roster's domain and the bench window."""
-        plan = self._plan(aggregate, self._new_query(aggregate))
-        return vector_length(aggregate, len(self.registry), plan.start, plan.end)
+        return int(self._plan(aggregate, self._new_query(aggregate)).length)
 
     def _new_query(self, aggregate: str) -> Any:
-        kind = QUERY_OF[aggregate]
-        start = WINDOW_START if kind == "flows" else None
-        return new_query(kind, start=start, end=WINDOW_END, params={}, coordinator=COORDINATOR_ID)
+        name = QUERY_OF[aggregate]
+        start = WINDOW_START if name == "flows" else None
+        return new_query(name, start=start, end=WINDOW_END, params={}, coordinator=COORDINATOR_ID)
 
-    @staticmethod
-    def _plan(aggregate: str, query: Any) -> Any:
-        return next(plan for plan in plan_rounds(query) if plan.aggregate == aggregate)
+    def _plan(self, aggregate: str, query: Any) -> Any:
+        return next(plan for plan in kind(query.kind).rounds(query, self.registry) if plan.aggregate == aggregate)
 
     async def secure_round(
         self, participants: Sequence[str], aggregate: str, on_stage: Callable[[str], None] | None = None
@@ -98,7 +96,7 @@ class Driver:
         plan = self._plan(aggregate, query)
         spec = common_pb2.VectorSpec(
             aggregate=aggregate,
-            length=vector_length(aggregate, len(self.registry), plan.start, plan.end),
+            length=plan.length,
             registry_hash=self.registry.hash,
             start=plan.start.isoformat() if plan.start else "",
             end=plan.end.isoformat() if plan.end else "",

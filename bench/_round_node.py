@@ -33,7 +33,6 @@ from federation.audit import AuditLog
 from federation.chunking import CHUNK_BYTES, iter_chunks
 from federation.config import load_federation
 from federation.identity import Identity, Roster
-from federation.queries import vector_length
 from federation.registry import load_registry
 from federation.serving import serve_node
 from federation.tls import peer_identity
@@ -59,7 +58,7 @@ class SyntheticAdapterService(AdapterService):
 
     def _compute(self, approval: Approval) -> npt.NDArray[np.uint64]:
         plan = approval.plan
-        return self.vector(vector_length(plan.aggregate, len(self._registry), plan.start, plan.end))
+        return self.vector(plan.length)
 
 
 def plaintext_handler(service: SyntheticAdapterService, broker_id: str, roster: Roster) -> grpc.GenericRpcHandler:

@@ -31,9 +31,9 @@ from pathlib import Path
 from bench._common import Samples, interleave, print_header, print_table, seconds
 from broker.client import run_query
 from fedbroker.harness import LocalFederation
+from federation.catalog import new_query
 from federation.config import FederationConfig, load_federation
 from federation.errors import FederationError
-from federation.queries import new_query
 from federation.v1 import broker_pb2
 
 COORDINATOR = "nhc-national"

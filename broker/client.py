@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -30,9 +30,11 @@ class Answer:
     suppressed: int
     contributors: dict[str, dict[str, list[str]]]
     notes: list[str]
+    #: Further tables of kinds with several, each ``{"name", "columns", "rows", "suppressed"}``.
+    tables: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json_dict(self) -> dict[str, Any]:
-        return {
+        document = {
             "query": self.query,
             "columns": self.columns,
             "rows": self.rows,
@@ -40,6 +42,16 @@ class Answer:
             "contributors": self.contributors,
             "notes": self.notes,
         }
+        if self.tables:
+            document["tables"] = self.tables
+        return document
+
+    def table(self, name: str) -> dict[str, Any]:
+        """A further table by name (KeyError if the kind has none of that name)."""
+        for table in self.tables:
+            if table["name"] == name:
+                return table
+        raise KeyError(name)
 
 
 def coordinator_identity(federation: FederationConfig, coordinator_id: str) -> Identity:
@@ -57,7 +69,7 @@ def sign_query(identity: Identity, query: Query) -> common_pb2.SignedQuery:
 
 
 def answer_from_pb(result: broker_pb2.QueryResult) -> Answer:
-    rows = [[_value(cell) for cell in row.cells] for row in result.rows]
+    rows = _rows(result.rows)
     contributors = {c.round: {"contributed": list(c.contributed), "missing": list(c.missing)} for c in result.coverage}
     return Answer(
         query=json.loads(result.query),
@@ -66,7 +78,15 @@ def answer_from_pb(result: broker_pb2.QueryResult) -> Answer:
         suppressed=int(result.suppressed),
         contributors=contributors,
         notes=list(result.notes),
+        tables=[
+            {"name": t.name, "columns": list(t.columns), "rows": _rows(t.rows), "suppressed": int(t.suppressed)}
+            for t in result.tables
+        ],
     )
+
+
+def _rows(rows: Any) -> list[list[Any]]:
+    return [[_value(cell) for cell in row.cells] for row in rows]
 
 
 def _value(cell: broker_pb2.Cell) -> Any:

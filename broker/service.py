@@ -14,20 +14,20 @@ from typing import Any
 
 import grpc
 
-from broker.catalog import query_kind
-from broker.jurisdiction import build_released, check_jurisdiction
-from broker.result import QueryResult
 from broker.rounds import AdapterPeer, RoundOutcome, run_round
 from federation.audit import AuditLog
+from federation.catalog import KINDS, QueryResult, Release, RoundPlan, kind
+from federation.catalog.jurisdiction import check_jurisdiction, scope_of
 from federation.config import CoordinatorConfig, FederationConfig
 from federation.errors import FederationError, InvalidQuery, PermissionDenied
 from federation.identity import Roster
-from federation.queries import QUERY_KINDS, Query, RoundPlan, district_filter, plan_rounds, vector_length
+from federation.queries import Query
 from federation.registry import Registry
 from federation.rpc import rpc_errors
 from federation.signed_query import QueryReplayGuard, verify_signed_query
 from federation.tls import peer_identity
 from federation.v1 import adapter_pb2_grpc, broker_pb2, broker_pb2_grpc, common_pb2
+from federation.wire import kinds_to_pb
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,11 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         return broker_pb2.FederationDescription(
             registry_hash=self._registry.hash,
             districts=len(self._registry),
-            query_kinds=list(QUERY_KINDS),
+            query_kinds=list(KINDS),
             nodes=[n.id for n in self._federation.nodes],
             data_start=self._federation.data_start.isoformat(),
             data_end=self._federation.data_end.isoformat(),
+            kinds=kinds_to_pb(KINDS.values()),
         )
 
     @rpc_errors()
@@ -98,7 +99,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             nonce=query.nonce,
             params=[f"{k}={v}" for k, v in sorted(query.params.items())],
         )
-        plans = plan_rounds(query)
+        plans = kind(query.kind).rounds(query, self._registry)
         self._validate(query, plans, caller)
         events: asyncio.Queue[broker_pb2.QueryEvent | None] = asyncio.Queue()
 
@@ -150,7 +151,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                 f"window {query.start}..{query.end} lies outside the federation's data {first}..{last}; "
                 "pick dates inside it"
             )
-        districts = district_filter(query)
+        districts = kind(query.kind).districts(query)
         if districts:
             self._registry.index_of(list(districts))  # UnknownDistrict names the codes not in the domain
         check_jurisdiction(coordinator, self._registry, districts)
@@ -183,7 +184,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             )
         spec = common_pb2.VectorSpec(
             aggregate=plan.aggregate,
-            length=vector_length(plan.aggregate, len(self._registry), plan.start, plan.end),
+            length=plan.length,
             registry_hash=self._registry.hash,
             start=plan.start.isoformat() if plan.start else "",
             end=plan.end.isoformat() if plan.end else "",
@@ -216,10 +217,17 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     async def _release(
         self, query: Query, coordinator: CoordinatorConfig, outcomes: Sequence[RoundOutcome]
     ) -> broker_pb2.QueryResult:
-        kind = query_kind(query.kind)
+        entry = kind(query.kind)
         disclosure = self._federation.broker
-        k = disclosure.mobility_k if kind.disclosure_kind == "mobility" else disclosure.cases_k
-        result = build_released(query, coordinator, self._registry, {o.name: o.total for o in outcomes}, k)
+        release = Release(
+            registry=self._registry,
+            sums={o.name: o.total for o in outcomes},
+            mobility_k=disclosure.mobility_k,
+            cases_k=disclosure.cases_k,
+            scope=scope_of(coordinator),
+        )
+        result = entry.release(query, release)
+        k = disclosure.mobility_k if entry.disclosure == "mobility" else disclosure.cases_k
         await self._audit.append_async(
             "query.released",
             peer=coordinator.id,
@@ -235,7 +243,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
 
 
 def result_to_pb(result: QueryResult, outcomes: Sequence[RoundOutcome]) -> broker_pb2.QueryResult:
-    rows = [broker_pb2.Row(cells=[_cell(v) for v in row]) for row in result.rows]
+    rows = _rows_to_pb(result.rows)
     coverage = [
         broker_pb2.Coverage(
             round=o.name,
@@ -251,7 +259,15 @@ def result_to_pb(result: QueryResult, outcomes: Sequence[RoundOutcome]) -> broke
         suppressed=result.suppressed,
         coverage=coverage,
         notes=list(result.notes),
+        tables=[
+            broker_pb2.Table(name=t.name, columns=list(t.columns), rows=_rows_to_pb(t.rows), suppressed=t.suppressed)
+            for t in result.tables
+        ],
     )
+
+
+def _rows_to_pb(rows: Sequence[Sequence[Any]]) -> list[broker_pb2.Row]:
+    return [broker_pb2.Row(cells=[_cell(v) for v in row]) for row in rows]
 
 
 def _cell(value: Any) -> broker_pb2.Cell:

@@ -5,20 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from federation.errors import FederationError
-
-
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date; use YYYY-MM-DD") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,26 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         "addresses is written beside the file as federation.runtime.yaml",
     )
 
-    query = commands.add_parser("query", help="run a joint query as a coordinator")
-    query.add_argument("kind", help="population | flows | cases | importation-risk")
-    query.add_argument(
-        "--federation",
-        type=Path,
-        required=True,
-        help="the roster (federation.yaml; federation.runtime.yaml after `up --ephemeral`)",
-    )
-    query.add_argument("--as", dest="coordinator", required=True, help="coordinator id (signs the query)")
-    query.add_argument("--start", type=_date, help="first day, YYYY-MM-DD")
-    query.add_argument("--end", type=_date, help="last day, YYYY-MM-DD (default: the federation's last day)")
-    query.add_argument("--source", choices=["telecom", "transport"], help="flows: which agencies count trips")
-    query.add_argument("--mode", choices=["all", "rail", "air", "coach"], help="flows from transport: one mode")
-    query.add_argument("--window-days", type=int, help="importation-risk window (default 14)")
-    query.add_argument("--threshold", type=float, help="importation-risk alert threshold on I_d (default 1.0)")
-    query.add_argument("--top", type=int, help="importation-risk: top origins listed per district")
-    query.add_argument("--districts", help="comma-separated district codes to report")
-    query.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    query.add_argument("--limit", type=int, help="table: show at most this many rows")
-    query.add_argument("--broker", help="broker host:port (default: the roster's)")
+    from fedbroker.query_cli import add_query_parser
+
+    add_query_parser(commands)
 
     demo = commands.add_parser("demo", help="generate or reuse the default scenario, run importation-risk")
     demo.add_argument("--workdir", type=Path, default=Path("fedbroker-work"), help="where the scenario lives")
@@ -96,7 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from fedbroker.query_cli import suggest
+
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(words)
+    if unknown:
+        parser.error(suggest(parser, words, unknown))
     serving = args.command in ("serve", "up")
     logging.basicConfig(
         level=logging.INFO if (args.verbose or serving) else logging.WARNING,

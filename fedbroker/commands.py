@@ -9,33 +9,25 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from broker.client import run_query
+from fedbroker.query_cli import query_params
 from fedbroker.report import render
 from federation.audit import verify_audit
+from federation.catalog import new_query
 from federation.config import load_federation
-from federation.queries import new_query
 from federation.v1 import broker_pb2
-
-
-def query_params(args: argparse.Namespace) -> dict[str, str]:
-    """The signed query's params from the command line (only those given)."""
-    params: dict[str, str] = {}
-    for name, value in (
-        ("source", args.source),
-        ("mode", args.mode),
-        ("window_days", args.window_days),
-        ("threshold", args.threshold),
-        ("top", args.top),
-        ("districts", args.districts),
-    ):
-        if value is not None:
-            params[name] = str(value)
-    return params
 
 
 def run_query_command(args: argparse.Namespace) -> int:
     federation = load_federation(args.federation)
     end = args.end or federation.data_end
-    query = new_query(args.kind, start=args.start, end=end, params=query_params(args), coordinator=args.coordinator)
+    query = new_query(
+        args.kind,
+        start=args.start,
+        end=end,
+        params=query_params(args),
+        coordinator=args.coordinator,
+        data_start=federation.data_start,
+    )
     interactive = sys.stderr.isatty()
 
     def progress(event: broker_pb2.Progress) -> None:

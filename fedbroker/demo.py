@@ -10,9 +10,9 @@ from pathlib import Path
 from broker.client import run_query
 from fedbroker.harness import LocalFederation
 from fedbroker.report import format_json, importation_summary
+from federation.catalog import new_query
 from federation.config import load_federation
 from federation.errors import FederationError
-from federation.queries import new_query
 from federation.v1 import broker_pb2
 
 NATIONAL_COORDINATOR = "nhc-national"

@@ -35,18 +35,35 @@ def _pad(text: str, width: int, right: bool) -> str:
     return gap + text if right else text + gap
 
 
-def format_table(answer: Answer, *, limit: int | None = None) -> str:
-    """A fixed-width table with a footer: rows shown, suppressed cells, coverage and notes."""
-    rows = answer.rows[:limit] if limit else answer.rows
+def _grid(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     cells = [[_text(v) for v in row] for row in rows]
-    numeric = [all(isinstance(r[i], int | float) or r[i] is None for r in rows) for i in range(len(answer.columns))]
-    widths = [max([_width(c), *(_width(r[i]) for r in cells)]) for i, c in enumerate(answer.columns)]
-    lines = ["  ".join(_pad(c, w, n) for c, w, n in zip(answer.columns, widths, numeric, strict=True))]
+    numeric = [all(isinstance(r[i], int | float) or r[i] is None for r in rows) for i in range(len(columns))]
+    widths = [max([_width(c), *(_width(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(_pad(c, w, n) for c, w, n in zip(columns, widths, numeric, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(_pad(c, w, n) for c, w, n in zip(r, widths, numeric, strict=True)) for r in cells]
-    shown = f"{len(rows)} of {len(answer.rows)} rows" if limit and len(answer.rows) > limit else f"{len(rows)} rows"
+    return lines
+
+
+def _shown(rows: Sequence[Any], limit: int | None) -> str:
+    return f"{limit} of {len(rows)} rows" if limit and len(rows) > limit else f"{len(rows)} rows"
+
+
+def format_table(answer: Answer, *, limit: int | None = None) -> str:
+    """Fixed-width tables (the main one, then any further ones) with a footer: rows shown, suppressed cells,
+    coverage and notes."""
+    lines = _grid(answer.columns, answer.rows[:limit] if limit else answer.rows)
     lines.append("")
-    lines.append(f"{shown}; {answer.suppressed} suppressed by disclosure control ({SUPPRESSED} = suppressed)")
+    lines.append(
+        f"{_shown(answer.rows, limit)}; {answer.suppressed} suppressed by disclosure control "
+        f"({SUPPRESSED} = suppressed)"
+    )
+    for table in answer.tables:
+        rows = table["rows"]
+        lines.append("")
+        lines.append(f"table {table['name']}: {_shown(rows, limit)}; {table['suppressed']} suppressed")
+        lines += _grid(table["columns"], rows[:limit] if limit else rows)
+    lines.append("")
     lines += coverage_lines(answer)
     lines += [f"note: {n}" for n in answer.notes]
     return "\n".join(lines)
@@ -63,6 +80,7 @@ def coverage_lines(answer: Answer) -> list[str]:
 
 
 def format_csv(answer: Answer) -> str:
+    """The main table as CSV (suppressed cells empty); further tables are in the JSON output."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(answer.columns)

@@ -1,17 +1,18 @@
 """Verification of a coordinator's signed query, shared by the broker (to refuse early) and every adapter
 (which decides for itself, whoever runs the broker): the signature against the roster, the signer's
-certificate (federation CA, validity period), freshness, one use per nonce, and the signer's jurisdiction."""
+certificate (federation CA, validity period), freshness, one use per nonce. Jurisdictions are checked by
+:mod:`federation.catalog.jurisdiction`."""
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
 
+from federation.catalog import parse_query
 from federation.config import CoordinatorConfig, FederationConfig
 from federation.errors import AuthenticationFailed, InvalidQuery, RoundReplayed
 from federation.identity import Roster
-from federation.queries import Query, parse_query
+from federation.queries import Query
 
 #: A signed query older than this is refused as stale (seconds); clocks may differ by MAX_CLOCK_SKEW_S.
 MAX_QUERY_AGE_S = 15 * 60
@@ -66,14 +67,6 @@ def verify_signed_query(
             f"{MAX_QUERY_AGE_S} s: ask the coordinator to sign it again"
         )
     return query, coordinator
-
-
-def outside_jurisdiction(coordinator: CoordinatorConfig, districts: Sequence[int] | None) -> list[int]:
-    """The district codes (of ``districts``) that ``coordinator`` may not ask about: none for a national
-    coordinator, those outside its province (``code // 10000``) for a provincial one."""
-    if coordinator.role == "national" or coordinator.jurisdiction is None:
-        return []
-    return [code for code in districts or () if code // 10000 != coordinator.jurisdiction]
 
 
 class QueryReplayGuard:

@@ -1,11 +1,12 @@
-"""Conversions between the wire messages (federation.v1) and the pure secure-aggregation types."""
+"""Conversions between the wire messages (federation.v1) and the pure types (secure aggregation, catalog)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from federation.catalog.base import QueryKind
 from federation.secagg import Advert, EncryptedShare, RevealedShare, SecretKind
-from federation.v1 import adapter_pb2
+from federation.v1 import adapter_pb2, broker_pb2
 
 _SECRET_TO_PB = {
     SecretKind.SELF_MASK_SEED: adapter_pb2.RevealedShare.SELF_MASK_SEED,
@@ -60,3 +61,33 @@ def revealed_from_pb(messages: Iterable[adapter_pb2.RevealedShare]) -> list[Reve
             continue  # an unspecified secret kind carries nothing usable; the round's threshold decides
         out.append(RevealedShare(owner=m.owner, secret=secret, index=m.index, share=m.share))
     return out
+
+
+def kinds_to_pb(kinds: Iterable[QueryKind]) -> list[broker_pb2.QueryKindSchema]:
+    """The catalog's kinds with their parameter schema, as ``DescribeFederation`` returns them."""
+    return [
+        broker_pb2.QueryKindSchema(
+            name=entry.name,
+            summary=entry.summary,
+            disclosure=entry.disclosure,
+            aggregates=list(entry.aggregates),
+            trailing_window=entry.trailing_window or "",
+            params=[
+                broker_pb2.ParamSchema(
+                    name=p.name,
+                    flag=p.flag,
+                    type=p.type,
+                    help=p.help,
+                    default=p.default or "",
+                    has_default=p.default is not None,
+                    choices=list(p.choices),
+                    minimum=p.minimum,
+                    maximum=p.maximum,
+                    minimum_exclusive=p.above,
+                    required=p.required,
+                )
+                for p in entry.params
+            ],
+        )
+        for entry in kinds
+    ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Mapping
 from datetime import date
 
@@ -13,11 +12,11 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from broker.catalog import CATALOG, build_result, cases, flows, importation_risk, population, query_kind
-from broker.catalog.importation_risk import exact_values, importation_index, importation_probability
-from broker.result import Cell, QueryResult
+from federation.catalog import KINDS, Release, Scope, kind
+from federation.catalog.importation_risk import importation_index, importation_probability
+from federation.catalog.result import Cell, QueryResult
 from federation.errors import InvalidQuery, UnknownDistrict, VectorMismatch
-from federation.queries import QUERY_KINDS, Query, plan_rounds
+from federation.queries import Query
 from federation.registry import Registry, load_registry
 
 NONCE = "0123456789abcdef0123456789abcdef"
@@ -68,6 +67,14 @@ def risk_sums() -> dict[str, NDArray[np.uint64]]:
     return {"trips": u64(F), "residents": u64(RESIDENTS), "confirmed": u64(health)}
 
 
+def build(
+    q: Query, sums: Mapping[str, NDArray[np.uint64]], k: int, registry: Registry = REGISTRY, province: int | None = None
+) -> QueryResult:
+    """The kind's release of ``q`` with both thresholds at ``k``, for the whole domain or one province."""
+    release = Release(registry=registry, sums=sums, mobility_k=k, cases_k=k, scope=Scope(province))
+    return kind(q.kind).release(q, release)
+
+
 def column(result: QueryResult, name: str) -> list[Cell]:
     i = result.columns.index(name)
     return [row[i] for row in result.rows]
@@ -77,27 +84,26 @@ def column(result: QueryResult, name: str) -> list[Cell]:
 
 
 def test_catalog_covers_every_kind() -> None:
-    assert tuple(CATALOG) == QUERY_KINDS
-    assert query_kind("importation-risk") is importation_risk
-    assert {kind: CATALOG[kind].disclosure_kind for kind in QUERY_KINDS} == {
+    assert kind("importation-risk") is KINDS["importation-risk"]
+    assert {name: entry.disclosure for name, entry in KINDS.items() if name in ("population", "cases")} == {
         "population": "mobility",
-        "flows": "mobility",
         "cases": "cases",
-        "importation-risk": "mobility",
     }
     with pytest.raises(InvalidQuery, match="known kinds: population, flows, cases, importation-risk"):
-        query_kind("rt")
+        kind("rt")
 
 
 def test_round_names_match_plans() -> None:
-    assert [p.name for p in plan_rounds(query("importation-risk", window_days="14"))] == list(risk_sums())
+    plans = kind("importation-risk").rounds(query("importation-risk", window_days="14"), REGISTRY)
+    assert [p.name for p in plans] == list(risk_sums())
+    assert [p.length for p in plans] == [36, 6, 18]
 
 
 def test_missing_or_wrong_length_sum_refused() -> None:
     with pytest.raises(VectorMismatch, match="no sum for round 'residents'"):
-        build_result(query("importation-risk"), REGISTRY, {"trips": u64(F)}, 15)
+        build(query("importation-risk"), {"trips": u64(F)}, 15)
     with pytest.raises(VectorMismatch, match="35 cells, expected 36"):
-        build_result(query("flows"), REGISTRY, {"trips": u64(F)[:-1]}, 15)
+        build(query("flows"), {"trips": u64(F)[:-1]}, 15)
 
 
 # --- population ------------------------------------------------------------------------------------------------
@@ -105,9 +111,7 @@ def test_missing_or_wrong_length_sum_refused() -> None:
 
 def test_population_rows_and_suppression() -> None:
     presence = np.array([[0, 15], [14, 300], [1, 2], [16, 16], [15, 0], [500, 501]])
-    result = population.build_result(
-        query("population", "2020-01-19", "2020-01-20"), REGISTRY, {"presence": u64(presence)}, 15
-    )
+    result = build(query("population", "2020-01-19", "2020-01-20"), {"presence": u64(presence)}, 15)
     assert result.columns == ("district", "name", "date", "count")
     assert result.rows[:4] == [
         (420102, "江岸区", "2020-01-19", 0),
@@ -118,9 +122,8 @@ def test_population_rows_and_suppression() -> None:
     assert len(result.rows) == 12
     assert result.suppressed == 3
     assert column(result, "count").count(None) == 3
-    restricted = population.build_result(
+    restricted = build(
         query("population", "2020-01-19", "2020-01-20", districts="440104,420104"),
-        REGISTRY,
         {"presence": u64(presence)},
         15,
     )
@@ -135,9 +138,8 @@ def test_population_rows_and_suppression() -> None:
 
 def test_unknown_district_in_filter() -> None:
     with pytest.raises(UnknownDistrict, match="110101"):
-        population.build_result(
+        build(
             query("population", "2020-01-20", "2020-01-20", districts="110101"),
-            REGISTRY,
             {"presence": np.zeros(6, dtype=np.uint64)},
             15,
         )
@@ -148,7 +150,7 @@ def test_unknown_district_in_filter() -> None:
 
 def test_cases_rows_only_districts_with_cases_small_cells_hidden() -> None:
     counts = np.array([[12, 2, 40], [0, 0, 0], [1, 0, 0], [3, 3, 0], [0, 0, 0], [0, 5, 1]])
-    result = cases.build_result(query("cases"), REGISTRY, {"cases": u64(counts)}, 3)
+    result = build(query("cases"), {"cases": u64(counts)}, 3)
     assert result.columns == ("district", "name", "confirmed", "suspected", "close_contact")
     assert result.rows == [
         (420102, "江岸区", 12, None, 40),
@@ -157,7 +159,7 @@ def test_cases_rows_only_districts_with_cases_small_cells_hidden() -> None:
         (440104, "越秀区", 0, 5, None),
     ]
     assert result.suppressed == 3
-    only = cases.build_result(query("cases", districts="430102,420103"), REGISTRY, {"cases": u64(counts)}, 3)
+    only = build(query("cases", districts="430102,420103"), {"cases": u64(counts)}, 3)
     assert only.rows == [(430102, "芙蓉区", 3, 3, 0)]
     assert only.suppressed == 0
 
@@ -166,7 +168,7 @@ def test_cases_rows_only_districts_with_cases_small_cells_hidden() -> None:
 
 
 def test_flows_sorted_small_pairs_dropped_and_counted() -> None:
-    result = flows.build_result(query("flows"), REGISTRY, {"trips": u64(F)}, 15)
+    result = build(query("flows"), {"trips": u64(F)}, 15)
     assert result.columns == ("origin", "origin_name", "destination", "destination_name", "trips")
     assert [(r[0], r[2], r[4]) for r in result.rows] == [
         (430102, 440103, 200),
@@ -183,9 +185,7 @@ def test_flows_sorted_small_pairs_dropped_and_counted() -> None:
 
 
 def test_flows_transport_and_district_filter() -> None:
-    result = flows.build_result(
-        query("flows", districts="430102", source="transport", mode="rail"), REGISTRY, {"trips": u64(F)}, 15
-    )
+    result = build(query("flows", districts="430102", source="transport", mode="rail"), {"trips": u64(F)}, 15)
     assert [(r[0], r[2], r[4]) for r in result.rows] == [
         (430102, 440103, 200),
         (420102, 430102, 40),
@@ -194,7 +194,7 @@ def test_flows_transport_and_district_filter() -> None:
     ]
     assert result.suppressed == 0
     assert "source: transport, mode: rail" in result.notes
-    assert flows.build_result(query("flows", districts="440104"), REGISTRY, {"trips": u64(F)}, 15).rows == []
+    assert build(query("flows", districts="440104"), {"trips": u64(F)}, 15).rows == []
 
 
 # --- importation risk ------------------------------------------------------------------------------------------
@@ -214,14 +214,15 @@ def test_importation_index_matches_hand_computation() -> None:
     assert index.tolist() == pytest.approx(hand, rel=1e-12, abs=0)
     probability = importation_probability(index)
     assert probability.tolist() == pytest.approx([1 - math.exp(-i) for i in hand], rel=1e-12)
-    exact = exact_values(query("importation-risk"), REGISTRY, risk_sums())
+    release = Release(registry=REGISTRY, sums=risk_sums(), mobility_k=15, cases_k=15)
+    exact = KINDS["importation-risk"].exact_values(query("importation-risk"), release)  # type: ignore[attr-defined]
     assert np.array_equal(exact.index, index)
     assert exact.confirmed.tolist() == CONFIRMED.tolist()
     assert exact.inflow.tolist() == [55, 100, 4, 100, 213, 0]
 
 
 def test_importation_rows_alerts_top_origins_suppression() -> None:
-    result = importation_risk.build_result(query("importation-risk"), REGISTRY, risk_sums(), 15)
+    result = build(query("importation-risk"), risk_sums(), 15)
     assert result.columns == (
         "district",
         "name",
@@ -250,9 +251,8 @@ def test_importation_rows_alerts_top_origins_suppression() -> None:
 
 
 def test_importation_threshold_top_and_districts() -> None:
-    result = importation_risk.build_result(
+    result = build(
         query("importation-risk", threshold="1.1", top="1", districts="430102,420102,420104"),
-        REGISTRY,
         risk_sums(),
         15,
     )
@@ -260,14 +260,14 @@ def test_importation_threshold_top_and_districts() -> None:
     assert column(result, "alert") == [True, False]
     assert column(result, "top_origins") == ["420102 江岸区 (66.7%)", "420103 江汉区 (95.2%)"]
     assert result.suppressed == 1
-    low_k = importation_risk.build_result(query("importation-risk"), REGISTRY, risk_sums(), 1)
+    low_k = build(query("importation-risk"), risk_sums(), 1)
     assert low_k.suppressed == 0
     assert column(low_k, "district") == [420103, 430102, 420102, 440103, 420104]
     assert column(low_k, "top_origins")[2] == "420103 江汉区 (95.2%); 440103 荔湾区 (4.8%)"
 
 
 def test_result_json_shape() -> None:
-    result = build_result(query("importation-risk"), REGISTRY, risk_sums(), 15)
+    result = build(query("importation-risk"), risk_sums(), 15)
     contributors: Mapping[str, Mapping[str, list[str]]] = {
         "trips": {"contributed": ["telecom-a", "telecom-b"], "missing": []}
     }
@@ -292,11 +292,93 @@ def test_national_scale_is_vectorised() -> None:
     health = np.zeros((n, 3), dtype=np.int64)
     health[:, 0] = confirmed
     sums = {"trips": u64(trips), "residents": u64(residents), "confirmed": u64(health)}
-    began = time.perf_counter()
-    result = importation_risk.build_result(query("importation-risk"), registry, sums, 15)
-    assert time.perf_counter() - began < 10
+    result = build(query("importation-risk"), sums, 15, registry)
     # Spot-check one destination against a plain-Python sum.
     top = result.rows[0]
     d = int(registry.index_of(np.array([top[0]]))[0])
     plain = sum(trips[o, d] * confirmed[o] / residents[o] for o in range(n) if o != d and residents[o] > 0)
     assert top[3] == pytest.approx(plain, rel=1e-9)
+
+
+# --- the unit itself: parameters as data, registry, derivations -------------------------------------------------
+
+
+def test_params_validate_with_the_flag_and_the_fix() -> None:
+    risk = kind("importation-risk")
+    with pytest.raises(InvalidQuery, match=r"--window-days '0' must be a whole number from 1 to 60"):
+        risk.validate(query("importation-risk", "2020-01-20", "2020-01-20", window_days="0"))
+    with pytest.raises(InvalidQuery, match=r"--threshold 'x' must be a number above 0"):
+        risk.validate(query("importation-risk", threshold="x"))
+    with pytest.raises(InvalidQuery, match=r"window 2020-01-07\.\.2020-01-20 is 14 days but --window-days is 7"):
+        risk.validate(query("importation-risk", window_days="7"))
+    with pytest.raises(InvalidQuery, match="--mode rail applies only to --source transport"):
+        kind("flows").validate(query("flows", mode="rail"))
+    with pytest.raises(InvalidQuery, match="--source 'taxi' is not one of telecom, transport"):
+        kind("flows").validate(query("flows", source="taxi"))
+    with pytest.raises(InvalidQuery, match="unknown params for cases: mode; allowed: districts"):
+        kind("cases").validate(query("cases", mode="rail"))
+    with pytest.raises(InvalidQuery, match="--districts takes comma-separated six-digit"):
+        kind("cases").validate(query("cases", districts="4201"))
+    assert risk.values(query("importation-risk")) == {
+        "window_days": 14,
+        "threshold": 1.0,
+        "top": 3,
+        "districts": None,
+    }
+
+
+def test_registry_refuses_a_duplicate_or_a_non_kind() -> None:
+    from federation.catalog import _registry
+
+    with pytest.raises(TypeError, match="registered twice"):
+        _registry(KINDS["cases"], KINDS["cases"])
+    with pytest.raises(TypeError, match="is not a QueryKind"):
+        _registry(object())  # type: ignore[arg-type]
+
+
+def test_every_plan_uses_only_declared_aggregates_with_catalog_lengths() -> None:
+    from federation.catalog.aggregates import AGGREGATES, vector_length
+
+    for q in (
+        query("population"),
+        query("flows"),
+        query("flows", source="transport", mode="air"),
+        query("cases"),
+        query("importation-risk"),
+    ):
+        entry = kind(q.kind)
+        for plan in entry.rounds(q, REGISTRY):
+            assert plan.aggregate in entry.aggregates
+            assert plan.agency_kind == AGGREGATES[plan.aggregate].agency_kind
+            assert plan.length == vector_length(plan.aggregate, len(REGISTRY), plan.start, plan.end)
+
+
+def test_agency_allowed_kinds_derive_from_round_plans() -> None:
+    from federation.catalog import agency_query_kinds
+
+    assert agency_query_kinds("telecom") == ("population", "flows", "importation-risk")
+    assert agency_query_kinds("health") == ("cases", "importation-risk")
+    assert agency_query_kinds("transport") == ("flows",)
+
+
+def test_provincial_flows_list_inside_pairs_and_border_totals() -> None:
+    result = build(query("flows"), {"trips": u64(F)}, 15, province=42)
+    assert [(r[0], r[2], r[4]) for r in result.rows] == [
+        (420102, 420103, 100),
+        (420102, 0, 50),  # 40 to Hunan + 10 to Guangdong, summed at the border
+        (420103, 420102, 50),
+        (420104, 0, 43),
+        (420103, 0, 20),
+    ]
+    # no inside pair below k; two border totals below k: 5 into 420102 and 4 into 420104 from Guangdong
+    assert result.suppressed == 2
+    assert "restricted to province 42" in result.notes
+
+
+def test_provincial_importation_risk_hides_outside_origins_as_values() -> None:
+    result = build(query("importation-risk"), risk_sums(), 1, province=44)
+    assert column(result, "district") == [440103]  # 440104 has no inflow
+    origins = result.table("top_origins")
+    assert origins.columns == ("district", "rank", "origin", "origin_name", "share")
+    assert origins.rows == [(440103, 1, 0, "outside the province", 1.0)]  # Hunan's 430102 is not named
+    assert column(result, "top_origins") == ["outside the province (100.0%)"]

@@ -5,41 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from broker.disclosure import (
-    DisclosureRule,
-    checked_counts,
-    default_rules,
-    round_counts,
-    small_cell_mask,
-    suppress_small,
-)
+from federation.catalog.disclosure import checked_counts, round_counts, small_cell_mask
 from federation.errors import VectorMismatch
 
 
-def test_suppress_small_hides_small_nonzero_only() -> None:
-    counts = np.array([0, 1, 2, 14, 15, 16, 1000], dtype=np.uint64)
-    released, suppressed = suppress_small(counts, 15)
-    assert suppressed == 3
-    assert released.dtype == np.int64
-    assert released.mask.tolist() == [False, True, True, True, False, False, False]
-    assert released.filled(-1).tolist() == [0, -1, -1, -1, 15, 16, 1000]
-    assert released.data.tolist() == [0, 0, 0, 0, 15, 16, 1000]  # hidden cells carry no value
-
-
-def test_k_one_suppresses_nothing() -> None:
-    counts = np.arange(5, dtype=np.uint64)
-    assert suppress_small(counts, 1)[1] == 0
-    assert small_cell_mask(counts.astype(np.int64), 3).tolist() == [False, True, True, False, False]
-
-
-def test_default_rules() -> None:
-    rules = default_rules()
-    assert rules["mobility"] == DisclosureRule(k=15, kind="mobility")
-    assert rules["cases"] == DisclosureRule(k=3, kind="cases")
-    with pytest.raises(ValueError, match="at least 1"):
-        DisclosureRule(k=0)
-    with pytest.raises(ValueError, match="unknown"):
-        DisclosureRule(k=3, kind="money")
+def test_small_cell_mask_hides_small_nonzero_only() -> None:
+    counts = np.array([0, 1, 2, 14, 15, 16, 1000], dtype=np.int64)
+    assert small_cell_mask(counts, 15).tolist() == [False, True, True, True, False, False, False]
+    assert small_cell_mask(counts, 1).sum() == 0  # k = 1 suppresses nothing
+    assert small_cell_mask(np.arange(5), 3).tolist() == [False, True, True, False, False]
 
 
 def test_checked_counts_refuses_wrong_length_and_unmasked_garbage() -> None:

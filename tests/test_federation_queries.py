@@ -18,9 +18,9 @@ import pytest
 
 from broker.client import Answer, run_query
 from fedbroker.harness import LocalFederation
+from federation.catalog import new_query
 from federation.config import FederationConfig
 from federation.errors import RoundAborted
-from federation.queries import new_query
 from federation.registry import load_registry
 from tests import oracle
 from tests.federation_fixtures import days, oracle_sum, roster_variant
@@ -172,3 +172,43 @@ def test_query_below_threshold_aborts_naming_the_missing(fed: LocalFederation) -
         fed.restart("telecom-c")
     message = caught.value.message
     assert "open" in message and "telecom-b" in message and "telecom-c" in message
+
+
+def test_describe_federation_returns_every_kind_with_its_schema(fed: LocalFederation) -> None:
+    """DescribeFederation carries the catalog's parameter schema, so a client in any language can build its
+    form or flags from the broker alone."""
+    import grpc
+
+    from broker.client import coordinator_identity
+    from federation.catalog import KINDS
+    from federation.tls import channel_credentials, channel_options
+    from federation.v1 import broker_pb2, broker_pb2_grpc
+
+    config = fed.config
+    identity = coordinator_identity(config, NATIONAL)
+
+    async def describe() -> broker_pb2.FederationDescription:
+        credentials = channel_credentials(identity)
+        options = channel_options(config.broker.id)
+        async with grpc.aio.secure_channel(config.broker.address, credentials, options=options) as channel:
+            stub = broker_pb2_grpc.BrokerStub(channel)
+            return await stub.DescribeFederation(broker_pb2.DescribeFederationRequest(), timeout=30)
+
+    description = asyncio.run(describe())
+    assert list(description.query_kinds) == list(KINDS)
+    schemas = {k.name: k for k in description.kinds}
+    assert list(schemas) == list(KINDS)
+    risk = schemas["importation-risk"]
+    assert risk.trailing_window == "window_days" and risk.disclosure == "mobility"
+    window_days = next(p for p in risk.params if p.name == "window_days")
+    assert (window_days.flag, window_days.type, window_days.default, window_days.has_default) == (
+        "--window-days",
+        "int",
+        "14",
+        True,
+    )
+    assert (window_days.minimum, window_days.maximum) == (1.0, 60.0)
+    source = next(p for p in schemas["flows"].params if p.name == "source")
+    assert list(source.choices) == ["telecom", "transport"]
+    districts = next(p for p in schemas["cases"].params if p.name == "districts")
+    assert not districts.has_default and not districts.HasField("minimum")

@@ -6,25 +6,28 @@ import json
 import re
 from datetime import date
 
-import numpy as np
 import pytest
 
+from federation.catalog import KINDS, RoundPlan, kind, new_query, parse_query
+from federation.catalog.aggregates import vector_length
 from federation.errors import InvalidQuery, UnknownDistrict
-from federation.queries import (
-    QUERY_KINDS,
-    Query,
-    RoundPlan,
-    district_filter,
-    district_mask,
-    flows_source,
-    importation_params,
-    new_query,
-    parse_query,
-    plan_rounds,
-    query_hash,
-    required_round,
-    vector_length,
+from federation.queries import Query, query_hash
+from federation.registry import Registry
+
+QUERY_KINDS = tuple(KINDS)
+REGISTRY = Registry.from_columns(
+    [420102, 420103, 420104],
+    ["江岸区", "江汉区", "硚口区"],
+    ["武汉市", "武汉市", "武汉市"],
+    ["湖北省", "湖北省", "湖北省"],
+    [114.3, 114.27, 114.26],
+    [30.6, 30.6, 30.57],
 )
+
+
+def plan_rounds(query: Query) -> tuple[RoundPlan, ...]:
+    return kind(query.kind).rounds(query, REGISTRY)
+
 
 NONCE = "0123456789abcdef0123456789abcdef"
 
@@ -90,8 +93,8 @@ def test_inverted_window_says_swap() -> None:
 def test_unknown_kind_lists_kinds() -> None:
     message = invalid(document(kind="rt"))
     assert "'rt'" in message
-    for kind in QUERY_KINDS:
-        assert kind in message
+    for name in QUERY_KINDS:
+        assert name in message
 
 
 @pytest.mark.parametrize(
@@ -99,7 +102,7 @@ def test_unknown_kind_lists_kinds() -> None:
     [
         ({"start": "2020/01/10"}, "YYYY-MM-DD"),
         ({"start": "20200110"}, "YYYY-MM-DD"),
-        ({"end": "2020-02-30"}, "not a valid date"),
+        ({"end": "2020-02-30"}, "not a valid calendar date"),
         ({"nonce": "xyz"}, "32 lowercase hex"),
         ({"issued_at": "2026-11-29 05:00:00"}, "ISO-8601 UTC"),
         ({"issued_at": "2026-13-29T05:00:00Z"}, "not a valid time"),
@@ -140,14 +143,14 @@ def test_unknown_params_listed_with_allowed() -> None:
 
 
 def test_flows_source_and_mode() -> None:
-    assert "source 'ferry' is unknown" in invalid(document(kind="flows", params={"source": "ferry"}))
+    assert "--source 'ferry' is not one of" in invalid(document(kind="flows", params={"source": "ferry"}))
     message = invalid(document(kind="flows", params={"mode": "rail"}))
-    assert message == "mode=rail applies only to source=transport; drop mode or set source=transport"
-    assert "mode 'ship'" in invalid(document(kind="flows", params={"source": "transport", "mode": "ship"}))
-    query = parse_query(encode(document(kind="flows")))
-    assert flows_source(query) == ("telecom", None)
+    assert message == "--mode rail applies only to --source transport; drop --mode or set --source transport"
+    assert "--mode 'ship'" in invalid(document(kind="flows", params={"source": "transport", "mode": "ship"}))
+    flows = KINDS["flows"]
+    assert flows.source(parse_query(encode(document(kind="flows")))) == ("telecom", None)  # type: ignore[attr-defined]
     query = parse_query(encode(document(kind="flows", params={"source": "transport"})))
-    assert flows_source(query) == ("transport", "all")
+    assert flows.source(query) == ("transport", "all")  # type: ignore[attr-defined]
 
 
 def risk_doc(**params: str) -> dict[str, object]:
@@ -155,17 +158,15 @@ def risk_doc(**params: str) -> dict[str, object]:
 
 
 def test_importation_params_defaults_and_validation() -> None:
-    query = parse_query(encode(risk_doc()))
-    assert importation_params(query) == importation_params(query)
-    assert (importation_params(query).window_days, importation_params(query).threshold) == (14, 1.0)
-    assert importation_params(query).top == 3
+    values = KINDS["importation-risk"].values(parse_query(encode(risk_doc())))
+    assert (values["window_days"], values["threshold"], values["top"]) == (14, 1.0, 3)
     for bad in ("0", "61", "7.5", "-3", "x"):
-        assert "window_days" in invalid(risk_doc(window_days=bad))
+        assert "--window-days" in invalid(risk_doc(window_days=bad))
     for bad in ("0", "-1", "nan", "inf", "one"):
-        assert "threshold" in invalid(risk_doc(threshold=bad))
-    assert "top" in invalid(risk_doc(top="0"))
+        assert "--threshold" in invalid(risk_doc(threshold=bad))
+    assert "--top" in invalid(risk_doc(top="0"))
     message = invalid(risk_doc(window_days="7"))
-    assert "is 14 days but window_days is 7; set start to 2020-01-14" in message
+    assert "is 14 days but --window-days is 7; set start to 2020-01-14" in message
     query = parse_query(encode(document(kind="importation-risk", start="2020-01-14", params={"window_days": "7"})))
     assert query.window_days == 7
 
@@ -193,54 +194,38 @@ def test_new_query_fills_nonce_time_and_window() -> None:
 
 
 def test_district_filter_and_mask() -> None:
+    population = KINDS["population"]
     query = parse_query(encode(document(params={"districts": "420103, 420102,420103"})))
-    assert district_filter(query) == (420102, 420103)
-    codes = np.array([420102, 420103, 420104], dtype=np.int32)
-    assert district_mask(query, codes).tolist() == [True, True, False]
-    assert district_mask(parse_query(encode(document())), codes).all()
+    assert population.districts(query) == (420102, 420103)
+    assert population.district_mask(query, REGISTRY).tolist() == [True, True, False]
+    assert population.district_mask(parse_query(encode(document())), REGISTRY).all()
     query = parse_query(encode(document(params={"districts": "420102,999999,110101"})))
     with pytest.raises(UnknownDistrict, match="999999"):
-        district_mask(query, codes)
+        population.district_mask(query, REGISTRY)
 
 
 def test_plan_rounds_per_kind() -> None:
     start, end = date(2020, 1, 10), date(2020, 1, 20)
     assert plan_rounds(parse_query(encode(document()))) == (
-        RoundPlan("presence", "telecom", "telecom.presence", start, end, {}),
+        RoundPlan("presence", "telecom", "telecom.presence", start, end, {}, 33),
     )
     assert plan_rounds(parse_query(encode(document(kind="flows")))) == (
-        RoundPlan("trips", "telecom", "telecom.trips", start, end, {}),
+        RoundPlan("trips", "telecom", "telecom.trips", start, end, {}, 9),
     )
     flows = parse_query(encode(document(kind="flows", params={"source": "transport", "mode": "air"})))
-    assert plan_rounds(flows) == (RoundPlan("trips", "transport", "transport.trips", start, end, {"mode": "air"}),)
+    assert plan_rounds(flows) == (RoundPlan("trips", "transport", "transport.trips", start, end, {"mode": "air"}, 9),)
     flows = parse_query(encode(document(kind="flows", params={"source": "transport"})))
     assert plan_rounds(flows)[0].params == {"mode": "all"}
     assert plan_rounds(parse_query(encode(document(kind="cases")))) == (
-        RoundPlan("cases", "health", "health.cases", start, end, {}),
+        RoundPlan("cases", "health", "health.cases", start, end, {}, 9),
     )
     risk = parse_query(encode(risk_doc()))
     window = (date(2020, 1, 7), end)
     assert plan_rounds(risk) == (
-        RoundPlan("trips", "telecom", "telecom.trips", *window, {}),
-        RoundPlan("residents", "telecom", "telecom.residents", None, None, {}),
-        RoundPlan("confirmed", "health", "health.cases", *window, {}),
+        RoundPlan("trips", "telecom", "telecom.trips", *window, {}, 9),
+        RoundPlan("residents", "telecom", "telecom.residents", None, None, {}, 3),
+        RoundPlan("confirmed", "health", "health.cases", *window, {}, 9),
     )
-
-
-def test_required_round_refuses_invented_rounds() -> None:
-    risk = parse_query(encode(risk_doc()))
-    start, end = date(2020, 1, 7), date(2020, 1, 20)
-    assert required_round(risk, "telecom.residents", None, None, {}).name == "residents"
-    assert required_round(risk, "health.cases", start, end, {}).name == "confirmed"
-    with pytest.raises(InvalidQuery, match="not required by the signed importation-risk query"):
-        required_round(risk, "telecom.presence", start, end, {})
-    with pytest.raises(InvalidQuery, match="not required"):
-        required_round(risk, "telecom.trips", date(2019, 1, 1), end, {})
-    flows = parse_query(encode(document(kind="flows", params={"source": "transport", "mode": "rail"})))
-    with pytest.raises(InvalidQuery, match="not required"):
-        required_round(flows, "transport.trips", flows.start, flows.end, {"mode": "all"})
-    with pytest.raises(InvalidQuery, match="not required"):
-        required_round(flows, "telecom.trips", flows.start, flows.end, {})
 
 
 def test_vector_length() -> None:
@@ -253,7 +238,7 @@ def test_vector_length() -> None:
     with pytest.raises(InvalidQuery, match="needs a window"):
         vector_length("telecom.presence", 5, None, None)
     with pytest.raises(InvalidQuery, match="unknown aggregate"):
-        vector_length("telecom.roamers", 5, start, end)
+        vector_length("telecom.teleport", 5, start, end)
 
 
 def test_query_is_a_plain_value() -> None:

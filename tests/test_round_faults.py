@@ -16,8 +16,8 @@ import pytest
 
 from broker.client import Answer, run_query
 from fedbroker.harness import LocalFederation
+from federation.catalog import new_query
 from federation.errors import RoundAborted
-from federation.queries import new_query
 from federation.registry import load_registry
 from tests import oracle
 from tests.federation_fixtures import oracle_sum, roster_variant, with_extra_carriers

@@ -20,8 +20,9 @@ import pytest
 
 from broker.client import sign_query
 from fedbroker.harness import LocalFederation
+from federation.catalog import kind, new_query
 from federation.config import FederationConfig
-from federation.queries import Query, new_query, plan_rounds, vector_length
+from federation.queries import Query
 from federation.registry import load_registry
 from federation.tls import channel_credentials, channel_options
 from federation.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
@@ -59,10 +60,10 @@ class EvilBroker:
         return query, sign_query(self.coordinator, query)
 
     def spec(self, query: Query, **changes: Any) -> common_pb2.VectorSpec:
-        plan = plan_rounds(query)[0]
+        plan = kind(query.kind).rounds(query, self.registry)[0]
         fields: dict[str, Any] = {
             "aggregate": plan.aggregate,
-            "length": vector_length(plan.aggregate, len(self.registry), plan.start, plan.end),
+            "length": plan.length,
             "registry_hash": self.registry.hash,
             "start": plan.start.isoformat() if plan.start else "",
             "end": plan.end.isoformat() if plan.end else "",

@@ -28,16 +28,17 @@ import pytest
 
 from adapters.service import AdapterService
 from broker.client import Answer, answer_from_pb, run_query, sign_query
-from broker.jurisdiction import OUTSIDE, OUTSIDE_NAME
 from broker.service import BrokerService
 from fedbroker.cli import main as fedbroker_main
 from fedbroker.harness import LocalFederation
 from federation.audit import AuditLog
+from federation.catalog import kind, new_query
+from federation.catalog.base import OUTSIDE, OUTSIDE_NAME
 from federation.config import FederationConfig, dump_federation, load_federation
 from federation.errors import AuthenticationFailed, ConfigError
 from federation.identity import Identity, Roster
 from federation.pki import generate_ca, issue_certificate
-from federation.queries import Query, new_query, plan_rounds, vector_length
+from federation.queries import Query
 from federation.registry import load_registry
 from federation.signed_query import verify_signed_query
 from federation.tls import channel_credentials, channel_options
@@ -175,10 +176,10 @@ def open_request(
 ) -> adapter_pb2.OpenRequest:
     """The Open request a broker would send for the query's first round."""
     registry = load_registry(config.domain.provinces)
-    plan = plan_rounds(query)[0]
+    plan = kind(query.kind).rounds(query, registry)[0]
     spec = common_pb2.VectorSpec(
         aggregate=plan.aggregate,
-        length=vector_length(plan.aggregate, len(registry), plan.start, plan.end),
+        length=plan.length,
         registry_hash=registry.hash,
         start=plan.start.isoformat() if plan.start else "",
         end=plan.end.isoformat() if plan.end else "",

@@ -15,13 +15,15 @@ aggregate              length          index                                para
 ``transport.trips``    n * n           o_idx * n + d_idx                    ``mode``: all (default), rail, air, coach
 =====================  ==============  ===================================  ======================================
 
-The definitions are DESIGN §3's; the SQL lives in one module per agency kind.
+The definitions are docs/protocol.md's ("Aggregates"); the lengths and accepted params are the catalog's
+(:mod:`federation.catalog.aggregates`), and :data:`SQL` maps every aggregate name to the function computing it
+in the store: one module per agency kind.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -30,19 +32,17 @@ import numpy as np
 import numpy.typing as npt
 
 from adapters.aggregates import health, telecom, transport
-from adapters.store import AGENCY_KINDS
+from federation.catalog.aggregates import AGGREGATES, AggregateSpec, aggregate_spec
 from federation.errors import InvalidQuery, UnknownDistrict
+from federation.vocabulary import AGENCY_KINDS, MAX_WINDOW_DAYS, TRANSPORT_MODE_CHOICES
 
 __all__ = [
     "AGGREGATES_BY_KIND",
-    "MAX_WINDOW_DAYS",
+    "SQL",
     "AggregateRequest",
     "compute_aggregate",
     "vector_length",
 ]
-
-# A hard ceiling, whatever an agency's policy allows: a longer window is a mistake, not a query.
-MAX_WINDOW_DAYS = 366
 
 
 @dataclass(frozen=True)
@@ -57,32 +57,6 @@ class AggregateRequest:
 
 
 @dataclass(frozen=True)
-class _Spec:
-    kind: str
-    windowed: bool
-    params: tuple[str, ...]  # the parameter names it accepts
-    axis: str  # second axis of the vector: "day", "district" (OD), "status" or "" (none)
-
-
-_SPECS: Mapping[str, _Spec] = MappingProxyType(
-    {
-        "telecom.presence": _Spec("telecom", True, (), "day"),
-        "telecom.residents": _Spec("telecom", False, (), ""),
-        "telecom.trips": _Spec("telecom", True, (), "district"),
-        "telecom.roamers": _Spec("telecom", True, ("home_prefix",), "day"),
-        "health.cases": _Spec("health", True, (), "status"),
-        "transport.trips": _Spec("transport", True, ("mode",), "district"),
-    }
-)
-
-AGGREGATES_BY_KIND: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {kind: tuple(name for name, spec in _SPECS.items() if spec.kind == kind) for kind in AGENCY_KINDS}
-)
-
-_TRANSPORT_MODE_CHOICES = ("all", *transport.TRANSPORT_MODES)
-
-
-@dataclass(frozen=True)
 class _Checked:
     domain: npt.NDArray[np.int32]
     start: dt.date
@@ -91,10 +65,37 @@ class _Checked:
     params: Mapping[str, str]
 
 
+_Compute = Callable[[duckdb.DuckDBPyConnection, _Checked], npt.NDArray[np.uint64]]
+
+#: Aggregate name -> the function computing its vector in the store. Every catalog aggregate has one (checked
+#: at import), so a round can never fall through to another aggregate's SQL.
+SQL: Mapping[str, _Compute] = MappingProxyType(
+    {
+        "telecom.presence": lambda con, c: telecom.presence(con, c.domain, c.start, c.end),
+        "telecom.residents": lambda con, c: telecom.residents(con, c.domain),
+        "telecom.trips": lambda con, c: telecom.trips(con, c.domain, c.start, c.end),
+        "telecom.roamers": lambda con, c: telecom.roamers(con, c.domain, c.start, c.end, c.params["home_prefix"]),
+        "health.cases": lambda con, c: health.cases(con, c.domain, c.start, c.end),
+        "transport.trips": lambda con, c: transport.trips(con, c.domain, c.start, c.end, c.params["mode"]),
+    }
+)
+if set(SQL) != set(AGGREGATES):
+    raise ImportError(
+        "adapters.aggregates.SQL must cover exactly the catalog's aggregates; missing: "
+        + ", ".join(sorted(set(AGGREGATES) - set(SQL)))
+        + "; extra: "
+        + ", ".join(sorted(set(SQL) - set(AGGREGATES)))
+    )
+
+AGGREGATES_BY_KIND: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {kind: tuple(name for name, spec in AGGREGATES.items() if spec.agency_kind == kind) for kind in AGENCY_KINDS}
+)
+
+
 def vector_length(req: AggregateRequest) -> int:
     """Number of uint64 entries :func:`compute_aggregate` returns for this request (validates it first)."""
     spec, checked = _check(req)
-    return _length(spec, len(checked.domain), checked.days)
+    return spec.length(len(checked.domain), checked.days)
 
 
 def compute_aggregate(con: duckdb.DuckDBPyConnection, req: AggregateRequest) -> npt.NDArray[np.uint64]:
@@ -103,39 +104,18 @@ def compute_aggregate(con: duckdb.DuckDBPyConnection, req: AggregateRequest) -> 
     Raises InvalidQuery (an unknown aggregate, parameter, mode or home prefix; a missing or inverted window) or
     UnknownDistrict (a domain that is not ascending six-digit codes).
     """
-    spec, c = _check(req)
-    if req.name == "telecom.presence":
-        vector = telecom.presence(con, c.domain, c.start, c.end)
-    elif req.name == "telecom.residents":
-        vector = telecom.residents(con, c.domain)
-    elif req.name == "telecom.trips":
-        vector = telecom.trips(con, c.domain, c.start, c.end)
-    elif req.name == "telecom.roamers":
-        vector = telecom.roamers(con, c.domain, c.start, c.end, c.params["home_prefix"])
-    elif req.name == "health.cases":
-        vector = health.cases(con, c.domain, c.start, c.end)
-    else:
-        vector = transport.trips(con, c.domain, c.start, c.end, c.params["mode"])
-    assert vector.shape == (_length(spec, len(c.domain), c.days),)
+    spec, checked = _check(req)
+    vector = SQL[spec.name](con, checked)
+    expected = spec.length(len(checked.domain), checked.days)
+    if vector.shape != (expected,):
+        raise InvalidQuery(f"{spec.name} computed {vector.shape[0]} cells, its layout has {expected}")
     return vector
 
 
-def _length(spec: _Spec, n: int, days: int) -> int:
-    if spec.axis == "day":
-        return n * days
-    if spec.axis == "district":
-        return n * n
-    if spec.axis == "status":
-        return n * len(health.CASE_STATUSES)
-    return n
-
-
-def _check(req: AggregateRequest) -> tuple[_Spec, _Checked]:
-    spec = _SPECS.get(req.name)
-    if spec is None:
-        raise InvalidQuery(f"unknown aggregate {_shown(req.name)}: use one of {', '.join(_SPECS)}")
+def _check(req: AggregateRequest) -> tuple[AggregateSpec, _Checked]:
+    spec = aggregate_spec(req.name)
     domain = _check_domain(req.domain)
-    params = _check_params(req.name, spec, req.params)
+    params = _check_params(spec, req.params)
     if not spec.windowed:
         return spec, _Checked(domain, dt.date.min, dt.date.min, 0, params)
     if req.start is None or req.end is None:
@@ -159,7 +139,8 @@ def _check_domain(domain: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
     return array.astype(np.int32, copy=False)
 
 
-def _check_params(name: str, spec: _Spec, params: Mapping[str, str]) -> Mapping[str, str]:
+def _check_params(spec: AggregateSpec, params: Mapping[str, str]) -> Mapping[str, str]:
+    name = spec.name
     unknown = sorted(set(params) - set(spec.params))
     if unknown:
         accepted = ", ".join(spec.params) or "none"
@@ -170,8 +151,8 @@ def _check_params(name: str, spec: _Spec, params: Mapping[str, str]) -> Mapping[
     checked = dict(params)
     if name == "transport.trips":
         mode = checked.setdefault("mode", "all")
-        if mode not in _TRANSPORT_MODE_CHOICES:
-            raise InvalidQuery(f"{name}: mode {_shown(mode)} is not one of {', '.join(_TRANSPORT_MODE_CHOICES)}")
+        if mode not in TRANSPORT_MODE_CHOICES:
+            raise InvalidQuery(f"{name}: mode {_shown(mode)} is not one of {', '.join(TRANSPORT_MODE_CHOICES)}")
     if name == "telecom.roamers":
         prefix = checked.get("home_prefix")
         if prefix is None:

@@ -9,11 +9,9 @@ import numpy as np
 import numpy.typing as npt
 
 from adapters.store import DOMAIN_CTE, count_vector, domain_param
+from federation.vocabulary import CASE_STATUSES
 
-__all__ = ["CASE_STATUSES", "cases"]
-
-# The status axis of the cases vector, in this order.
-CASE_STATUSES: tuple[str, ...] = ("confirmed", "suspected", "close_contact")
+__all__ = ["cases"]
 
 _STATUS_INDEX = " ".join(f"WHEN '{status}' THEN {i}" for i, status in enumerate(CASE_STATUSES))
 
@@ -34,7 +32,7 @@ def cases(
 ) -> npt.NDArray[np.uint64]:
     """District × status: rows of ``cases`` with report_date in [start, end]; index d_idx*3 + s_idx.
 
-    Statuses are ordered as :data:`CASE_STATUSES`; rows with any other status are ignored.
+    Statuses are ordered as :data:`federation.vocabulary.CASE_STATUSES`; rows with any other status are ignored.
     """
     params = {"domain": domain_param(domain), "start": start, "end": end}
     return count_vector(con, _CASES, params, len(domain) * len(CASE_STATUSES))

@@ -10,10 +10,9 @@ import numpy.typing as npt
 
 from adapters.store import DOMAIN_CTE, count_vector, domain_param, window_params
 
-__all__ = ["TRANSPORT_MODES", "trips"]
+__all__ = ["trips"]
 
 # Modes a ticket may have; "all" (the default of the ``mode`` parameter) counts every one of them.
-TRANSPORT_MODES: tuple[str, ...] = ("rail", "air", "coach")
 
 _TRIPS = f"""
 WITH {DOMAIN_CTE}
@@ -32,8 +31,8 @@ def trips(
 ) -> npt.NDArray[np.uint64]:
     """Origin × destination: tickets departing on a day in [start, end]; index o_idx*n + d_idx (length n*n).
 
-    ``mode`` is one of :data:`TRANSPORT_MODES` or ``"all"``. A ticket with origin == destination counts on the
-    diagonal: unlike telecom trips, a ticket is a trip by definition.
+    ``mode`` is one of :data:`federation.vocabulary.TRANSPORT_MODES` or ``"all"``. A ticket with origin ==
+    destination counts on the diagonal: unlike telecom trips, a ticket is a trip by definition.
     """
     n = len(domain)
     params = {"domain": domain_param(domain), "n": n, "mode": mode, **window_params(start, end)}

@@ -31,6 +31,7 @@ from fedbroker.scenario.agencies import digest_chunks, write_health, write_telec
 from fedbroker.scenario.epidemic import line_list
 from fedbroker.scenario.records import case_records, telecom_records, ticket_records
 from fedbroker.scenario.simulate import simulate
+from federation.catalog import agency_query_kinds
 from federation.pki import generate_dev_pki
 from federation.registry import load_registry
 
@@ -47,10 +48,10 @@ BROKER_PORT = 7400
 MANIFEST_FORMAT = "fedbroker-scenario/1"
 MAX_DAYS = 366
 
+# Each agency allows every catalog kind whose round plans use its aggregates (federation.catalog).
 _POLICIES: Mapping[str, dict[str, Any]] = {
-    "telecom": {"allowed_queries": ["population", "flows", "importation-risk"], "min_contributors": 3},
-    "health": {"allowed_queries": ["cases", "importation-risk"], "min_contributors": 2},
-    "transport": {"allowed_queries": ["flows"], "min_contributors": 3},
+    kind: {"allowed_queries": list(agency_query_kinds(kind)), "min_contributors": minimum}
+    for kind, minimum in (("telecom", 3), ("health", 2), ("transport", 3))
 }
 _OUTPUTS = ("agencies", "pki", "audit", "federation.yaml", "scenario.json")
 

@@ -161,6 +161,7 @@ class QueryResult(_message.Message):
     SUPPRESSED_FIELD_NUMBER: _builtins.int
     COVERAGE_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
+    TABLES_FIELD_NUMBER: _builtins.int
     query: _builtins.bytes
     """The query as the coordinator signed it (canonical JSON)."""
     suppressed: _builtins.int
@@ -175,6 +176,10 @@ class QueryResult(_message.Message):
     def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Free-form notes for the reader (e.g. the k applied)."""
 
+    @_builtins.property
+    def tables(self) -> _containers.RepeatedCompositeFieldContainer[Global___Table]:
+        """Further tables of kinds that have several (e.g. trend's per-area summary); the main table stays above."""
+
     def __init__(
         self,
         *,
@@ -184,14 +189,47 @@ class QueryResult(_message.Message):
         suppressed: _builtins.int = ...,
         coverage: _abc.Iterable[Global___Coverage] | None = ...,
         notes: _abc.Iterable[_builtins.str] | None = ...,
+        tables: _abc.Iterable[Global___Table] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "coverage", b"coverage", "notes", b"notes", "query", b"query", "rows", b"rows", "suppressed", b"suppressed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "coverage", b"coverage", "notes", b"notes", "query", b"query", "rows", b"rows", "suppressed", b"suppressed", "tables", b"tables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueryResult: _TypeAlias = QueryResult  # noqa: Y015
+
+@_typing.final
+class Table(_message.Message):
+    """A further table of a result, with its own suppression count."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    suppressed: _builtins.int
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___Row]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        columns: _abc.Iterable[_builtins.str] | None = ...,
+        rows: _abc.Iterable[Global___Row] | None = ...,
+        suppressed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "name", b"name", "rows", b"rows", "suppressed", b"suppressed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Table: _TypeAlias = Table  # noqa: Y015
 
 @_typing.final
 class QueryEvent(_message.Message):
@@ -244,6 +282,7 @@ class FederationDescription(_message.Message):
     NODES_FIELD_NUMBER: _builtins.int
     DATA_START_FIELD_NUMBER: _builtins.int
     DATA_END_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
     registry_hash: _builtins.str
     districts: _builtins.int
     data_start: _builtins.str
@@ -252,6 +291,10 @@ class FederationDescription(_message.Message):
     def query_kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def nodes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueryKindSchema]:
+        """Every query kind with its parameter schema (query_kinds above lists the same names)."""
+
     def __init__(
         self,
         *,
@@ -261,11 +304,116 @@ class FederationDescription(_message.Message):
         nodes: _abc.Iterable[_builtins.str] | None = ...,
         data_start: _builtins.str = ...,
         data_end: _builtins.str = ...,
+        kinds: _abc.Iterable[Global___QueryKindSchema] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_end", b"data_end", "data_start", b"data_start", "districts", b"districts", "nodes", b"nodes", "query_kinds", b"query_kinds", "registry_hash", b"registry_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_end", b"data_end", "data_start", b"data_start", "districts", b"districts", "kinds", b"kinds", "nodes", b"nodes", "query_kinds", b"query_kinds", "registry_hash", b"registry_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FederationDescription: _TypeAlias = FederationDescription  # noqa: Y015
+
+@_typing.final
+class QueryKindSchema(_message.Message):
+    """A query kind as the catalog defines it: what a coordinator may ask and how."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    DISCLOSURE_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    AGGREGATES_FIELD_NUMBER: _builtins.int
+    TRAILING_WINDOW_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    summary: _builtins.str
+    disclosure: _builtins.str
+    """"mobility" or "cases": which small-cell threshold its main counts are held to."""
+    trailing_window: _builtins.str
+    """The param giving a window of that many days ending at end; empty when start is explicit."""
+    @_builtins.property
+    def params(self) -> _containers.RepeatedCompositeFieldContainer[Global___ParamSchema]: ...
+    @_builtins.property
+    def aggregates(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Aggregates its round plans may use, e.g. "telecom.trips"."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        summary: _builtins.str = ...,
+        disclosure: _builtins.str = ...,
+        params: _abc.Iterable[Global___ParamSchema] | None = ...,
+        aggregates: _abc.Iterable[_builtins.str] | None = ...,
+        trailing_window: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregates", b"aggregates", "disclosure", b"disclosure", "name", b"name", "params", b"params", "summary", b"summary", "trailing_window", b"trailing_window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryKindSchema: _TypeAlias = QueryKindSchema  # noqa: Y015
+
+@_typing.final
+class ParamSchema(_message.Message):
+    """One parameter: its signed name, CLI flag, type and rules. Values are always signed as strings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FLAG_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    HELP_FIELD_NUMBER: _builtins.int
+    DEFAULT_FIELD_NUMBER: _builtins.int
+    HAS_DEFAULT_FIELD_NUMBER: _builtins.int
+    CHOICES_FIELD_NUMBER: _builtins.int
+    MINIMUM_FIELD_NUMBER: _builtins.int
+    MAXIMUM_FIELD_NUMBER: _builtins.int
+    MINIMUM_EXCLUSIVE_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    flag: _builtins.str
+    type: _builtins.str
+    """"int", "float", "choice", "districts", "date" or "region"."""
+    help: _builtins.str
+    default: _builtins.str
+    """The value a missing param means; has_default false when there is none."""
+    has_default: _builtins.bool
+    minimum: _builtins.float
+    """Inclusive bounds for int and float (exclusive minimum where minimum_exclusive)."""
+    maximum: _builtins.float
+    minimum_exclusive: _builtins.bool
+    required: _builtins.bool
+    @_builtins.property
+    def choices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        flag: _builtins.str = ...,
+        type: _builtins.str = ...,
+        help: _builtins.str = ...,
+        default: _builtins.str = ...,
+        has_default: _builtins.bool = ...,
+        choices: _abc.Iterable[_builtins.str] | None = ...,
+        minimum: _builtins.float | None = ...,
+        maximum: _builtins.float | None = ...,
+        minimum_exclusive: _builtins.bool = ...,
+        required: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_maximum", b"_maximum", "_minimum", b"_minimum", "maximum", b"maximum", "minimum", b"minimum"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_maximum", b"_maximum", "_minimum", b"_minimum", "choices", b"choices", "default", b"default", "flag", b"flag", "has_default", b"has_default", "help", b"help", "maximum", b"maximum", "minimum", b"minimum", "minimum_exclusive", b"minimum_exclusive", "name", b"name", "required", b"required", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__maximum: _TypeAlias = _typing.Literal["maximum"]  # noqa: Y015
+    _WhichOneofArgType__maximum: _TypeAlias = _typing.Literal["_maximum", b"_maximum"]  # noqa: Y015
+    _WhichOneofReturnType__minimum: _TypeAlias = _typing.Literal["minimum"]  # noqa: Y015
+    _WhichOneofArgType__minimum: _TypeAlias = _typing.Literal["_minimum", b"_minimum"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__maximum) -> _WhichOneofReturnType__maximum | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__minimum) -> _WhichOneofReturnType__minimum | None: ...
+
+Global___ParamSchema: _TypeAlias = ParamSchema  # noqa: Y015

@@ -1,0 +1,213 @@
+"""``importation-risk``: expected infections imported into each district (docs/protocol.md, "importation-risk").
+
+Three rounds over the window of ``window_days`` ending at ``end``: ``trips`` (telecom.trips, F), ``residents``
+(telecom.residents, N) and ``confirmed`` (health.cases, C = its confirmed column). For each destination d:
+
+    I_d = Σ_{o≠d} F(o→d) · C_o / N_o        (an origin with N_o = 0 contributes 0)
+    P_d = 1 − exp(−I_d)                     (probability of at least one importation, Poisson)
+    inflow_d = Σ_{o≠d} F(o→d)
+
+Rows, by I_d descending then code: ``district, name, province, importation_index, probability, inflow,
+top_origins, alert`` for destinations with ``inflow_d ≥ k``; those with ``0 < inflow_d < k`` are not listed and
+are counted in ``suppressed``, those with no inflow are not listed (I_d = 0) and only noted. ``top_origins``
+names up to ``top`` origins by contribution ``F(o→d)·C_o/N_o > 0`` as ``"code name (share%)"`` joined by
+``"; "``, share = contribution / I_d; an origin is named only if its own flow ``F(o→d) ≥ k``, but every
+origin counts in I_d. ``alert`` is ``I_d ≥ threshold``. The same origins travel as values in the further table
+``top_origins`` (``district, rank, origin, origin_name, share``). For a provincial coordinator an origin outside
+the province is shown as "outside the province" (code 0), its share kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from federation.catalog.base import DISTRICTS, OUTSIDE, OUTSIDE_NAME, Param, QueryKind, Release, RoundPlan, plan
+from federation.catalog.disclosure import round_counts
+from federation.catalog.result import Cell, QueryResult, Table
+from federation.queries import Query
+from federation.registry import Registry
+from federation.vocabulary import CASE_STATUSES
+
+MAX_WINDOW_DAYS = 60
+MAX_TOP_ORIGINS = 20
+COLUMNS = (
+    "district",
+    "name",
+    "province",
+    "importation_index",
+    "probability",
+    "inflow",
+    "top_origins",
+    "alert",
+)
+ORIGIN_COLUMNS = ("district", "rank", "origin", "origin_name", "share")
+
+
+@dataclass(frozen=True)
+class ImportationRisk:
+    """Exact values before suppression, all aligned with the registry's codes (length n)."""
+
+    trips: NDArray[np.int64]  # F, (n, n) origin × destination
+    confirmed: NDArray[np.int64]  # C, (n,)
+    residents: NDArray[np.int64]  # N, (n,)
+    index: NDArray[np.float64]  # I, (n,)
+    probability: NDArray[np.float64]  # P, (n,)
+    inflow: NDArray[np.int64]  # (n,)
+
+
+def origin_weights(confirmed: NDArray[np.integer], residents: NDArray[np.integer]) -> NDArray[np.float64]:
+    """C_o / N_o per origin (float64), 0 where N_o = 0."""
+    c = confirmed.astype(np.float64)
+    n = residents.astype(np.float64)
+    return np.divide(c, n, out=np.zeros_like(c), where=n > 0)
+
+
+def importation_index(
+    trips: NDArray[np.integer], confirmed: NDArray[np.integer], residents: NDArray[np.integer]
+) -> NDArray[np.float64]:
+    """I_d = Σ_{o≠d} F(o→d) · C_o / N_o for every destination d (float64, length n); F is (n, n) o × d."""
+    weights = origin_weights(confirmed, residents)
+    off_diagonal = trips.astype(np.float64)
+    np.fill_diagonal(off_diagonal, 0.0)
+    index: NDArray[np.float64] = weights @ off_diagonal
+    return index
+
+
+def importation_probability(index: NDArray[np.float64]) -> NDArray[np.float64]:
+    """P_d = 1 − exp(−I_d), computed as −expm1(−I_d) so small I_d keep their precision."""
+    return -np.expm1(-index)
+
+
+def inflow(trips: NDArray[np.integer]) -> NDArray[np.int64]:
+    """Σ_{o≠d} F(o→d) per destination (int64)."""
+    total: NDArray[np.int64] = trips.astype(np.int64).sum(axis=0)
+    return total - np.diagonal(trips).astype(np.int64)
+
+
+def top_origins(
+    risk: ImportationRisk, destinations: NDArray[np.intp], top: int, k: int
+) -> list[list[tuple[int, float]]]:
+    """For each destination, up to ``top`` (origin position, share of I_d) by contribution descending, then
+    origin position ascending; only origins with contribution > 0 and flow F(o→d) ≥ k."""
+    weights = origin_weights(risk.confirmed, risk.residents)
+    flows = risk.trips[:, destinations]
+    nameable = (flows >= k) & (weights[:, None] > 0)
+    nameable[destinations, np.arange(destinations.shape[0])] = False  # o = d never counts
+    origin, column = np.nonzero(nameable)
+    contribution = flows[origin, column] * weights[origin]
+    # Group by destination column, largest contribution first, ties by origin position; rank within group.
+    order = np.lexsort((origin, -contribution, column))
+    origin, column, contribution = origin[order], column[order], contribution[order]
+    group_start = np.searchsorted(column, np.arange(destinations.shape[0]))
+    rank = np.arange(column.shape[0]) - group_start[column]
+    keep = rank < top
+    share = contribution[keep] / risk.index[destinations][column[keep]]
+    result: list[list[tuple[int, float]]] = [[] for _ in range(destinations.shape[0])]
+    for o, c, s in zip(origin[keep].tolist(), column[keep].tolist(), share.tolist(), strict=True):
+        result[c].append((o, s))
+    return result
+
+
+class ImportationRiskKind(QueryKind):
+    name = "importation-risk"
+    summary = "expected infections imported into each district over the window: I_d = Σ F(o→d)·C_o/N_o"
+    disclosure = "mobility"
+    params = (
+        Param(
+            "window_days",
+            "int",
+            "days of the window ending at --end",
+            default="14",
+            minimum=1,
+            maximum=MAX_WINDOW_DAYS,
+        ),
+        Param("threshold", "float", "alert where I_d reaches this", default="1.0", minimum=0, above=True),
+        Param("top", "int", "top origins listed per district", default="3", minimum=1, maximum=MAX_TOP_ORIGINS),
+        DISTRICTS,
+    )
+    aggregates = ("telecom.trips", "telecom.residents", "health.cases")
+    trailing_window = "window_days"
+
+    def rounds(self, query: Query, registry: Registry) -> tuple[RoundPlan, ...]:
+        return (
+            plan("trips", "telecom.trips", query.start, query.end, registry),
+            plan("residents", "telecom.residents", None, None, registry),
+            plan("confirmed", "health.cases", query.start, query.end, registry),
+        )
+
+    def exact_values(self, query: Query, release: Release) -> ImportationRisk:
+        """F, C, N from the round sums and the derived I, P and inflow, before any suppression."""
+        n = len(release.registry)
+        trips_plan, residents_plan, confirmed_plan = self.rounds(query, release.registry)
+        trips = round_counts(release.sums, trips_plan.name, trips_plan.length).reshape(n, n)
+        residents = round_counts(release.sums, residents_plan.name, residents_plan.length)
+        cases = round_counts(release.sums, confirmed_plan.name, confirmed_plan.length)
+        confirmed = cases.reshape(n, len(CASE_STATUSES))[:, CASE_STATUSES.index("confirmed")].copy()
+        index = importation_index(trips, confirmed, residents)
+        return ImportationRisk(
+            trips=trips,
+            confirmed=confirmed,
+            residents=residents,
+            index=index,
+            probability=importation_probability(index),
+            inflow=inflow(trips),
+        )
+
+    def build(self, query: Query, release: Release) -> QueryResult:
+        registry, k, scope = release.registry, release.mobility_k, release.scope
+        values = self.values(query)
+        threshold: float = values["threshold"]
+        risk = self.exact_values(query, release)
+        wanted = self.district_mask(query, registry, scope)
+        released = wanted & (risk.inflow >= k)
+        small = wanted & (risk.inflow > 0) & (risk.inflow < k)
+        no_inflow = wanted & (risk.inflow == 0)
+        destinations = np.flatnonzero(released)
+        destinations = destinations[np.lexsort((destinations, -risk.index[destinations]))]
+        origins = top_origins(risk, destinations, values["top"], k)
+        codes, names = registry.codes, registry.names
+        visible = scope.inside(registry)
+        rows: list[tuple[Cell, ...]] = []
+        origin_rows: list[tuple[Cell, ...]] = []
+        for d, named in zip(destinations.tolist(), origins, strict=True):
+            index = float(risk.index[d])
+            shown: list[str] = []
+            for rank, (o, share) in enumerate(named, start=1):
+                code, name = (int(codes[o]), names[o]) if visible[o] else (OUTSIDE, OUTSIDE_NAME)
+                label = name if code == OUTSIDE else f"{code} {name}"
+                shown.append(f"{label} ({100 * share:.1f}%)")
+                origin_rows.append((int(codes[d]), rank, code, name, share))
+            rows.append(
+                (
+                    int(codes[d]),
+                    names[d],
+                    registry.provinces[d],
+                    index,
+                    float(risk.probability[d]),
+                    int(risk.inflow[d]),
+                    "; ".join(shown),
+                    index >= threshold,
+                )
+            )
+        suppressed = int(small.sum())
+        notes = [
+            f"window: {query.start}..{query.end} ({query.window_days} days); alert threshold I_d >= {threshold:g}",
+            f"destinations with inflow below k={k} (and above 0) suppressed: {suppressed}",
+            f"destinations with no inflow not listed (I_d = 0): {int(no_inflow.sum())}",
+            f"origins named only where their own flow is at least k={k}; smaller flows still count in I_d",
+        ]
+        unpopulated = int((visible & (risk.confirmed > 0) & (risk.residents == 0)).sum())
+        if unpopulated:
+            notes.append(f"origins with confirmed cases but no residents counted, contributing 0: {unpopulated}")
+        if scope.province is not None:
+            notes.append(f"top origins outside province {scope.province} shown as {OUTSIDE_NAME!r}")
+        table = Table("top_origins", ORIGIN_COLUMNS, origin_rows)
+        return QueryResult(
+            query=query, columns=COLUMNS, rows=rows, suppressed=suppressed, notes=tuple(notes), tables=(table,)
+        )
+
+
+KIND = ImportationRiskKind()

@@ -1,0 +1,29 @@
+"""The federation's fixed vocabularies, each defined once (docs/protocol.md, "Vocabularies").
+
+Several orders here are part of the wire layout: the status axis of ``health.cases`` is indexed in
+:data:`CASE_STATUSES` order, so changing an order changes every vector and breaks interoperation.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Agency kinds, one raw-table set each (docs/protocol.md, "Raw tables").
+AGENCY_KINDS: Final = ("telecom", "health", "transport")
+
+#: Case statuses in the order of the status axis of ``health.cases`` (index ``d * 3 + s``).
+CASE_STATUSES: Final = ("confirmed", "suspected", "close_contact")
+
+#: Transport modes a ticket may have; ``all`` in a query means every mode.
+TRANSPORT_MODES: Final = ("rail", "air", "coach")
+TRANSPORT_MODE_CHOICES: Final = ("all", *TRANSPORT_MODES)
+
+#: Which agencies count trips for ``flows``: never both, they count the same travel twice.
+FLOW_SOURCES: Final = ("telecom", "transport")
+
+#: Which small-cell threshold a released count is held to: k for mobility counts or k for case counts.
+DISCLOSURE_KINDS: Final = ("mobility", "cases")
+
+#: A hard ceiling on any window, whatever a policy says: a year of presence over the national registry is ~1 M
+#: cells; a longer window is a mistake, not a query.
+MAX_WINDOW_DAYS: Final = 366
