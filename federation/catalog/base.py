@@ -265,8 +265,9 @@ class QueryKind:
         allowed = {p.name for p in self.params}
         unknown = sorted(set(query.params) - allowed)
         if unknown:
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
             raise InvalidQuery(
-                f"unknown params for {self.name}: {', '.join(u[:40] for u in unknown[:5])}; allowed: "
+                f"unknown params for {self.name}: {', '.join(u[:40] for u in unknown[:5])}{more}; allowed: "
                 + (", ".join(sorted(allowed)) or "none")
             )
         missing = [p.flag for p in self.params if p.required and p.name not in query.params]
