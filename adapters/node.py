@@ -56,4 +56,5 @@ async def serve_adapter(
         on_ready=on_ready,
         stop=stop,
         parent_pid=parent_pid,
+        max_concurrent_rpcs=federation.node(node_id).limits.max_concurrent_rpcs,
     )

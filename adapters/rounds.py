@@ -1,4 +1,4 @@
-"""The adapter's round table: live rounds with a TTL, and replay memory for round ids and signed queries."""
+"""The adapter's round table: live rounds with a TTL and a cap, and replay memory for round ids and signed queries."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from adapters.policy import Approval
-from federation.errors import RoundReplayed, UnknownRound
+from federation.errors import ResourceExhausted, RoundAborted, RoundReplayed, UnknownRound
 from federation.secagg import AdapterRound
 
 
@@ -27,13 +27,17 @@ class RoundTable:
 
     Round state lives in memory only and expires ``ttl_s`` seconds after Open; the replay memory of ids and
     query nonces is kept for ``replay_memory_s`` (longer than a signed query's validity, so a replay of a
-    query that could still pass the freshness check is always caught).
+    query that could still pass the freshness check is always caught). At most ``max_live`` rounds are live
+    or opening at once (each holds the node's vector); the broker frees abandoned ones with :meth:`abort`.
     """
 
-    def __init__(self, *, ttl_s: float = 300.0, replay_memory_s: float = 3600.0) -> None:
+    def __init__(self, *, ttl_s: float = 300.0, replay_memory_s: float = 3600.0, max_live: int = 16) -> None:
         self._ttl_s = ttl_s
         self._replay_memory_s = replay_memory_s
+        self._max_live = max_live
         self._live: dict[bytes, LiveRound] = {}
+        self._opening: set[bytes] = set()  # reserved, vector still being computed
+        self._aborted: set[bytes] = set()  # aborted while opening: activate refuses them
         self._seen_ids: dict[bytes, float] = {}
         self._seen_queries: dict[tuple[str, str], float] = {}
 
@@ -41,6 +45,12 @@ class RoundTable:
         """Claim a round id and the (signed query, round) pair before any work is done; replays are refused."""
         now = time.monotonic()
         self._sweep(now)
+        if len(self._live) + len(self._opening) >= self._max_live:
+            raise ResourceExhausted(
+                f"this node holds {len(self._live) + len(self._opening)} live rounds, its cap "
+                f"(limits.max_live_rounds = {self._max_live}); retry when rounds finish, are aborted or expire "
+                f"({self._ttl_s:.0f} s)"
+            )
         if round_id in self._seen_ids:
             raise RoundReplayed(f"round {round_id.hex()} was already opened here; a replayed round id is refused")
         use = (approval.query.nonce, approval.plan.name)
@@ -51,9 +61,19 @@ class RoundTable:
             )
         self._seen_ids[round_id] = now
         self._seen_queries[use] = now
+        self._opening.add(round_id)
+
+    def release(self, round_id: bytes) -> None:
+        """Give up a reservation whose Open failed (the round id stays used)."""
+        self._opening.discard(round_id)
+        self._aborted.discard(round_id)
 
     def activate(self, round_id: bytes, state: AdapterRound, approval: Approval) -> LiveRound:
-        """Make a reserved round live, with its TTL starting now."""
+        """Make a reserved round live, with its TTL starting now; RoundAborted if it was aborted meanwhile."""
+        self._opening.discard(round_id)
+        if round_id in self._aborted:
+            self._aborted.discard(round_id)
+            raise RoundAborted(f"round {round_id.hex()} was aborted by the broker while it was opening")
         live = LiveRound(round_id=round_id, state=state, approval=approval, expires_at=time.monotonic() + self._ttl_s)
         self._live[round_id] = live
         return live
@@ -70,6 +90,13 @@ class RoundTable:
 
     def close(self, round_id: bytes) -> None:
         self._live.pop(round_id, None)
+
+    def abort(self, round_id: bytes) -> bool:
+        """Drop a live or opening round at once; True if there was one. Its id stays used."""
+        if round_id in self._opening:
+            self._aborted.add(round_id)
+            return True
+        return self._live.pop(round_id, None) is not None
 
     def __len__(self) -> int:
         return len(self._live)

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from adapters.aggregates import AGGREGATES_BY_KIND, AggregateRequest, compute_aggregate
 from adapters.faults import FaultPlan
 from adapters.policy import Approval, RoundRequest, approve_round, check_honest_majority
-from adapters.rounds import RoundTable
+from adapters.rounds import LiveRound, RoundTable
 from adapters.store import data_window, open_store
 from federation.audit import AuditLog
 from federation.catalog import KINDS
@@ -56,7 +56,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         self._identity = identity
         self._registry = registry
         self._audit = audit
-        self._rounds = RoundTable(ttl_s=round_ttl_s)
+        self._rounds = RoundTable(ttl_s=round_ttl_s, max_live=node.limits.max_live_rounds)
         self._verifier = Roster.from_files(federation.certificates(), ca=federation.ca)
         self._faults = FaultPlan.from_env()
 
@@ -122,8 +122,19 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
             threshold=request.threshold,
         )
         approval = approve_round(self._federation, self._verifier, self._node, self._registry, round_request)
-        query = approval.query
         self._rounds.reserve(request.round_id, approval)
+        try:
+            live = await self._open(request, approval, peer)
+        finally:
+            self._rounds.release(request.round_id)
+        async with live.lock:
+            advert = live.state.advertise()
+        self._faults.after("open")
+        return adapter_pb2.OpenResponse(advert=advert_to_pb(advert))
+
+    async def _open(self, request: adapter_pb2.OpenRequest, approval: Approval, peer: str) -> LiveRound:
+        """Audit the approval, compute x_u off the event loop and make the round live."""
+        query = approval.query
         await self._audit.append_async(
             "round.open",
             peer=peer,
@@ -149,11 +160,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
             signer=self._identity.sign,
             verifier=self._verifier,
         )
-        live = self._rounds.activate(request.round_id, state, approval)
-        async with live.lock:
-            advert = state.advertise()
-        self._faults.after("open")
-        return adapter_pb2.OpenResponse(advert=advert_to_pb(advert))
+        return self._rounds.activate(request.round_id, state, approval)
 
     @rpc_errors()
     async def ShareKeys(
@@ -235,6 +242,20 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         self._rounds.close(request.round_id)
         self._faults.after("unmask")
         return adapter_pb2.UnmaskResponse(shares=revealed_to_pb(revealed))
+
+    @rpc_errors()
+    async def Abort(
+        self, request: adapter_pb2.AbortRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> adapter_pb2.AbortResponse:
+        peer = self._caller(context, broker_only=True)
+        aborted = self._rounds.abort(request.round_id)
+        await self._audit.append_async("round.abort", peer=peer, round=request.round_id.hex(), was_live=aborted)
+        return adapter_pb2.AbortResponse(aborted=aborted)
+
+    @property
+    def live_rounds(self) -> int:
+        """Rounds this node holds in memory now."""
+        return len(self._rounds)
 
     # -- plain work, run in threads ----------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ async def serve_broker(
             on_ready=on_ready,
             stop=stop,
             parent_pid=parent_pid,
+            max_concurrent_rpcs=config.limits.max_concurrent_rpcs,
         )
     finally:
         for channel in channels.values():

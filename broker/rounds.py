@@ -8,6 +8,7 @@ broker's memory stays near one vector whatever the number of agencies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -31,6 +32,9 @@ T = TypeVar("T")
 ProgressFn = Callable[[str, str, Sequence[str], str], None]
 #: How many times the masked-input stage is re-run when a stream broke after adding chunks.
 MAX_MASKED_ATTEMPTS = 3
+#: Deadline of one Abort call (seconds); it runs in the background, after the round ended.
+ABORT_TIMEOUT_S = 10.0
+_BACKGROUND: set[asyncio.Task[None]] = set()
 
 
 @dataclass(frozen=True)
@@ -113,9 +117,54 @@ async def run_round(
     stage_timeout_s: float = 60.0,
     progress: ProgressFn | None = None,
 ) -> RoundOutcome:
-    """Run one round; return the sum over the surviving contributors, or raise RoundAborted naming the stage."""
-    stage = _Stage(name, deadline, stage_timeout_s, progress or (lambda *_: None))
+    """Run one round; return the sum over the surviving contributors, or raise RoundAborted naming the stage.
+
+    However the round ends (success, abort, a failure, the query cancelled), every participant that did not
+    close it with its Unmask answer is sent ``Abort`` at once, so no adapter keeps the round's state (its
+    vector) until the TTL."""
     round_id = secrets.token_bytes(16)
+    closed: set[str] = set()
+    try:
+        return await _run_stages(
+            name, spec, query, peers, threshold, verifier, deadline, stage_timeout_s, progress, round_id, closed
+        )
+    finally:
+        abort_in_background([p for p in peers if p.node_id not in closed], round_id)
+
+
+def abort_in_background(peers: Sequence[AdapterPeer], round_id: bytes) -> None:
+    """Send ``Abort(round_id)`` to every peer concurrently, without waiting: a stalled adapter must not delay
+    the answer, and a cancelled query cannot wait. Failures are ignored (the round expires there anyway)."""
+    if not peers:
+        return
+    request = adapter_pb2.AbortRequest(round_id=round_id)
+
+    async def one(peer: AdapterPeer) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.TimeoutError):
+            await peer.stub.Abort(request, timeout=ABORT_TIMEOUT_S)
+
+    async def every() -> None:
+        await asyncio.gather(*(one(p) for p in peers))
+
+    task = asyncio.get_running_loop().create_task(every())
+    _BACKGROUND.add(task)  # keep a reference until done, or the loop may collect it mid-way
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+async def _run_stages(
+    name: str,
+    spec: common_pb2.VectorSpec,
+    query: common_pb2.SignedQuery,
+    peers: Sequence[AdapterPeer],
+    threshold: int,
+    verifier: Verifier,
+    deadline: float,
+    stage_timeout_s: float,
+    progress: ProgressFn | None,
+    round_id: bytes,
+    closed: set[str],
+) -> RoundOutcome:
+    stage = _Stage(name, deadline, stage_timeout_s, progress or (lambda *_: None))
     by_id = {p.node_id: p for p in peers}
     participants = sorted(by_id)
     state = BrokerRound(
@@ -174,6 +223,7 @@ async def run_round(
     revealed_pb = await _fan_out(
         stage, "unmask", [by_id[n] for n in u3], lambda p: p.stub.Unmask(unmask_request, timeout=stage.timeout())
     )
+    closed.update(revealed_pb)  # an adapter drops the round once it has answered Unmask
     _require(stage, "unmask", list(revealed_pb), threshold)
     revealed: dict[str, list[RevealedShare]] = {n: revealed_from_pb(r.shares) for n, r in revealed_pb.items()}
     total = await asyncio.to_thread(state.unmask, revealed)

@@ -19,7 +19,7 @@ from federation.audit import AuditLog
 from federation.catalog import KINDS, QueryResult, Release, RoundPlan, kind
 from federation.catalog.jurisdiction import check_jurisdiction, scope_of
 from federation.config import CoordinatorConfig, FederationConfig
-from federation.errors import FederationError, InvalidQuery, PermissionDenied
+from federation.errors import FederationError, InvalidQuery, PermissionDenied, ResourceExhausted
 from federation.identity import Roster
 from federation.queries import Query
 from federation.registry import Registry
@@ -53,6 +53,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self._stubs = dict(stubs)
         self._verifier = Roster.from_files(federation.certificates(), ca=federation.ca)
         self._replays = QueryReplayGuard()
+        self._in_flight: dict[str, int] = {}  # coordinator id -> queries running now
 
     async def on_rpc_error(self, method: str, context: Any, error: FederationError) -> None:
         try:
@@ -81,6 +82,30 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self, request: broker_pb2.RunQueryRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[broker_pb2.QueryEvent]:
         caller = self._coordinator(context)
+        cap = self._federation.broker.limits.max_queries_per_coordinator
+        running = self._in_flight.get(caller.id, 0)
+        if running >= cap:
+            raise ResourceExhausted(
+                f"{caller.id} already has {running} queries running, its cap "
+                f"(limits.max_queries_per_coordinator = {cap}); wait for one to finish"
+            )
+        self._in_flight[caller.id] = running + 1
+        try:
+            async for event in self._run_query(request, caller):
+                yield event
+        finally:
+            self._in_flight[caller.id] -= 1
+            if not self._in_flight[caller.id]:
+                del self._in_flight[caller.id]
+
+    @property
+    def queries_in_flight(self) -> int:
+        """Queries running now, over every coordinator."""
+        return sum(self._in_flight.values())
+
+    async def _run_query(
+        self, request: broker_pb2.RunQueryRequest, caller: CoordinatorConfig
+    ) -> AsyncIterator[broker_pb2.QueryEvent]:
         signed = request.query
         query, signer = verify_signed_query(
             self._federation, self._verifier, signed.canonical, signed.coordinator_id, signed.signature

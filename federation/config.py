@@ -53,6 +53,19 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """What one node holds at once (the ``limits:`` section of a node or of the broker; every key optional).
+
+    ``max_live_rounds`` (adapter): rounds kept in memory, each holding the node's vector until it finishes,
+    is aborted or expires; ``max_queries_per_coordinator`` (broker): queries one coordinator may have running;
+    ``max_concurrent_rpcs``: calls a node serves at once, beyond which gRPC answers RESOURCE_EXHAUSTED."""
+
+    max_live_rounds: int = 16
+    max_queries_per_coordinator: int = 4
+    max_concurrent_rpcs: int = 64
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     id: str
     kind: str
@@ -62,6 +75,7 @@ class NodeConfig:
     key: Path
     audit_log: Path
     policy: PolicyConfig
+    limits: LimitsConfig = LimitsConfig()
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,7 @@ class BrokerConfig:
     cases_k: int
     #: Deadline of one stage of one round (seconds): a node that does not answer a stage by then is dropped.
     stage_timeout_s: float = 30.0
+    limits: LimitsConfig = LimitsConfig()
 
 
 @dataclass(frozen=True)
@@ -202,6 +217,7 @@ def dump_federation(cfg: FederationConfig, path: Path) -> None:
             "round_timeout_s": cfg.broker.round_timeout_s,
             "stage_timeout_s": cfg.broker.stage_timeout_s,
             "disclosure": {"mobility_k": cfg.broker.mobility_k, "cases_k": cfg.broker.cases_k},
+            **_dump_limits(cfg.broker.limits, ("max_queries_per_coordinator", "max_concurrent_rpcs")),
         },
         "nodes": [
             {
@@ -219,6 +235,7 @@ def dump_federation(cfg: FederationConfig, path: Path) -> None:
                     "allowed_coordinators": list(node.policy.allowed_coordinators),
                     "allowed_roles": list(node.policy.allowed_roles),
                 },
+                **_dump_limits(node.limits, ("max_live_rounds", "max_concurrent_rpcs")),
             }
             for node in cfg.nodes
         ],
@@ -228,6 +245,13 @@ def dump_federation(cfg: FederationConfig, path: Path) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(yaml.safe_dump(document, sort_keys=False, default_flow_style=None), encoding="utf-8")
     partial.replace(path)
+
+
+def _dump_limits(limits: LimitsConfig, keys: tuple[str, ...]) -> dict[str, Any]:
+    """``{"limits": {...}}`` with the keys that differ from the defaults, or nothing when none does."""
+    default = LimitsConfig()
+    changed = {key: getattr(limits, key) for key in keys if getattr(limits, key) != getattr(default, key)}
+    return {"limits": changed} if changed else {}
 
 
 def _dump_coordinator(coordinator: CoordinatorConfig, rel: Any) -> dict[str, Any]:
@@ -404,7 +428,7 @@ class _Reader:
             value,
             "broker",
             ("id", "address", "cert", "key", "audit_log"),
-            ("round_timeout_s", "stage_timeout_s", "disclosure"),
+            ("round_timeout_s", "stage_timeout_s", "disclosure", "limits"),
         )
         disclosure = self.section(broker.get("disclosure", {}), "broker.disclosure", (), ("mobility_k", "cases_k"))
         return BrokerConfig(
@@ -421,10 +445,13 @@ class _Reader:
             ),
             mobility_k=self.integer(disclosure.get("mobility_k", DEFAULT_MOBILITY_K), "broker.disclosure.mobility_k"),
             cases_k=self.integer(disclosure.get("cases_k", DEFAULT_CASES_K), "broker.disclosure.cases_k"),
+            limits=self.limits(broker.get("limits", {}), "broker.limits", ("max_queries_per_coordinator",)),
         )
 
     def node(self, value: object, key: str, coordinator_ids: tuple[str, ...]) -> NodeConfig:
-        node = self.section(value, key, ("id", "kind", "address", "store", "cert", "key", "audit_log", "policy"))
+        node = self.section(
+            value, key, ("id", "kind", "address", "store", "cert", "key", "audit_log", "policy"), ("limits",)
+        )
         return NodeConfig(
             id=self.member_id(node["id"], f"{key}.id"),
             kind=self.choice(node["kind"], f"{key}.kind", NODE_KINDS),
@@ -434,7 +461,15 @@ class _Reader:
             key=self.path(node["key"], f"{key}.key"),
             audit_log=self.path(node["audit_log"], f"{key}.audit_log"),
             policy=self.policy(node["policy"], f"{key}.policy", coordinator_ids),
+            limits=self.limits(node.get("limits", {}), f"{key}.limits", ("max_live_rounds",)),
         )
+
+    def limits(self, value: object, key: str, role_keys: tuple[str, ...]) -> LimitsConfig:
+        allowed = (*role_keys, "max_concurrent_rpcs")
+        section = self.section(value, key, (), allowed)
+        default = LimitsConfig()
+        numbers = {name: self.integer(section.get(name, getattr(default, name)), f"{key}.{name}") for name in allowed}
+        return dataclasses.replace(default, **numbers)
 
     def policy(self, value: object, key: str, coordinator_ids: tuple[str, ...]) -> PolicyConfig:
         policy = self.section(

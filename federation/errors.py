@@ -19,6 +19,7 @@ gRPC status they map to; the mapping to ``grpc.StatusCode`` happens at one bound
     ├── AuthenticationFailed    UNAUTHENTICATED    a bad signature, an unknown peer
     ├── PermissionDenied        PERMISSION_DENIED  outside a coordinator's jurisdiction or role
     │   └── PolicyRefused       PERMISSION_DENIED  an adapter's own policy refuses the query
+    ├── ResourceExhausted       RESOURCE_EXHAUSTED a node's cap (live rounds, in-flight queries) is reached
     └── NodeUnavailable         UNAVAILABLE        a node cannot be reached
 
 Messages are written for the person who must fix the problem, and never carry a raw record, a per-person
@@ -84,6 +85,10 @@ class PermissionDenied(FederationError):
 
 class PolicyRefused(PermissionDenied):
     status = "PERMISSION_DENIED"
+
+
+class ResourceExhausted(FederationError):
+    status = "RESOURCE_EXHAUSTED"
 
 
 class NodeUnavailable(FederationError):

@@ -27,6 +27,7 @@ _STATUS_TO_ERROR: dict[grpc.StatusCode, type[errors.FederationError]] = {
     grpc.StatusCode.NOT_FOUND: errors.UnknownRound,
     grpc.StatusCode.UNAUTHENTICATED: errors.AuthenticationFailed,
     grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhausted,
     grpc.StatusCode.UNAVAILABLE: errors.NodeUnavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: errors.NodeUnavailable,
 }

@@ -41,11 +41,14 @@ async def serve_node(
     on_ready: Callable[[int], None] | None = None,
     stop: asyncio.Event | None = None,
     parent_pid: int | None = None,
+    max_concurrent_rpcs: int | None = None,
 ) -> None:
     """Bind ``address`` with mTLS (client certificates required), add the services ``register`` adds plus
     gRPC health, report ``service_name`` SERVING, call ``on_ready(port)``, and serve until ``stop`` is set or
-    SIGINT/SIGTERM arrives, or process ``parent_pid`` is gone; then report NOT_SERVING and stop gracefully."""
-    server = grpc.aio.server(options=server_options())
+    SIGINT/SIGTERM arrives, or process ``parent_pid`` is gone; then report NOT_SERVING and stop gracefully.
+    At most ``max_concurrent_rpcs`` calls run at once (None: no cap)."""
+    # Beyond max_concurrent_rpcs gRPC itself answers RESOURCE_EXHAUSTED, before any handler runs.
+    server = grpc.aio.server(options=server_options(), maximum_concurrent_rpcs=max_concurrent_rpcs)
     register(server)
     health = health_aio.HealthServicer()
     add_service(server, health, health_pb2.DESCRIPTOR.services_by_name["Health"], Bounds(max_members=0))

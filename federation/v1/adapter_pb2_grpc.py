@@ -66,6 +66,11 @@ class AgencyAdapterStub:
                 request_serializer=federation_dot_v1_dot_adapter__pb2.UnmaskRequest.SerializeToString,
                 response_deserializer=federation_dot_v1_dot_adapter__pb2.UnmaskResponse.FromString,
                 _registered_method=True)
+        self.Abort = channel.unary_unary(
+                '/federation.v1.AgencyAdapter/Abort',
+                request_serializer=federation_dot_v1_dot_adapter__pb2.AbortRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_adapter__pb2.AbortResponse.FromString,
+                _registered_method=True)
 
 
 class AgencyAdapterServicer:
@@ -115,6 +120,14 @@ class AgencyAdapterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Abort(self, request, context):
+        """Drop a round this node holds (the broker's query was cancelled or failed), freeing its state at once.
+        Only the broker may call it; an unknown or finished round is not an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgencyAdapterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +160,11 @@ def add_AgencyAdapterServicer_to_server(servicer, server):
                     servicer.Unmask,
                     request_deserializer=federation_dot_v1_dot_adapter__pb2.UnmaskRequest.FromString,
                     response_serializer=federation_dot_v1_dot_adapter__pb2.UnmaskResponse.SerializeToString,
+            ),
+            'Abort': grpc.unary_unary_rpc_method_handler(
+                    servicer.Abort,
+                    request_deserializer=federation_dot_v1_dot_adapter__pb2.AbortRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_adapter__pb2.AbortResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +331,33 @@ class AgencyAdapter:
             '/federation.v1.AgencyAdapter/Unmask',
             federation_dot_v1_dot_adapter__pb2.UnmaskRequest.SerializeToString,
             federation_dot_v1_dot_adapter__pb2.UnmaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Abort(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.AgencyAdapter/Abort',
+            federation_dot_v1_dot_adapter__pb2.AbortRequest.SerializeToString,
+            federation_dot_v1_dot_adapter__pb2.AbortResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,10 @@ class AgencyAdapterStub:
     """Stage 4: sign the survivor set U3."""
     Unmask: _grpc.UnaryUnaryMultiCallable[_adapter_pb2.UnmaskRequest, _adapter_pb2.UnmaskResponse]
     """Stage 5: given t signatures on U3, reveal self-mask shares of U3 and mask-key shares of U2 minus U3. Once per round."""
+    Abort: _grpc.UnaryUnaryMultiCallable[_adapter_pb2.AbortRequest, _adapter_pb2.AbortResponse]
+    """Drop a round this node holds (the broker's query was cancelled or failed), freeing its state at once.
+    Only the broker may call it; an unknown or finished round is not an error.
+    """
 
 @_typing.type_check_only
 class AgencyAdapterAsyncStub(AgencyAdapterStub):
@@ -67,6 +71,10 @@ class AgencyAdapterAsyncStub(AgencyAdapterStub):
     """Stage 4: sign the survivor set U3."""
     Unmask: _aio.UnaryUnaryMultiCallable[_adapter_pb2.UnmaskRequest, _adapter_pb2.UnmaskResponse]  # type: ignore[assignment]
     """Stage 5: given t signatures on U3, reveal self-mask shares of U3 and mask-key shares of U2 minus U3. Once per round."""
+    Abort: _aio.UnaryUnaryMultiCallable[_adapter_pb2.AbortRequest, _adapter_pb2.AbortResponse]  # type: ignore[assignment]
+    """Drop a round this node holds (the broker's query was cancelled or failed), freeing its state at once.
+    Only the broker may call it; an unknown or finished round is not an error.
+    """
 
 class AgencyAdapterServicer(metaclass=_abc_1.ABCMeta):
     """The agency node. Aggregate-only: no RPC returns a row, a per-person value or the agency's unmasked vector;
@@ -120,5 +128,15 @@ class AgencyAdapterServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_adapter_pb2.UnmaskResponse, _abc.Awaitable[_adapter_pb2.UnmaskResponse]]:
         """Stage 5: given t signatures on U3, reveal self-mask shares of U3 and mask-key shares of U2 minus U3. Once per round."""
+
+    @_abc_1.abstractmethod
+    def Abort(
+        self,
+        request: _adapter_pb2.AbortRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_adapter_pb2.AbortResponse, _abc.Awaitable[_adapter_pb2.AbortResponse]]:
+        """Drop a round this node holds (the broker's query was cancelled or failed), freeing its state at once.
+        Only the broker may call it; an unknown or finished round is not an error.
+        """
 
 def add_AgencyAdapterServicer_to_server(servicer: AgencyAdapterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
