@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from federation.chunking import cells_of
-from federation.errors import FederationError, RoundAborted, VectorMismatch
+from federation.errors import FederationError, NodeUnavailable, RoundAborted, VectorMismatch
 from federation.queries import query_hash
 from federation.rpc import error_from_rpc
 from federation.secagg import BrokerRound, EncryptedShare, RevealedShare, Verifier
@@ -62,6 +62,7 @@ class _Stage:
     stage_timeout_s: float
     progress: ProgressFn
     missing: dict[str, str] = field(default_factory=dict)
+    unreachable: set[str] = field(default_factory=set)  # dropped for a timeout or a broken connection
 
     def timeout(self) -> float:
         remaining = self.deadline - time.monotonic()
@@ -70,8 +71,10 @@ class _Stage:
         return min(self.stage_timeout_s, remaining)
 
     def drop(self, node_id: str, stage: str, error: BaseException) -> None:
-        reason = error.message if isinstance(error, FederationError) else repr(error)
+        reason = error.message if isinstance(error, FederationError) else "internal error"
         self.missing.setdefault(node_id, f"{stage}: {reason}")
+        if not isinstance(error, FederationError) or isinstance(error, NodeUnavailable):
+            self.unreachable.add(node_id)
 
 
 async def _fan_out(
@@ -123,13 +126,15 @@ async def run_round(
     close it with its Unmask answer is sent ``Abort`` at once, so no adapter keeps the round's state (its
     vector) until the TTL."""
     round_id = secrets.token_bytes(16)
-    closed: set[str] = set()
+    # Who may hold the round's state: every participant until Open has answered, then those that opened,
+    # less those that closed it by answering Unmask.
+    holding = {p.node_id for p in peers}
     try:
         return await _run_stages(
-            name, spec, query, peers, threshold, verifier, deadline, stage_timeout_s, progress, round_id, closed
+            name, spec, query, peers, threshold, verifier, deadline, stage_timeout_s, progress, round_id, holding
         )
     finally:
-        abort_in_background([p for p in peers if p.node_id not in closed], round_id)
+        abort_in_background([p for p in peers if p.node_id in holding], round_id)
 
 
 def abort_in_background(peers: Sequence[AdapterPeer], round_id: bytes) -> None:
@@ -162,7 +167,7 @@ async def _run_stages(
     stage_timeout_s: float,
     progress: ProgressFn | None,
     round_id: bytes,
-    closed: set[str],
+    holding: set[str],
 ) -> RoundOutcome:
     stage = _Stage(name, deadline, stage_timeout_s, progress or (lambda *_: None))
     by_id = {p.node_id: p for p in peers}
@@ -181,6 +186,8 @@ async def _run_stages(
         round_id=round_id, query=query, spec=spec, participants=participants, threshold=threshold
     )
     opened = await _fan_out(stage, "open", peers, lambda p: p.stub.Open(open_request, timeout=stage.timeout()))
+    # A refusal at Open leaves nothing there to free; a node that timed out may still be computing.
+    holding.intersection_update({*opened, *stage.unreachable})
     _require(stage, "open", list(opened), threshold)
     u1 = state.receive_adverts([advert_from_pb(r.advert) for r in opened.values()])
     stage.progress("open", name, u1, f"{len(u1)} of {len(participants)} opened")
@@ -223,7 +230,7 @@ async def _run_stages(
     revealed_pb = await _fan_out(
         stage, "unmask", [by_id[n] for n in u3], lambda p: p.stub.Unmask(unmask_request, timeout=stage.timeout())
     )
-    closed.update(revealed_pb)  # an adapter drops the round once it has answered Unmask
+    holding.difference_update(revealed_pb)  # an adapter drops the round once it has answered Unmask
     _require(stage, "unmask", list(revealed_pb), threshold)
     revealed: dict[str, list[RevealedShare]] = {n: revealed_from_pb(r.shares) for n, r in revealed_pb.items()}
     total = await asyncio.to_thread(state.unmask, revealed)
