@@ -20,8 +20,8 @@ import pytest
 
 from broker.client import sign_query
 from fedbroker.harness import LocalFederation
+from federation.catalog import new_query
 from federation.config import FederationConfig, LimitsConfig, dump_federation, load_federation
-from federation.queries import new_query
 from federation.tls import channel_credentials, channel_options
 from federation.v1 import adapter_pb2, broker_pb2, broker_pb2_grpc
 from tests.test_round_refusals import EvilBroker
