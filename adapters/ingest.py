@@ -5,7 +5,10 @@
 
 - a row with a null or unparsable id, timestamp or date, a district not in the domain, or a status or mode outside
   the allowed values goes to ``rejected_<table>`` (the table's columns as VARCHAR, ``reason``, ``source``);
-  ``onset_date`` alone may be empty (suspected cases and close contacts often have none);
+  ``onset_date`` and ``cluster_id`` may be empty (suspected cases and close contacts often have no onset; a case
+  outside any cluster has no cluster id); ``imported`` is true/false (also t/f, 1/0, yes/no);
+- an older case export without ``imported`` and ``cluster_id`` still loads: its rows get ``imported = false``
+  and ``cluster_id = NULL``, and the summary says so;
 - a row whose primary key (cell_id, subscriber_id, (subscriber_id, ts, cell_id), case_id, ticket_id) is already in
   the table, or repeats an earlier row of the same file, is a duplicate and is skipped;
 - the file's sha256 is recorded in ``ingest_log``; loading the same file into the same table again adds nothing.
@@ -29,7 +32,7 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
-from adapters.store import AGENCY_KINDS, RAW_TABLES, create_tables, open_store
+from adapters.store import ADDED_COLUMNS, AGENCY_KINDS, RAW_TABLES, create_tables, open_store
 from federation.errors import ConfigError, FederationError
 from federation.vocabulary import CASE_STATUSES, TRANSPORT_MODES
 
@@ -45,8 +48,8 @@ PRIMARY_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     }
 )
 
-# How each column is checked: "id" (integer, required), "district" (a domain code), "timestamp", "date",
-# "optional_date" (empty allowed), or a tuple of allowed values.
+# How each column is checked: "id" (integer, required), "optional_id" (empty allowed), "district" (a domain
+# code), "timestamp", "date", "optional_date" (empty allowed), "flag" (a boolean), or a tuple of allowed values.
 _RULES: Mapping[str, Mapping[str, str | tuple[str, ...]]] = MappingProxyType(
     {
         "cells": {"cell_id": "id", "district": "district"},
@@ -59,6 +62,8 @@ _RULES: Mapping[str, Mapping[str, str | tuple[str, ...]]] = MappingProxyType(
             "district": "district",
             "onset_date": "optional_date",
             "report_date": "date",
+            "imported": "flag",
+            "cluster_id": "optional_id",
         },
         "tickets": {
             "ticket_id": "id",
@@ -72,6 +77,7 @@ _RULES: Mapping[str, Mapping[str, str | tuple[str, ...]]] = MappingProxyType(
 )
 
 _INTEGER_TEXT = r"[+-]?[0-9]+"  # TRY_CAST alone would accept '12.5' (rounded), '0x10' and '1_000'
+_FLAG_TEXT = ("true", "false", "t", "f", "1", "0", "yes", "no")
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class IngestSummary:
     duplicates: int
     already_loaded: bool  # this file was loaded into this table before: nothing was read or added
     rejected_by_reason: Mapping[str, int] = field(default_factory=dict)
+    defaulted: Mapping[str, str] = field(default_factory=dict)  # column absent from the file -> value given
 
     def lines(self) -> list[str]:
         """The summary as printed by ``fedbroker ingest``."""
@@ -98,6 +105,10 @@ class IngestSummary:
             f"  {self.table}: {self.loaded} loaded, {self.rejected} rejected, {self.duplicates} duplicate",
         ]
         lines += [f"    rejected ({reason}): {count}" for reason, count in sorted(self.rejected_by_reason.items())]
+        lines += [
+            f"  {name}: not in the file (an older export); every row loaded with {name} = {value}"
+            for name, value in self.defaulted.items()
+        ]
         if self.rejected:
             lines.append(f"  rejected rows are kept in rejected_{self.table} with their reason")
         return lines
@@ -193,8 +204,14 @@ def _load(
         return IngestSummary(kind, table, source, digest, 0, 0, 0, already_loaded=True)
 
     reader = _reader_sql(source_format)
-    _check_columns(con, reader, source, source_format, table, columns)
-    text_columns = ", ".join(f"NULLIF(trim(CAST({name} AS VARCHAR)), '') AS {name}" for name in columns)
+    absent = _check_columns(con, reader, source, source_format, table, columns)
+    defaulted = {name: ADDED_COLUMNS[table][name] for name in absent}
+    text_columns = ", ".join(
+        f"{_default_text(defaulted[name])} AS {name}"
+        if name in defaulted
+        else f"NULLIF(trim(CAST({name} AS VARCHAR)), '') AS {name}"
+        for name in columns
+    )
     _read(con, f"CREATE TEMP TABLE ingest_raw AS SELECT {text_columns} FROM {reader}", source, source_format)
     con.execute(
         "CREATE TEMP TABLE ingest_domain AS SELECT DISTINCT unnest($domain::INTEGER[]) AS district", {"domain": domain}
@@ -218,7 +235,23 @@ def _load(
             "at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
         },
     )
-    return IngestSummary(kind, table, source, digest, loaded, rejected, duplicates, False, MappingProxyType(reasons))
+    return IngestSummary(
+        kind,
+        table,
+        source,
+        digest,
+        loaded,
+        rejected,
+        duplicates,
+        False,
+        MappingProxyType(reasons),
+        MappingProxyType(defaulted),
+    )
+
+
+def _default_text(value: str) -> str:
+    """An added column's default as the text the checks read (NULL stays NULL)."""
+    return "NULL::VARCHAR" if value == "NULL" else f"'{value}'"
 
 
 def _validate_and_insert(
@@ -243,9 +276,17 @@ def _validate_and_insert(
             continue
         cast = f"TRY_CAST({raw} AS {sql_types[name]})"
         typed.append(f"{cast} AS {name}")
-        null_check = "" if rule == "optional_date" else f"WHEN {raw} IS NULL THEN 'null {name}' "
+        optional = rule in ("optional_date", "optional_id")
+        null_check = "" if optional else f"WHEN {raw} IS NULL THEN 'null {name}' "
         if rule in ("id", "district"):
             parse_check = f"WHEN NOT regexp_full_match({raw}, '{_INTEGER_TEXT}') OR {cast} IS NULL"
+        elif rule == "optional_id":
+            parse_check = (
+                f"WHEN {raw} IS NOT NULL AND (NOT regexp_full_match({raw}, '{_INTEGER_TEXT}') OR {cast} IS NULL)"
+            )
+        elif rule == "flag":
+            allowed_flags = ", ".join(f"'{value}'" for value in _FLAG_TEXT)
+            parse_check = f"WHEN lower({raw}) NOT IN ({allowed_flags})"
         else:
             parse_check = f"WHEN {raw} IS NOT NULL AND {cast} IS NULL"
         domain_check = ""
@@ -315,17 +356,26 @@ def _check_columns(
     source_format: str,
     table: str,
     columns: Sequence[str],
-) -> None:
+) -> list[str]:
+    """Check the source has the table's columns; returns the added columns (ADDED_COLUMNS) it lacks."""
     try:
         described = con.execute(f"DESCRIBE SELECT * FROM {reader}", {"source": str(source)}).fetchall()
     except duckdb.Error as exc:
         raise _unreadable(source, source_format, exc) from exc
     present = {str(row[0]) for row in described}
-    missing = [name for name in columns if name not in present]
+    optional = ADDED_COLUMNS.get(table, {})
+    absent = [name for name in columns if name not in present and name in optional]
+    if 0 < len(absent) < len(optional):
+        raise ConfigError(
+            f"{source} has {', '.join(sorted(set(optional) - set(absent)))} but lacks {', '.join(absent)}: "
+            f"give the file all of {', '.join(optional)} (or none of them, for an older export)"
+        )
+    missing = [name for name in columns if name not in present and name not in optional]
     if missing:
         raise ConfigError(
             f"{source} lacks column(s) {', '.join(missing)} of table {table}; its header must name {', '.join(columns)}"
         )
+    return absent
 
 
 # -- arguments -----------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from federation.errors import ConfigError
 from federation.vocabulary import AGENCY_KINDS
 
 __all__ = [
+    "ADDED_COLUMNS",
     "AGENCY_KINDS",
     "DOMAIN_CTE",
     "RAW_TABLES",
@@ -51,6 +52,8 @@ RAW_TABLES: Mapping[str, Mapping[str, tuple[tuple[str, str], ...]]] = MappingPro
                     ("district", "INTEGER"),
                     ("onset_date", "DATE"),
                     ("report_date", "DATE"),
+                    ("imported", "BOOLEAN"),
+                    ("cluster_id", "BIGINT"),
                 ),
             }
         ),
@@ -112,11 +115,23 @@ def open_store(path: Path, *, read_only: bool = True) -> duckdb.DuckDBPyConnecti
     return con
 
 
+# Columns added to a raw table after its first version, with the value the older rows get.
+ADDED_COLUMNS: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {"cases": MappingProxyType({"imported": "false", "cluster_id": "NULL"})}
+)
+
+
 def create_tables(con: duckdb.DuckDBPyConnection, kind: str) -> None:
-    """Create the raw tables of an agency kind ('telecom' | 'health' | 'transport') if they do not exist."""
+    """Create the raw tables of an agency kind ('telecom' | 'health' | 'transport') if they do not exist.
+
+    A table made before a column was added (``ADDED_COLUMNS``) gains it, older rows taking its default.
+    """
     for table, columns in _raw_tables_of(kind).items():
         body = ", ".join(f"{name} {sql_type}" for name, sql_type in columns)
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
+        types = dict(columns)
+        for name, default in ADDED_COLUMNS.get(table, {}).items():
+            con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {types[name]} DEFAULT {default}")
 
 
 def data_window(con: duckdb.DuckDBPyConnection, kind: str) -> tuple[dt.date, dt.date] | None:

@@ -155,7 +155,8 @@ def oracle_cases(
     """District × status (confirmed, suspected, close_contact): case rows with report_date in the window."""
     position = _positions(domain)
     counts: dict[int, int] = defaultdict(int)
-    for _case_id, _person_id, status, district, _onset, report_date in _rows(con, "cases"):
+    rows = con.execute("SELECT status, district, report_date FROM cases").fetchall()
+    for status, district, report_date in rows:
         if district in position and status in STATUS_ORDER and _in_window(report_date, start, end):
             counts[position[district] * len(STATUS_ORDER) + STATUS_ORDER.index(status)] += 1
     return _vector(counts, len(position) * len(STATUS_ORDER))

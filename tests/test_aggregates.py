@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pytest
 
 from adapters.aggregates import AGGREGATES_BY_KIND, AggregateRequest, compute_aggregate, vector_length
-from adapters.store import create_tables, data_window, open_store
+from adapters.store import RAW_TABLES, create_tables, data_window, open_store
 from federation.errors import ConfigError, InvalidQuery, UnknownDistrict
 from tests.oracle import (
     oracle_cases,
@@ -50,7 +50,9 @@ def make_store(path: Path, kind: str, **tables: Sequence[tuple[Any, ...]]) -> du
     for table, rows in tables.items():
         if rows:
             marks = ", ".join("?" * len(rows[0]))
-            con.executemany(f"INSERT INTO {table} VALUES ({marks})", [list(row) for row in rows])
+            # Rows may omit trailing columns added later (cases.imported, cases.cluster_id): they take NULL.
+            names = ", ".join(name for name, _ in RAW_TABLES[kind][table][: len(rows[0])])
+            con.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", [list(row) for row in rows])
     return con
 
 
@@ -289,8 +291,8 @@ def random_stores(tmp_path_factory: pytest.TempPathFactory) -> tuple[duckdb.Duck
     day_list = [DAY0 + dt.timedelta(days=int(k)) for k in rng.integers(0, days, 600)]
     health = make_store(path / "h.duckdb", "health")
     health.execute(
-        "INSERT INTO cases SELECT unnest($ids), unnest($ids) + 1000, unnest($status), unnest($district), NULL, "
-        "unnest($report)",
+        "INSERT INTO cases (case_id, person_id, status, district, onset_date, report_date) "
+        "SELECT unnest($ids), unnest($ids) + 1000, unnest($status), unnest($district), NULL, unnest($report)",
         {
             "ids": list(range(600)),
             "status": statuses[rng.choice(4, 600, p=[0.4, 0.3, 0.25, 0.05])].tolist(),
@@ -463,7 +465,20 @@ def test_create_tables_is_idempotent_and_exact(tmp_path: Path) -> None:
         ("district", "INTEGER"),
         ("onset_date", "DATE"),
         ("report_date", "DATE"),
+        ("imported", "BOOLEAN"),
+        ("cluster_id", "BIGINT"),
     ]
+
+
+def test_create_tables_adds_the_new_case_columns_to_an_older_store(tmp_path: Path) -> None:
+    con = open_store(tmp_path / "old.duckdb", read_only=False)
+    con.execute(
+        "CREATE TABLE cases (case_id BIGINT, person_id BIGINT, status VARCHAR, district INTEGER, "
+        "onset_date DATE, report_date DATE)"
+    )
+    con.execute("INSERT INTO cases VALUES (1, 2, 'confirmed', 420102, NULL, DATE '2020-01-05')")
+    create_tables(con, "health")
+    assert con.execute("SELECT case_id, imported, cluster_id FROM cases").fetchall() == [(1, False, None)]
     with pytest.raises(ConfigError, match="unknown agency kind"):
         create_tables(con, "police")
     with pytest.raises(ConfigError, match="no signalling table"):

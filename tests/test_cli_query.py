@@ -41,7 +41,7 @@ def test_query_json_has_the_documented_shape(fed: LocalFederation) -> None:
     assert document["query"]["end"] == fed.config.data_end.isoformat()
     assert document["columns"][:2] == ["district", "name"]
     assert all(len(row) == len(document["columns"]) for row in document["rows"])
-    assert document["contributors"]["confirmed"]["contributed"] == ["health-net-1", "health-net-2"]
+    assert document["contributors"]["confirmed"]["contributed"] == ["health-net-1", "health-net-2", "health-net-3"]
     assert "open" in done.stderr  # the progress display ran
 
 
@@ -114,7 +114,11 @@ def test_up_runs_a_federation_until_interrupted(small_scenario: Path, tmp_path: 
             "2020-01-01",
         )
         assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout)["contributors"]["cases"]["contributed"] == ["health-net-1", "health-net-2"]
+        assert json.loads(done.stdout)["contributors"]["cases"]["contributed"] == [
+            "health-net-1",
+            "health-net-2",
+            "health-net-3",
+        ]
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(timeout=30)

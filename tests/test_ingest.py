@@ -145,6 +145,59 @@ case_id,person_id,status,district,onset_date,report_date
     ]
 
 
+def test_cases_imported_and_cluster_columns(tmp_path: Path) -> None:
+    source = write_csv(
+        tmp_path / "cases.csv",
+        f"""
+case_id,person_id,status,district,onset_date,report_date,imported,cluster_id
+1,101,confirmed,{A},2024-03-01,2024-03-02,true,7
+2,102,confirmed,{A},2024-03-01,2024-03-02,0,
+3,103,confirmed,{A},2024-03-01,2024-03-02,maybe,7
+4,104,confirmed,{A},2024-03-01,2024-03-02,,7
+5,105,confirmed,{A},2024-03-01,2024-03-02,f,7.5
+6,106,suspected,{B},,2024-03-02,yes,-3
+""",
+    )
+    store = tmp_path / "health.duckdb"
+    summary = ingest("health", store, csv=source, domain=DOMAIN)
+    assert (summary.loaded, summary.rejected) == (3, 3)
+    assert summary.rejected_by_reason == {"unparsable imported": 1, "null imported": 1, "unparsable cluster_id": 1}
+    assert summary.defaulted == {}
+    assert rows(store, "SELECT case_id, imported, cluster_id FROM cases ORDER BY case_id") == [
+        (1, True, 7),
+        (2, False, None),
+        (6, True, -3),
+    ]
+
+
+def test_an_older_case_export_loads_with_defaults_and_says_so(tmp_path: Path) -> None:
+    source = write_csv(
+        tmp_path / "old.csv",
+        f"""
+case_id,person_id,status,district,onset_date,report_date
+1,101,confirmed,{A},2024-03-01,2024-03-02
+2,102,close_contact,{B},,2024-03-02
+""",
+    )
+    store = tmp_path / "health.duckdb"
+    summary = ingest("health", store, csv=source, domain=DOMAIN)
+    assert summary.loaded == 2 and summary.defaulted == {"imported": "false", "cluster_id": "NULL"}
+    printed = "\n".join(summary.lines())
+    assert "imported: not in the file (an older export); every row loaded with imported = false" in printed
+    assert "cluster_id = NULL" in printed
+    assert rows(store, "SELECT case_id, imported, cluster_id FROM cases ORDER BY case_id") == [
+        (1, False, None),
+        (2, False, None),
+    ]
+    # One of the two new columns without the other is a broken export, not an older one.
+    half = write_csv(
+        tmp_path / "half.csv",
+        f"case_id,person_id,status,district,onset_date,report_date,imported\n3,103,confirmed,{A},,2024-03-02,true",
+    )
+    with pytest.raises(ConfigError, match="lacks cluster_id"):
+        ingest("health", store, csv=half, domain=DOMAIN)
+
+
 # -- Parquet, idempotence, duplicates across files -----------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ DAYS = 14
 SEED = 7
 
 CARRIERS = ("telecom-a", "telecom-b", "telecom-c")
-HEALTH = ("health-net-1", "health-net-2")
+HEALTH = ("health-net-1", "health-net-2", "health-net-3")
 TRANSPORT = ("transport-a", "transport-b", "transport-c")
 AGENCIES = (*CARRIERS, *HEALTH, *TRANSPORT)
 
@@ -39,6 +39,8 @@ DESIGN_TABLES = {
             ("district", "INTEGER"),
             ("onset_date", "DATE"),
             ("report_date", "DATE"),
+            ("imported", "BOOLEAN"),
+            ("cluster_id", "BIGINT"),
         ]
     },
     "transport": {
@@ -258,7 +260,7 @@ def test_roster_pki_and_manifest(scenario: ScenarioSummary) -> None:
     assert all(n.store.is_file() for n in config.nodes)
     assert str(config.data_start) == "2020-01-01" and (config.data_end - config.data_start).days == DAYS - 1
     assert {c.id: c.role for c in config.coordinators} == {"nhc-national": "national", "hubei-jpc": "provincial"}
-    assert {n.kind: n.policy.min_contributors for n in config.nodes} == {"telecom": 3, "health": 2, "transport": 3}
+    assert {n.kind: n.policy.min_contributors for n in config.nodes} == {"telecom": 3, "health": 3, "transport": 3}
 
 
 def test_refuses_to_overwrite_a_different_scenario(tmp_path: Path) -> None:
@@ -296,3 +298,68 @@ def test_cli_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     other = parser.parse_args(["--out", str(tmp_path / "cli"), "--provinces", "42", "--subscribers", "301"])
     assert run(other) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_imported_flags_and_clusters_are_coherent(world: duckdb.DuckDBPyConnection) -> None:
+    cases = _union("cases", HEALTH)
+    # The investigation's cluster ids sit on confirmed cases only, and every cluster has two cases or more.
+    assert _scalar(world, f"SELECT count(*) FROM ({cases}) WHERE cluster_id IS NOT NULL AND status != 'confirmed'") == 0
+    assert _scalar(world, f"SELECT count(DISTINCT cluster_id) FROM ({cases})") > 0
+    assert (
+        _scalar(
+            world,
+            f"""SELECT count(*) FROM (SELECT cluster_id FROM ({cases}) WHERE cluster_id IS NOT NULL
+                GROUP BY 1 HAVING count(*) < 2)""",
+        )
+        == 0
+    )
+    # Close contacts are not ill: never imported. Imported cases exist, and are a minority.
+    assert _scalar(world, f"SELECT count(*) FROM ({cases}) WHERE imported AND status = 'close_contact'") == 0
+    imported = _scalar(world, f"SELECT count(*) FROM ({cases}) WHERE imported AND status = 'confirmed'")
+    confirmed = _scalar(world, f"SELECT count(*) FROM ({cases}) WHERE status = 'confirmed'")
+    assert 0 < imported < confirmed / 2
+    # Imported depends on the person and where they are reported, so a person's rows there agree.
+    assert (
+        _scalar(
+            world,
+            f"""SELECT count(*) FROM (SELECT person_id, district FROM ({cases}) WHERE status != 'close_contact'
+                GROUP BY 1, 2 HAVING count(DISTINCT imported) > 1)""",
+        )
+        == 0
+    )
+
+
+def test_the_default_epidemic_rises_turns_and_declines() -> None:
+    """The default world (seven provinces, 100,000 persons, 60 days) has what trend and warning look for."""
+    import numpy as np
+
+    from fedbroker.scenario.epidemic import CONFIRMED, line_list
+    from fedbroker.scenario.simulate import simulate
+    from fedbroker.scenario.timeline import DEFAULT_DAYS, RESTRICTION_DAY, epicentre_prefecture
+    from fedbroker.scenario.write import DEFAULT_PROVINCES
+
+    registry = load_registry(DEFAULT_PROVINCES)
+    population_rng, mobility_rng, epidemic_rng, cases_rng, *_ = np.random.default_rng(20200101).spawn(7)
+    world = simulate(
+        registry,
+        100_000,
+        DEFAULT_DAYS,
+        population_rng=population_rng,
+        mobility_rng=mobility_rng,
+        epidemic_rng=epidemic_rng,
+    )
+    epicentre = registry.codes // 100 == epicentre_prefecture(int(registry.codes[world.seed_district]))
+    rows = line_list(world.epidemic, world.night_location, epicentre, cases_rng)
+    confirmed = rows.status == CONFIRMED
+    # Attack rates per mille over the domain (the epicentre's, in a world this small, are higher).
+    assert 1 <= 1000 * confirmed.sum() / 100_000 <= 20
+    daily = np.bincount(rows.report_day[confirmed], minlength=DEFAULT_DAYS)
+    weekly = np.convolve(daily, np.ones(7) / 7)[6:DEFAULT_DAYS]  # trailing 7-day mean from day 6
+    peak = int(np.argmax(weekly)) + 6
+    assert RESTRICTION_DAY <= peak <= 45
+    assert weekly[-1] < weekly.max() / 3
+    # Imported cases and clusters outside the epicentre, and districts past 50 cumulative cases.
+    outside = ~epicentre[rows.district]
+    assert np.count_nonzero(confirmed & outside & rows.imported) >= 10
+    assert np.unique(rows.cluster_id[confirmed & outside & (rows.cluster_id > 0)]).shape[0] >= 5
+    assert np.count_nonzero(np.bincount(rows.district[confirmed]) > 50) >= 2

@@ -15,22 +15,39 @@ from a gravity model on the registry's coordinates: P(d | o) ∝ mass_d · max(d
 back at a daytime hour. Departures are between 06:00 and 21:00. Trips start from home only; travellers do
 not chain trips. A trip still under way at the end of the window simply has not returned yet.
 
+**Timeline** (:mod:`.timeline`, shared by the epidemic and the movement models). The default scenario runs
+60 days from 2020-01-01: the outbreak is seeded in the epicentre on days -6 .. 0, the holiday exodus starts
+on day 9 (2020-01-10), travel to and from the epicentre prefecture is restricted from day 22 (2020-01-23),
+distancing lowers transmission everywhere from day 23, and the return wave starts on day 40 (2020-02-10).
+The epidemic rises, peaks about a week after distancing (reports lag infections by onset and reporting
+delays) and declines, so the trend's turning point lies inside the data.
+
 **Epidemic** (:mod:`.epidemic`). 20 persons living in 武昌区 (420106), or the domain's most populous
-district if Wuhan is not in the domain, are infected on days -6 .. 0. Each day a susceptible present in
-district d (where they spend the day: a same-day traveller's destination, otherwise where they sleep) is
-infected with probability 1 − exp(−β·I_d/N_d), β = 0.6/day, I_d the infectious persons present, N_d all
-persons present. Incubation is lognormal (mean 5.2 days, Li et al. 2020); infectiousness starts two days
-before onset. 80 % of infections are ascertained and confirmed 2 + Poisson(2) days after onset (at most 10),
-and are isolated from then on (no longer infectious, start no new trip); the rest stay infectious for a week
-after onset and are never reported.
+district if Wuhan is not in the domain, are infected on days -6 .. 0; the epicentre is that district's
+prefecture. Each day a susceptible present in district d (where they spend the day: a same-day traveller's
+destination, otherwise where they sleep) is infected with probability 1 − exp(−β·I_d/N_d), I_d the
+infectious persons present, N_d all persons present, β = 0.4/day (R0 ≈ 2.6) and a quarter of that from the
+distancing day (R ≈ 0.66); the infector is one of the I_d, drawn uniformly. Incubation is lognormal (mean
+5.2 days, Li et al. 2020); infectiousness starts two days before onset. 80 % of infections are ascertained
+and confirmed 2 + Poisson(2) days after onset (at most 10), and are isolated from then on (no longer
+infectious, start no new trip); the rest stay infectious for a week after onset and are never reported. In
+the default world about 7 persons per thousand are confirmed over the 60 days (far more in Wuhan, whose
+districts hold a few hundred persons each).
 
 **Line list.** A confirmed row per ascertained person reported within the window, ``district`` = where the
 person sleeps on the report day, which is where an imported case is found. 30 % of them also have an
 earlier ``suspected`` row (between onset and the day before confirmation; within the window). For each
 confirmed case, Poisson(3) ``close_contact`` rows are traced on its report day among persons sleeping in the
 same district who are not yet reported; a person is traced once (earliest). Close contacts have
-``onset_date`` NULL (they are not known to be ill). Each person is served by one health network (55/45 %
-between health-net-1 and health-net-2), so a person's rows live in one network.
+``onset_date`` NULL (they are not known to be ill). A confirmed or suspected row is ``imported`` when the
+person was infected outside the row's district, or the row's district lies outside the epicentre and the
+person spent a night in the epicentre within the 14 days before onset (the investigation's travel
+history); close contacts are never imported. A cluster is a chain of transmission within one district (the
+infector infected in the same district), cut after three generations so that it stays the size of a
+household or a workplace; confirmed rows of a cluster with at least two confirmed cases carry its
+``cluster_id`` (1, 2, ... in order of the root's infection), all others NULL. Each person is served by one
+health network (45/35/20 % between health-net-1, -2 and -3), so a person's rows live in one network and a
+cluster's cases may be spread over several.
 
 **Signalling.** Each person has 1 + Poisson(3) events a day at uniform times, at a random cell of the
 district they are in at that moment (before a move: the origin; after it: the destination), plus one event
@@ -109,7 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     domain.add_argument("--national", action="store_true", help="every province of mainland China")
     parser.add_argument("--subscribers", type=_positive, default=100_000, help="persons in the world (default 100000)")
-    parser.add_argument("--days", type=_positive, default=28, help="days from 2020-01-01 (default 28)")
+    parser.add_argument("--days", type=_positive, default=60, help="days from 2020-01-01 (default 60)")
     parser.add_argument("--seed", type=int, default=20200101, help="random seed (default 20200101)")
     parser.add_argument("--force", action="store_true", help="replace a different scenario already in --out")
 

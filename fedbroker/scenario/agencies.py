@@ -22,12 +22,13 @@ from adapters.store import RAW_TABLES
 from fedbroker.scenario.epidemic import NO_ONSET, STATUSES
 from fedbroker.scenario.records import MODES, CaseRecords, TelecomRecords, TicketRecords
 
-# Value checks beyond the types; onset_date is the only nullable column (NULL for close contacts).
+# Value checks beyond the types; onset_date (NULL for close contacts) and cluster_id (NULL outside a
+# cluster) are the only nullable columns.
 _CHECKS = {
     "status": f"status IN ({', '.join(repr(s) for s in STATUSES)})",
     "mode": f"mode IN ({', '.join(repr(m) for m in MODES)})",
 }
-_NULLABLE = {"onset_date"}
+_NULLABLE = {"onset_date", "cluster_id"}
 
 
 def _create_table(con: duckdb.DuckDBPyConnection, kind: str, table: str) -> None:
@@ -123,12 +124,13 @@ def write_telecom(path: Path, records: TelecomRecords, start: date) -> dict[str,
 
 
 def write_health(path: Path, records: CaseRecords, start: date) -> dict[str, int]:
-    """Write a health network's ``cases`` (onset_date NULL for close contacts); returns rows per table."""
+    """Write a health network's ``cases`` (onset_date NULL for close contacts, cluster_id NULL outside a
+    cluster); returns rows per table."""
     first = f"DATE '{start.isoformat()}'"
     select = (
         f"case_id, person_id, ({_sql_list(STATUSES)})[status + 1], district, "
         f"CASE WHEN onset_day = {int(NO_ONSET)} THEN NULL ELSE {first} + onset_day END, "
-        f"{first} + report_day"
+        f"{first} + report_day, imported, NULLIF(cluster_id, 0)"
     )
 
     def fill(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -139,6 +141,8 @@ def write_health(path: Path, records: CaseRecords, start: date) -> dict[str, int
             "district": records.district,
             "onset_day": records.onset_day,
             "report_day": records.report_day,
+            "imported": records.imported,
+            "cluster_id": records.cluster_id,
         }
         return {"cases": _insert(con, "cases", select, columns)}
 

@@ -35,7 +35,7 @@ MODES = ("rail", "air", "coach")
 RAIL, AIR, COACH = 0, 1, 2
 OPERATOR_SHARES = (0.5, 0.3, 0.2)
 
-HEALTH_NETWORK_SHARES = (0.55, 0.45)
+HEALTH_NETWORK_SHARES = (0.45, 0.35, 0.20)
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,8 @@ class CaseRecords:
     district: npt.NDArray[np.int32]
     onset_day: npt.NDArray[np.int32]
     report_day: npt.NDArray[np.int32]
+    imported: npt.NDArray[np.bool_]
+    cluster_id: npt.NDArray[np.int64]  # 0 = none (NULL)
 
 
 def telecom_records(world: World, rng: np.random.Generator) -> Iterator[TelecomRecords]:
@@ -189,7 +191,7 @@ def ticket_records(world: World, rng: np.random.Generator) -> tuple[TicketRecord
 
 
 def case_records(world: World, rows: CaseRows, rng: np.random.Generator) -> tuple[CaseRecords, ...]:
-    """The line list split between health-net-1 and health-net-2.
+    """The line list split between health-net-1, health-net-2 and health-net-3.
 
     Each person is served by one network (drawn once per person), so all rows of a person live in one
     network. Case ids are global row numbers in (report day, status, person) order.
@@ -206,6 +208,8 @@ def case_records(world: World, rows: CaseRows, rng: np.random.Generator) -> tupl
             district=codes[rows.district[mine]].astype(np.int32),
             onset_day=rows.onset_day[mine],
             report_day=rows.report_day[mine],
+            imported=rows.imported[mine],
+            cluster_id=rows.cluster_id[mine],
         )
         for mine in (network == n for n in range(len(HEALTH_NETWORK_SHARES)))
     )

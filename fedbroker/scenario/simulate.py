@@ -63,7 +63,7 @@ def simulate(
     mobility = Mobility(population, gravity)
     epidemic = Epidemic(persons)
     seed_district = seed_district_of(registry, population)
-    epidemic.seed(np.flatnonzero(population.home == seed_district).astype(np.int32), epidemic_rng)
+    epidemic.seed(np.flatnonzero(population.home == seed_district).astype(np.int32), seed_district, epidemic_rng)
 
     night_location = np.empty((days, persons), dtype=np.int32)
     moves: list[DayMoves] = []

@@ -26,11 +26,13 @@ import yaml
 
 from fedbroker.scenario import epidemic as epidemic_model
 from fedbroker.scenario import records as records_model
+from fedbroker.scenario import timeline as timeline_model
 from fedbroker.scenario import world as world_model
 from fedbroker.scenario.agencies import digest_chunks, write_health, write_telecom, write_transport
 from fedbroker.scenario.epidemic import line_list
 from fedbroker.scenario.records import case_records, telecom_records, ticket_records
 from fedbroker.scenario.simulate import simulate
+from fedbroker.scenario.timeline import DEFAULT_DAYS, SCENARIO_START, epicentre_prefecture
 from federation.catalog import agency_query_kinds
 from federation.pki import generate_dev_pki
 from federation.registry import load_registry
@@ -39,7 +41,7 @@ DEFAULT_PROVINCES: tuple[int, ...] = (34, 36, 41, 42, 43, 50, 61)
 """Hubei (42) and its neighbours: Anhui 34, Jiangxi 36, Henan 41, Hunan 43, Chongqing 50, Shaanxi 61."""
 
 CARRIERS = ("telecom-a", "telecom-b", "telecom-c")
-HEALTH_NETWORKS = ("health-net-1", "health-net-2")
+HEALTH_NETWORKS = ("health-net-1", "health-net-2", "health-net-3")
 TRANSPORT_OPERATORS = ("transport-a", "transport-b", "transport-c")
 BROKER_ID = "broker"
 NATIONAL_COORDINATOR = "nhc-national"
@@ -48,10 +50,11 @@ BROKER_PORT = 7400
 MANIFEST_FORMAT = "fedbroker-scenario/1"
 MAX_DAYS = 366
 
-# Each agency allows every catalog kind whose round plans use its aggregates (federation.catalog).
+# Each agency allows every catalog kind whose round plans use its aggregates (federation.catalog). Health
+# networks allow a window as long as the default scenario: an epidemic curve is read whole.
 _POLICIES: Mapping[str, dict[str, Any]] = {
-    kind: {"allowed_queries": list(agency_query_kinds(kind)), "min_contributors": minimum}
-    for kind, minimum in (("telecom", 3), ("health", 2), ("transport", 3))
+    kind: {"allowed_queries": list(agency_query_kinds(kind)), "min_contributors": 3, "max_window_days": days}
+    for kind, days in (("telecom", 31), ("health", 92), ("transport", 31))
 }
 _OUTPUTS = ("agencies", "pki", "audit", "federation.yaml", "scenario.json")
 
@@ -91,9 +94,9 @@ def generate_scenario(
     *,
     provinces: Sequence[int] | None = DEFAULT_PROVINCES,
     subscribers: int = 100_000,
-    days: int = 28,
+    days: int = DEFAULT_DAYS,
     seed: int = 20200101,
-    start: date = date(2020, 1, 1),
+    start: date = SCENARIO_START,
     force: bool = False,
 ) -> ScenarioSummary:
     """Generate one synthetic world and write every agency's store, the roster, the PKI and a manifest.
@@ -130,7 +133,8 @@ def generate_scenario(
         mobility_rng=mobility_rng,
         epidemic_rng=epidemic_rng,
     )
-    rows_list = line_list(world.epidemic, world.night_location, cases_rng)
+    epicentre = registry.codes // 100 == epicentre_prefecture(int(registry.codes[world.seed_district]))
+    rows_list = line_list(world.epidemic, world.night_location, epicentre, cases_rng)
 
     agencies_dir = out / "agencies"
     agencies_dir.mkdir(parents=True, exist_ok=True)
@@ -267,7 +271,7 @@ def _roster_text(
                     "audit_log": f"audit/{agency_id}.jsonl",
                     "policy": {
                         "allowed_queries": list(policy["allowed_queries"]),
-                        "max_window_days": 31,
+                        "max_window_days": policy["max_window_days"],
                         "min_contributors": policy["min_contributors"],
                         "allowed_coordinators": [],
                         "allowed_roles": ["national", "provincial"],
@@ -294,8 +298,8 @@ def _roster_text(
     }
     header = (
         f"# fedbroker federation roster for the synthetic scenario {name!r} (fedbroker scenario generate).\n"
-        "# Paths are relative to this file. Health networks allow 2 contributors: only two exist, and with\n"
-        "# two each can subtract its own part from the released sum (DESIGN.md §4, honest limit).\n"
+        "# Paths are relative to this file. Every agency kind has three agencies and requires three\n"
+        "# contributors: with two, each could subtract its own part from the released sum (docs/security.md).\n"
     )
     return header + yaml.safe_dump(document, sort_keys=False, default_flow_style=None, allow_unicode=True)
 
@@ -303,7 +307,7 @@ def _roster_text(
 def _model_constants() -> dict[str, Any]:
     """Every upper-case numeric constant of the model modules, for the manifest."""
     constants: dict[str, Any] = {}
-    for module in (world_model, epidemic_model, records_model):
+    for module in (timeline_model, world_model, epidemic_model, records_model):
         for key, value in vars(module).items():
             if key.isupper() and not key.startswith("_") and isinstance(value, int | float | tuple | np.integer):
                 if isinstance(value, np.integer):
