@@ -14,6 +14,15 @@ AGENCY_KINDS: Final = ("telecom", "health", "transport")
 #: Case statuses in the order of the status axis of ``health.cases`` (index ``d * 3 + s``).
 CASE_STATUSES: Final = ("confirmed", "suspected", "close_contact")
 
+#: The origin axis of ``health.confirmed_daily``: local (``imported`` false or NULL), imported.
+CASE_ORIGINS: Final = ("local", "imported")
+
+#: Which date a daily confirmed count is dated by (``health.confirmed_daily``'s ``date`` param).
+CASE_DATES: Final = ("report", "onset")
+
+#: A cluster counts in the days ending a day (``health.clusters``): the February 2020 tier rule's 14 days.
+CLUSTER_WINDOW_DAYS: Final = 14
+
 #: Transport modes a ticket may have; ``all`` in a query means every mode.
 TRANSPORT_MODES: Final = ("rail", "air", "coach")
 TRANSPORT_MODE_CHOICES: Final = ("all", *TRANSPORT_MODES)

@@ -20,6 +20,8 @@ import numpy.typing as npt
 
 __all__ = [
     "oracle_cases",
+    "oracle_clusters",
+    "oracle_confirmed_daily",
     "oracle_presence",
     "oracle_residents",
     "oracle_roamers",
@@ -180,3 +182,51 @@ def oracle_transport_trips(
         if _in_window(departure.date(), start, end):
             counts[position[origin] * n + position[destination]] += 1
     return _vector(counts, n * n)
+
+
+def oracle_confirmed_daily(
+    con: duckdb.DuckDBPyConnection,
+    domain: Sequence[int] | npt.NDArray[np.int32],
+    start: dt.date,
+    end: dt.date,
+    date: str = "report",
+) -> npt.NDArray[np.uint64]:
+    """District × day × (local, imported): confirmed rows dated by report_date or onset_date in the window;
+    a NULL imported counts as local, a NULL onset date is not counted by onset."""
+    position = _positions(domain)
+    days = (end - start).days + 1
+    counts: dict[int, int] = defaultdict(int)
+    rows = con.execute("SELECT status, district, onset_date, report_date, imported FROM cases").fetchall()
+    for status, district, onset_date, report_date, imported in rows:
+        day = report_date if date == "report" else onset_date
+        if status != "confirmed" or district not in position or day is None or not _in_window(day, start, end):
+            continue
+        counts[(position[district] * days + (day - start).days) * 2 + (1 if imported else 0)] += 1
+    return _vector(counts, len(position) * days * 2)
+
+
+def oracle_clusters(
+    con: duckdb.DuckDBPyConnection, domain: Sequence[int] | npt.NDArray[np.int32], start: dt.date, end: dt.date
+) -> npt.NDArray[np.uint64]:
+    """District × day t: cluster ids with >= 2 confirmed rows of that district reported in [t - 13, t] and in
+    the window [start, end]."""
+    position = _positions(domain)
+    days = (end - start).days + 1
+    reported: dict[tuple[int, int], list[dt.date]] = defaultdict(list)
+    rows = con.execute("SELECT status, district, report_date, cluster_id FROM cases").fetchall()
+    for status, district, report_date, cluster_id in rows:
+        if (
+            status == "confirmed"
+            and cluster_id is not None
+            and district in position
+            and _in_window(report_date, start, end)
+        ):
+            reported[(district, cluster_id)].append(report_date)
+    counts: dict[int, int] = defaultdict(int)
+    for offset in range(days):
+        day = start + dt.timedelta(days=offset)
+        first = day - dt.timedelta(days=13)
+        for (district, _cluster), dates in reported.items():
+            if sum(1 for d in dates if first <= d <= day) >= 2:
+                counts[position[district] * days + offset] += 1
+    return _vector(counts, len(position) * days)

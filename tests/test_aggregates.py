@@ -381,7 +381,7 @@ def test_aggregates_by_kind() -> None:
         "telecom.trips",
         "telecom.roamers",
     )
-    assert AGGREGATES_BY_KIND["health"] == ("health.cases",)
+    assert AGGREGATES_BY_KIND["health"] == ("health.cases", "health.confirmed_daily", "health.clusters")
     assert AGGREGATES_BY_KIND["transport"] == ("transport.trips",)
 
 

@@ -12,6 +12,9 @@ aggregate              length          index                                para
 ``telecom.trips``      n * n           o_idx * n + d_idx                    —
 ``telecom.roamers``    n * days        d_idx * days + day_idx               ``home_prefix``: 2, 4 or 6 digits
 ``health.cases``       n * 3           d_idx * 3 + s_idx                    —
+``health.confirmed_    n * days * 2    (d_idx * days + day_idx) * 2 + o     ``date``: report (default), onset
+daily``                                (o: 0 local, 1 imported)
+``health.clusters``    n * days        d_idx * days + day_idx               —
 ``transport.trips``    n * n           o_idx * n + d_idx                    ``mode``: all (default), rail, air, coach
 =====================  ==============  ===================================  ======================================
 
@@ -34,7 +37,7 @@ import numpy.typing as npt
 from adapters.aggregates import health, telecom, transport
 from federation.catalog.aggregates import AGGREGATES, AggregateSpec, aggregate_spec
 from federation.errors import InvalidQuery, UnknownDistrict
-from federation.vocabulary import AGENCY_KINDS, MAX_WINDOW_DAYS, TRANSPORT_MODE_CHOICES
+from federation.vocabulary import AGENCY_KINDS, CASE_DATES, MAX_WINDOW_DAYS, TRANSPORT_MODE_CHOICES
 
 __all__ = [
     "AGGREGATES_BY_KIND",
@@ -76,6 +79,10 @@ SQL: Mapping[str, _Compute] = MappingProxyType(
         "telecom.trips": lambda con, c: telecom.trips(con, c.domain, c.start, c.end),
         "telecom.roamers": lambda con, c: telecom.roamers(con, c.domain, c.start, c.end, c.params["home_prefix"]),
         "health.cases": lambda con, c: health.cases(con, c.domain, c.start, c.end),
+        "health.confirmed_daily": lambda con, c: health.confirmed_daily(
+            con, c.domain, c.start, c.end, c.params["date"]
+        ),
+        "health.clusters": lambda con, c: health.clusters(con, c.domain, c.start, c.end),
         "transport.trips": lambda con, c: transport.trips(con, c.domain, c.start, c.end, c.params["mode"]),
     }
 )
@@ -153,6 +160,10 @@ def _check_params(spec: AggregateSpec, params: Mapping[str, str]) -> Mapping[str
         mode = checked.setdefault("mode", "all")
         if mode not in TRANSPORT_MODE_CHOICES:
             raise InvalidQuery(f"{name}: mode {_shown(mode)} is not one of {', '.join(TRANSPORT_MODE_CHOICES)}")
+    if name == "health.confirmed_daily":
+        date = checked.setdefault("date", "report")
+        if date not in CASE_DATES:
+            raise InvalidQuery(f"{name}: date {_shown(date)} is not one of {', '.join(CASE_DATES)}")
     if name == "telecom.roamers":
         prefix = checked.get("home_prefix")
         if prefix is None:

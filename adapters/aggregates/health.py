@@ -1,4 +1,13 @@
-"""Health aggregates (DESIGN §3): case counts by district and status, one SQL statement in DuckDB."""
+"""Health aggregates (DESIGN §3 and the trend/warning kinds): one SQL statement each, run in the agency's store.
+
+- :func:`cases`: district × status, rows reported in the window.
+- :func:`confirmed_daily`: district × day × origin (local, imported), confirmed rows by report or onset date.
+- :func:`clusters`: district × day, cluster ids with at least two confirmed cases reported in that district
+  in the ``CLUSTER_WINDOW_DAYS`` days ending the day (and within the window).
+
+The SQL keeps to standard SQL (joins, ``CASE``, ``VALUES``, ``GROUP BY ... HAVING``, date − date = days,
+date + integer) apart from the domain relation, so that other store backends can run it unchanged.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +18,14 @@ import numpy as np
 import numpy.typing as npt
 
 from adapters.store import DOMAIN_CTE, count_vector, domain_param
-from federation.vocabulary import CASE_STATUSES
+from federation.vocabulary import CASE_ORIGINS, CASE_STATUSES, CLUSTER_WINDOW_DAYS
 
-__all__ = ["cases"]
+__all__ = [
+    "cases",
+    "clusters",
+    "confirmed_daily",
+]
+
 
 _STATUS_INDEX = " ".join(f"WHEN '{status}' THEN {i}" for i, status in enumerate(CASE_STATUSES))
 
@@ -27,6 +41,47 @@ GROUP BY ALL
 """
 
 
+def _confirmed_daily_sql(date_column: str) -> str:
+    return f"""
+WITH {DOMAIN_CTE}
+SELECT ((dom.idx::BIGINT * $days + (cases.{date_column} - $start)) * 2
+        + CASE WHEN cases.imported THEN 1 ELSE 0 END) AS pos,
+       count(*)::UBIGINT AS n
+FROM cases
+JOIN domain_index AS dom ON dom.district = cases.district
+WHERE cases.status = 'confirmed'
+  AND cases.{date_column} >= $start AND cases.{date_column} <= $end
+GROUP BY dom.idx, cases.{date_column}, CASE WHEN cases.imported THEN 1 ELSE 0 END
+"""
+
+
+_CONFIRMED_DAILY = {"report": _confirmed_daily_sql("report_date"), "onset": _confirmed_daily_sql("onset_date")}
+
+# Each confirmed case of a cluster counts on its report day and the 13 days after it; a (district, cluster,
+# day) with two or more such cases is a cluster in the 14 days ending that day.
+_LAGS = ", ".join(f"({k})" for k in range(CLUSTER_WINDOW_DAYS))
+_CLUSTERS = f"""
+WITH {DOMAIN_CTE},
+lags AS (SELECT * FROM (VALUES {_LAGS}) AS lags(k)),
+spread AS (
+    SELECT cases.district, cases.cluster_id, cases.report_date + lags.k AS day
+    FROM cases CROSS JOIN lags
+    WHERE cases.status = 'confirmed' AND cases.cluster_id IS NOT NULL
+      AND cases.report_date >= $start AND cases.report_date <= $end
+),
+active AS (
+    SELECT district, cluster_id, day FROM spread
+    WHERE day <= $end
+    GROUP BY district, cluster_id, day
+    HAVING count(*) >= 2
+)
+SELECT dom.idx::BIGINT * $days + (active.day - $start) AS pos, count(*)::UBIGINT AS n
+FROM active
+JOIN domain_index AS dom ON dom.district = active.district
+GROUP BY dom.idx, active.day
+"""
+
+
 def cases(
     con: duckdb.DuckDBPyConnection, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date
 ) -> npt.NDArray[np.uint64]:
@@ -36,3 +91,33 @@ def cases(
     """
     params = {"domain": domain_param(domain), "start": start, "end": end}
     return count_vector(con, _CASES, params, len(domain) * len(CASE_STATUSES))
+
+
+def confirmed_daily(
+    con: duckdb.DuckDBPyConnection,
+    domain: npt.NDArray[np.int32],
+    start: dt.date,
+    end: dt.date,
+    date: str = "report",
+) -> npt.NDArray[np.uint64]:
+    """District × day × origin: confirmed rows dated (report_date or onset_date) in [start, end].
+
+    Index (d_idx * days + day_idx) * 2 + o, o = 0 local (``imported`` false or NULL), 1 imported; ``date`` is
+    "report" or "onset" (a row without an onset date is not counted by onset).
+    """
+    days = (end - start).days + 1
+    params = {"domain": domain_param(domain), "start": start, "end": end, "days": days}
+    return count_vector(con, _CONFIRMED_DAILY[date], params, len(domain) * days * len(CASE_ORIGINS))
+
+
+def clusters(
+    con: duckdb.DuckDBPyConnection, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date
+) -> npt.NDArray[np.uint64]:
+    """District × day: cluster ids with at least two confirmed rows reported in the district within
+    [max(start, t − 13), t]; index d_idx * days + day_idx.
+
+    Rows outside [start, end] never count: an aggregate reads only its own window.
+    """
+    days = (end - start).days + 1
+    params = {"domain": domain_param(domain), "start": start, "end": end, "days": days}
+    return count_vector(con, _CLUSTERS, params, len(domain) * days)

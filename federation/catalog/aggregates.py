@@ -14,7 +14,7 @@ from datetime import date
 from types import MappingProxyType
 
 from federation.errors import InvalidQuery
-from federation.vocabulary import AGENCY_KINDS, CASE_STATUSES
+from federation.vocabulary import AGENCY_KINDS, CASE_ORIGINS, CASE_STATUSES
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,15 @@ AGGREGATES: Mapping[str, AggregateSpec] = _specs(
     AggregateSpec("telecom.trips", "telecom", True, (), "o * n + d", lambda n, days: n * n),
     AggregateSpec("telecom.roamers", "telecom", True, ("home_prefix",), "d * days + t", lambda n, days: n * days),
     AggregateSpec("health.cases", "health", True, (), "d * 3 + s", lambda n, days: n * len(CASE_STATUSES)),
+    AggregateSpec(
+        "health.confirmed_daily",
+        "health",
+        True,
+        ("date",),
+        "(d * days + t) * 2 + o",
+        lambda n, days: n * days * len(CASE_ORIGINS),
+    ),
+    AggregateSpec("health.clusters", "health", True, (), "d * days + t", lambda n, days: n * days),
     AggregateSpec("transport.trips", "transport", True, ("mode",), "o * n + d", lambda n, days: n * n),
 )
 
