@@ -68,9 +68,12 @@ def approve_round(
             f"{node.id} refused: its policy allows {', '.join(policy.allowed_queries) or 'no'} queries, "
             f"not {query.kind!r}"
         )
-    if query.window_days > policy.max_window_days:
+    # The limit is on the days this agency computes over: the round's window, which a query may have several of
+    # (warning sums 14 days of trips but a whole epidemic curve of cases).
+    round_days = _window_days(request.start, request.end)
+    if round_days > policy.max_window_days:
         raise PolicyRefused(
-            f"{node.id} refused: window of {query.window_days} days exceeds its limit of {policy.max_window_days}"
+            f"{node.id} refused: window of {round_days} days exceeds its limit of {policy.max_window_days}"
         )
     if policy.allowed_coordinators and coordinator.id not in policy.allowed_coordinators:
         raise PolicyRefused(f"{node.id} refused: coordinator {coordinator.id} is not on its allowed list")
@@ -96,6 +99,16 @@ def approve_round(
             f"and this window it has {plan.length}"
         )
     return Approval(query=query, coordinator=coordinator, plan=plan, threshold=request.threshold)
+
+
+def _window_days(start: str, end: str) -> int:
+    """Days of a round's inclusive window as the request states it; 0 for a window-free round. A malformed date
+    counts as 0 here: no planned round has one, so the plan match refuses it."""
+    try:
+        first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+    except ValueError:
+        return 0
+    return (last - first).days + 1
 
 
 def _check_participants(

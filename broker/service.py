@@ -163,11 +163,14 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
 
     def _validate(self, query: Query, plans: Sequence[RoundPlan], coordinator: CoordinatorConfig) -> None:
         for plan in plans:
+            if plan.start is None or plan.end is None:
+                continue
             nodes = self._federation.nodes_of_kind(plan.agency_kind)
             longest = max((n.policy.max_window_days for n in nodes), default=0)
-            if query.window_days > longest:
+            days = (plan.end - plan.start).days + 1
+            if days > longest:
                 raise InvalidQuery(
-                    f"window of {query.window_days} days exceeds the longest window any {plan.agency_kind} agency "
+                    f"window of {days} days exceeds the longest window any {plan.agency_kind} agency "
                     f"allows ({longest} days); shorten it or split the query"
                 )
         first, last = self._federation.data_start, self._federation.data_end
