@@ -9,13 +9,14 @@ from pathlib import Path
 
 from broker.client import run_query
 from fedbroker.harness import LocalFederation
-from fedbroker.report import format_json, importation_summary
-from federation.catalog import new_query
+from fedbroker.report import format_json, importation_summary, tier_summary
+from federation.catalog import agency_query_kinds, new_query
 from federation.config import load_federation
 from federation.errors import FederationError
 from federation.v1 import broker_pb2
 
 NATIONAL_COORDINATOR = "nhc-national"
+DEMO_KINDS = ("importation-risk", "warning")
 
 
 def _say(message: str) -> None:
@@ -23,16 +24,27 @@ def _say(message: str) -> None:
 
 
 def ensure_scenario(workdir: Path, *, fresh: bool, subscribers: int | None) -> Path:
-    """The scenario's federation.yaml: reused when it loads cleanly, generated otherwise."""
+    """The scenario's federation.yaml: reused when it loads cleanly and its agencies serve the demo's query kinds,
+    generated otherwise."""
     from fedbroker.scenario import generate_scenario
 
     scenario = workdir / "default"
     roster = scenario / "federation.yaml"
     if roster.exists() and not fresh:
         try:
-            load_federation(roster)
-            _say(f"reusing the scenario in {scenario} (pass --fresh to regenerate)")
-            return roster
+            config = load_federation(roster)
+            stale = sorted(
+                {
+                    k
+                    for n in config.nodes
+                    for k in agency_query_kinds(n.kind)
+                    if k in DEMO_KINDS and k not in n.policy.allowed_queries
+                }
+            )
+            if not stale:
+                _say(f"reusing the scenario in {scenario} (pass --fresh to regenerate)")
+                return roster
+            _say(f"regenerating the scenario: its agencies predate the query kinds {', '.join(stale)}")
         except FederationError as error:
             _say(f"regenerating the scenario: {error.message}")
     started = time.perf_counter()
@@ -67,10 +79,26 @@ def run_demo(workdir: Path, *, fresh: bool = False, subscribers: int | None = No
         asked = time.perf_counter()
         answer = asyncio.run(run_query(config, NATIONAL_COORDINATOR, query, on_progress=progress))
         _say(f"  answered in {time.perf_counter() - asked:.1f} s")
+        # The same day's official risk tiers, from the same federation: what a coordinator publishes next.
+        tiers_query = new_query(
+            "warning",
+            start=None,
+            end=config.data_end,
+            params={},
+            coordinator=NATIONAL_COORDINATOR,
+            data_start=config.data_start,
+        )
+        asked = time.perf_counter()
+        tiers = asyncio.run(run_query(config, NATIONAL_COORDINATOR, tiers_query, on_progress=progress))
+        _say(f"  risk tiers answered in {time.perf_counter() - asked:.1f} s")
     _say("every node stopped")
     report = roster.parent / "reports" / f"importation-risk-{query.end.isoformat()}.json"
     report.parent.mkdir(exist_ok=True)
     report.write_text(format_json(answer) + "\n")
+    tiers_report = report.with_name(f"warning-{tiers_query.end.isoformat()}.json")
+    tiers_report.write_text(format_json(tiers) + "\n")
     print(importation_summary(answer))
-    print(f"\nthe whole answer (every released district) is in {report}")
+    print()
+    print(tier_summary(tiers))
+    print(f"\nthe whole answers (every released district) are in {report} and {tiers_report}")
     return 0

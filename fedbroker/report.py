@@ -122,3 +122,26 @@ def importation_summary(answer: Answer, *, top: int = 10) -> str:
         notes=answer.notes,
     )
     return "\n".join(head) + format_table(shown)
+
+
+def tier_summary(answer: Answer, *, top: int = 5) -> str:
+    """The demo's reading of a warning answer: how many districts are in each official risk tier, and the
+    highest-tier districts with their counts and alarms."""
+    col = {c: i for i, c in enumerate(answer.columns)}
+    rows: Sequence[list[Any]] = answer.rows
+    count = {tier: sum(1 for r in rows if r[col["tier"]] == tier) for tier in ("high", "medium", "low")}
+    q = answer.query
+    head = [
+        f"Risk tiers (February 2020 rule) for the 14 days ending {q['end']}: "
+        f"{count['high']} high, {count['medium']} medium, {count['low']} low",
+        "",
+    ]
+    shown = Answer(
+        query=answer.query,
+        columns=answer.columns,
+        rows=[r for r in rows if r[col["tier"]] != "low"][:top],
+        suppressed=answer.suppressed,
+        contributors=answer.contributors,
+        notes=(),
+    )
+    return "\n".join(head) + format_table(shown)

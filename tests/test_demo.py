@@ -60,6 +60,11 @@ def test_demo_runs_and_its_answer_is_reproduced_from_raw_tables(tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr
     assert "Importation risk" in done.stdout and "every node stopped" in done.stderr
+    assert "Risk tiers (February 2020 rule)" in done.stdout
+    (tiers,) = (tmp_path / "default" / "reports").glob("warning-*.json")
+    warning = json.loads(tiers.read_text())
+    # The default scenario is built so that warning finds every tier on its last day.
+    assert {row[warning["columns"].index("tier")] for row in warning["rows"]} == {"low", "medium", "high"}
     roster = load_federation(tmp_path / "default" / "federation.yaml")
     reports = list((tmp_path / "default" / "reports").glob("importation-risk-*.json"))
     assert len(reports) == 1

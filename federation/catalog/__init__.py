@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from types import MappingProxyType
 
-from federation.catalog import cases, flows, importation_risk, population
+from federation.catalog import cases, flows, importation_risk, population, trend, warning
 from federation.catalog.aggregates import AGGREGATES
 from federation.catalog.base import QueryKind, Release, RoundPlan, Scope
 from federation.catalog.result import QueryResult, Table
@@ -53,6 +53,8 @@ KINDS: Mapping[str, QueryKind] = _registry(
     flows.KIND,
     cases.KIND,
     importation_risk.KIND,
+    trend.KIND,
+    warning.KIND,
 )
 
 

@@ -1,0 +1,164 @@
+"""``warning``: the official county risk tiers of February 2020, EARS aberration alerts and the importation
+alert, per district for the 14 days ending ``end`` (docs/protocol.md, "warning").
+
+Four rounds: ``confirmed`` (health.confirmed_daily by report date over [start, end], start defaulting to the
+data's first day), ``clusters`` (health.clusters over the same days), and the importation-risk rounds of the
+14 days ending ``end`` (clipped to start): ``trips`` (telecom.trips) and ``residents`` (telecom.residents). Per
+district d, on the summed series:
+
+- ``new_14d``: confirmed cases reported in the 14 days ending ``end``; ``cumulative``: since ``start``;
+  ``clusters_14d``: clusters in those 14 days (a cluster id with at least two confirmed cases reported in d in
+  those days, counted by each health network and summed);
+- ``tier``: :func:`federation.epi.tiers.risk_tiers` — low (no case in the 14 days), medium (new cases and
+  cumulative ≤ 50, or cumulative > 50 with no cluster), high (cumulative > 50 and a cluster);
+- ``tier_since``: the first day of the run of the current tier, looking back over [start, end];
+- ``c1``, ``c2``, ``c3``: the EARS alarms for ``end`` on d's daily confirmed series (R ``surveillance::earsC``
+  1.20: C1 and C2 with α = 0.001, C3 with its own α = 0.025); null where the series is too short (C1 needs 8
+  days, C2 10, C3 12) or the bound is undefined;
+- ``importation_alert``: I_d ≥ ``threshold``, with I_d = Σ_{o≠d} F(o→d) · C_o / N_o as importation-risk, C_o
+  the origin's confirmed cases of the same 14 days (from the ``confirmed`` round: no separate health round).
+
+Rows: every district (within ``--districts`` and the scope), high tier first, then medium, then low; within a
+tier by cumulative descending, then code. Columns ``district, name, province, tier, new_14d, cumulative,
+clusters_14d, c1, c2, c3, importation_alert, tier_since``.
+
+Disclosure: the counts with 0 < count < cases-k are released as None (counted in ``suppressed``). Tiers and
+alerts are released whatever the counts (they are what governments publish; docs/security.md says what a tier
+reveals), except the importation alert, which, as importation-risk's index, is released only where the
+district's inflow is 0 or at least mobility-k (None otherwise).
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+from numpy.typing import NDArray
+
+from federation.catalog.base import DISTRICTS, Param, QueryKind, Release, RoundPlan, plan
+from federation.catalog.disclosure import round_counts
+from federation.catalog.importation_risk import importation_index, inflow
+from federation.catalog.result import Cell, QueryResult
+from federation.epi.ears import ears_c1, ears_c2, ears_c3
+from federation.epi.tiers import TIER_NAMES, TIER_WINDOW_DAYS, tier_history, tier_since, trailing_sums
+from federation.errors import InvalidQuery
+from federation.queries import Query
+from federation.registry import Registry
+from federation.vocabulary import CASE_ORIGINS
+
+COLUMNS = (
+    "district",
+    "name",
+    "province",
+    "tier",
+    "new_14d",
+    "cumulative",
+    "clusters_14d",
+    "c1",
+    "c2",
+    "c3",
+    "importation_alert",
+    "tier_since",
+)
+
+
+class EarlyWarning(QueryKind):
+    name = "warning"
+    summary = "county risk tiers (Feb 2020 rule), EARS C1/C2/C3 alarms and the importation alert for the 14 days"
+    disclosure = "cases"
+    params = (
+        DISTRICTS,
+        Param("threshold", "float", "importation alert where I_d is at least this", default="1.0", minimum=0),
+    )
+    aggregates = ("health.confirmed_daily", "health.clusters", "telecom.trips", "telecom.residents")
+
+    def resolve_window(
+        self, start: date | None, end: date, params: dict[str, str], data_start: date | None
+    ) -> tuple[date, dict[str, str]]:
+        """Cumulative counts run from the data's first day unless ``--start`` says otherwise."""
+        if start is None:
+            if data_start is None:
+                raise InvalidQuery(f"{self.name} needs a start date (the first day counted); pass --start")
+            start = data_start
+        return start, params
+
+    def tier_window(self, query: Query) -> tuple[date, date]:
+        """The 14 days ending ``end`` (fewer when the window is shorter)."""
+        return max(query.start, query.end - timedelta(days=TIER_WINDOW_DAYS - 1)), query.end
+
+    def rounds(self, query: Query, registry: Registry) -> tuple[RoundPlan, ...]:
+        first, last = self.tier_window(query)
+        return (
+            plan("confirmed", "health.confirmed_daily", query.start, query.end, registry, date="report"),
+            plan("clusters", "health.clusters", query.start, query.end, registry),
+            plan("trips", "telecom.trips", first, last, registry),
+            plan("residents", "telecom.residents", None, None, registry),
+        )
+
+    def series(self, query: Query, release: Release) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Exact daily confirmed (districts, days) and clusters in the 14 days ending each day (districts, days)."""
+        registry = release.registry
+        confirmed, clusters, _, _ = self.rounds(query, registry)
+        n, days = len(registry), query.window_days
+        daily = round_counts(release.sums, confirmed.name, confirmed.length).reshape(n, days, len(CASE_ORIGINS))
+        return daily.sum(axis=2), round_counts(release.sums, clusters.name, clusters.length).reshape(n, days)
+
+    def build(self, query: Query, release: Release) -> QueryResult:
+        registry = release.registry
+        k, mobility_k = release.cases_k, release.mobility_k
+        threshold = self.values(query)["threshold"]
+        daily, clusters = self.series(query, release)
+        history = tier_history(daily, clusters)
+        since = tier_since(history)
+        tier = history[:, -1]
+        new_14d = trailing_sums(daily)[:, -1]
+        cumulative = daily.sum(axis=1)
+        clusters_14d = clusters[:, -1]
+        alarms = [method(daily) for method in (ears_c1, ears_c2, ears_c3)]
+
+        _, _, trips_plan, residents_plan = self.rounds(query, registry)
+        n = len(registry)
+        trips = round_counts(release.sums, trips_plan.name, trips_plan.length).reshape(n, n)
+        residents = round_counts(release.sums, residents_plan.name, residents_plan.length)
+        index = importation_index(trips, trailing_sums(daily)[:, -1], residents)
+        arrivals = inflow(trips)
+
+        listed = np.flatnonzero(self.district_mask(query, registry, release.scope))
+        order = listed[np.lexsort((listed, -cumulative[listed], -tier[listed]))]
+        rows: list[tuple[Cell, ...]] = []
+        suppressed = 0
+        for d in order.tolist():
+            counts: list[Cell] = []
+            for value in (int(new_14d[d]), int(cumulative[d]), int(clusters_14d[d])):
+                hidden = 0 < value < k
+                suppressed += hidden
+                counts.append(None if hidden else value)
+            ears: list[Cell] = [None if np.isnan(a.upper_bound[d, -1]) else bool(a.alarm[d, -1]) for a in alarms]
+            alert: Cell = None if 0 < arrivals[d] < mobility_k else bool(index[d] >= threshold)
+            rows.append(
+                (
+                    int(registry.codes[d]),
+                    registry.names[d],
+                    registry.provinces[d],
+                    TIER_NAMES[int(tier[d])],
+                    *counts,
+                    *ears,
+                    alert,
+                    (query.start + timedelta(days=int(since[d]))).isoformat(),
+                )
+            )
+        first, last = self.tier_window(query)
+        tiers = {name: int((tier[listed] == code).sum()) for code, name in enumerate(TIER_NAMES)}
+        notes = (
+            f"tiers for {first}..{last}; cumulative since {query.start}: "
+            + ", ".join(f"{count} {name}" for name, count in reversed(tiers.items())),
+            f"case counts below k={k} (and above 0) suppressed: {suppressed}",
+            "EARS alarms on each district's daily confirmed series for the last day: C1, C2 (alpha 0.001), "
+            "C3 (alpha 0.025); null where the series is too short",
+            f"importation alert where I_d >= {threshold:g} over {first}..{last}; null where the inflow is below "
+            f"k={mobility_k} (and above 0)",
+        )
+        return QueryResult(query=query, columns=COLUMNS, rows=rows, suppressed=suppressed, notes=notes)
+
+
+KIND = EarlyWarning()
