@@ -142,6 +142,6 @@ def tier_summary(answer: Answer, *, top: int = 5) -> str:
         rows=[r for r in rows if r[col["tier"]] != "low"][:top],
         suppressed=answer.suppressed,
         contributors=answer.contributors,
-        notes=(),
+        notes=[],
     )
     return "\n".join(head) + format_table(shown)
