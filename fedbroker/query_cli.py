@@ -56,6 +56,8 @@ def _shared_flags(sub: argparse.ArgumentParser, entry: QueryKind) -> None:
     start_help = "first day, YYYY-MM-DD"
     if entry.trailing_window is not None:
         start_help += f" (default: {entry.param(entry.trailing_window).flag} days ending at --end)"
+    elif entry.start_default is not None:
+        start_help += f" (default: {entry.start_default})"
     sub.add_argument("--start", type=_date, help=start_help)
     sub.add_argument("--end", type=_date, help="last day, YYYY-MM-DD (default: the federation's last day)")
     sub.add_argument("--format", choices=["table", "json", "csv"], default="table")

@@ -209,6 +209,8 @@ class QueryKind:
     aggregates: ClassVar[tuple[str, ...]]
     #: A kind whose window is ``window_days`` ending at ``end`` names that param here; None: explicit start.
     trailing_window: ClassVar[str | None] = None
+    #: What a query without ``--start`` starts on, for a kind whose :meth:`resolve_window` supplies it (CLI help).
+    start_default: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

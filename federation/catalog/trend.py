@@ -136,6 +136,7 @@ class Trend(QueryKind):
         Param("growth_days", "int", "last days the growth rate is fitted over", default="14", minimum=3, maximum=92),
     )
     aggregates = ("health.confirmed_daily",)
+    start_default = "the data's first day"
 
     def resolve_window(
         self, start: date | None, end: date, params: dict[str, str], data_start: date | None

@@ -71,6 +71,7 @@ class EarlyWarning(QueryKind):
         Param("threshold", "float", "importation alert where I_d is at least this", default="1.0", minimum=0),
     )
     aggregates = ("health.confirmed_daily", "health.clusters", "telecom.trips", "telecom.residents")
+    start_default = "the data's first day"
 
     def resolve_window(
         self, start: date | None, end: date, params: dict[str, str], data_start: date | None
