@@ -56,7 +56,7 @@ def format_table(answer: Answer, *, limit: int | None = None) -> str:
     lines.append("")
     lines.append(
         f"{_shown(answer.rows, limit)}; {answer.suppressed} suppressed by disclosure control "
-        f"({SUPPRESSED} = suppressed)"
+        f"({SUPPRESSED} = suppressed, or a derived value not released)"
     )
     for table in answer.tables:
         rows = table["rows"]
