@@ -10,12 +10,12 @@ from adapters.service import AdapterService
 from adapters.store import open_store
 from federation.audit import AuditLog
 from federation.bounds import Bounds
-from federation.config import FederationConfig
+from federation.config import FederationConfig, MetricsConfig
 from federation.errors import ConfigError
 from federation.handlers import add_service
 from federation.identity import Identity
 from federation.registry import load_domain
-from federation.serving import serve_node
+from federation.serving import Serving, serve_node
 from federation.v1 import adapter_pb2
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,10 @@ async def serve_adapter(
     on_ready: Callable[[int], None] | None = None,
     stop: asyncio.Event | None = None,
     parent_pid: int | None = None,
+    metrics_config: MetricsConfig | None = None,
 ) -> None:
-    """Serve until ``stop`` is set or SIGINT/SIGTERM; ``on_ready(port)`` runs once the port is bound."""
+    """Serve until ``stop`` is set or SIGINT/SIGTERM; ``on_ready(port)`` runs once the port is bound.
+    ``metrics_config`` overrides the roster's ``metrics`` of the node."""
     service, identity = build_adapter(federation, node_id)
     address = listen or federation.node(node_id).address
     await serve_node(
@@ -57,4 +59,10 @@ async def serve_adapter(
         stop=stop,
         parent_pid=parent_pid,
         max_concurrent_rpcs=federation.node(node_id).limits.max_concurrent_rpcs,
+        metrics=metrics_config or federation.node(node_id).metrics,
+        background=lambda serving: _note_metrics(service, serving),
     )
+
+
+async def _note_metrics(service: AdapterService, serving: Serving) -> None:
+    service.metrics_address = serving.metrics_address

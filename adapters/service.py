@@ -21,6 +21,7 @@ from adapters.faults import FaultPlan
 from adapters.policy import Approval, RoundRequest, approve_round, check_honest_majority
 from adapters.rounds import LiveRound, RoundTable
 from adapters.store import data_window, open_store
+from federation import __version__, metrics
 from federation.audit import AuditLog
 from federation.catalog import KINDS
 from federation.chunking import CHUNK_BYTES, iter_chunks, payload_digest
@@ -32,7 +33,7 @@ from federation.registry import Registry
 from federation.rpc import rpc_errors
 from federation.secagg import AdapterRound
 from federation.tls import peer_identity
-from federation.v1 import adapter_pb2, adapter_pb2_grpc
+from federation.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
 from federation.wire import advert_from_pb, advert_to_pb, revealed_to_pb, shares_from_pb, shares_to_pb
 
 log = logging.getLogger(__name__)
@@ -59,11 +60,15 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         self._rounds = RoundTable(ttl_s=round_ttl_s, max_live=node.limits.max_live_rounds)
         self._verifier = Roster.from_files(federation.certificates(), ca=federation.ca)
         self._faults = FaultPlan.from_env()
+        #: host:port of this node's Prometheus endpoint once serving ("" when off), for Status.
+        self.metrics_address = ""
+        metrics.track_live_rounds(lambda: len(self._rounds))
 
     # -- boundary helpers -------------------------------------------------------------------------------
 
     async def on_rpc_error(self, method: str, context: Any, error: FederationError) -> None:
         """Audit every refusal with its reason (messages never carry raw values)."""
+        metrics.REFUSALS.labels(method=method, reason=type(error).__name__).inc()
         await self._audit.append_async(
             "refused",
             method=method,
@@ -129,6 +134,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
             self._rounds.release(request.round_id)
         async with live.lock:
             advert = live.state.advertise()
+        metrics.ROUNDS.labels(outcome="opened").inc()
         self._faults.after("open")
         return adapter_pb2.OpenResponse(advert=advert_to_pb(advert))
 
@@ -205,6 +211,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         )
         for chunk in iter_chunks(masked, CHUNK_BYTES):
             yield adapter_pb2.MaskedInputChunk(data=chunk)
+            metrics.MASKED_BYTES.labels(direction="sent").inc(len(chunk))
         self._faults.after("masked-input")
 
     @rpc_errors()
@@ -240,6 +247,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
             revealed_for=sorted({s.owner for s in revealed}),
         )
         self._rounds.close(request.round_id)
+        metrics.ROUNDS.labels(outcome="completed").inc()
         self._faults.after("unmask")
         return adapter_pb2.UnmaskResponse(shares=revealed_to_pb(revealed))
 
@@ -249,8 +257,27 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
     ) -> adapter_pb2.AbortResponse:
         peer = self._caller(context, broker_only=True)
         aborted = self._rounds.abort(request.round_id)
+        if aborted:
+            metrics.ROUNDS.labels(outcome="aborted").inc()
         await self._audit.append_async("round.abort", peer=peer, round=request.round_id.hex(), was_live=aborted)
         return adapter_pb2.AbortResponse(aborted=aborted)
+
+    @rpc_errors()
+    async def Status(
+        self, request: common_pb2.StatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> common_pb2.NodeStatus:
+        self._caller(context, broker_only=False)
+        window = await asyncio.to_thread(self._data_window)
+        return common_pb2.NodeStatus(
+            node_id=self._node.id,
+            role="adapter",
+            version=__version__,
+            registry_hash=self._registry.hash,
+            data_start=window[0].isoformat() if window else "",
+            data_end=window[1].isoformat() if window else "",
+            live_rounds=len(self._rounds),
+            metrics_address=self.metrics_address,
+        )
 
     @property
     def live_rounds(self) -> int:

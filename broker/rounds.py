@@ -19,6 +19,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
+from federation import metrics
 from federation.chunking import cells_of
 from federation.errors import FederationError, NodeUnavailable, RoundAborted, VectorMismatch
 from federation.queries import query_hash
@@ -91,7 +92,9 @@ async def _fan_out(
             return peer.node_id, error
 
     answers: dict[str, T] = {}
-    for node_id, answer in await asyncio.gather(*(one(p) for p in peers)):
+    with metrics.STAGE_SECONDS.labels(stage=label).time():
+        results = await asyncio.gather(*(one(p) for p in peers))
+    for node_id, answer in results:
         if isinstance(answer, BaseException):
             stage.drop(node_id, label, answer)
         else:
@@ -129,11 +132,21 @@ async def run_round(
     # Who may hold the round's state: every participant until Open has answered, then those that opened,
     # less those that closed it by answering Unmask.
     holding = {p.node_id for p in peers}
+    outcome = "failed"
     try:
-        return await _run_stages(
+        result = await _run_stages(
             name, spec, query, peers, threshold, verifier, deadline, stage_timeout_s, progress, round_id, holding
         )
+        outcome = "completed"
+        return result
+    except RoundAborted:
+        outcome = "aborted"
+        raise
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+        raise
     finally:
+        metrics.ROUNDS.labels(outcome=outcome).inc()
         abort_in_background([p for p in peers if p.node_id in holding], round_id)
 
 
@@ -278,6 +291,7 @@ async def _collect_masked(
                     data = message.data
                     cells = cells_of(data, sender=peer.node_id)
                     state.add_masked_chunk(peer.node_id, offset, data)
+                    metrics.MASKED_BYTES.labels(direction="received").inc(len(data))
                     offset += cells.size
                 if header is None:
                     raise VectorMismatch(f"{peer.node_id} closed its stream without a header")

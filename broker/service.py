@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from broker.rounds import AdapterPeer, RoundOutcome, run_round
+from federation import __version__, metrics
 from federation.audit import AuditLog
 from federation.catalog import KINDS, QueryResult, Release, RoundPlan, kind
 from federation.catalog.jurisdiction import check_jurisdiction, scope_of
@@ -54,13 +55,43 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self._verifier = Roster.from_files(federation.certificates(), ca=federation.ca)
         self._replays = QueryReplayGuard()
         self._in_flight: dict[str, int] = {}  # coordinator id -> queries running now
+        self._rounds_running = 0
+        #: Per agency kind, reachability at the last health check (kept current by broker.reachability).
+        self.kind_health: list[common_pb2.KindHealth] = []
+        #: host:port of the broker's Prometheus endpoint once serving ("" when off), for Status.
+        self.metrics_address = ""
+        metrics.track_live_rounds(lambda: self._rounds_running)
+        metrics.QUERIES_IN_FLIGHT.set_function(lambda: float(self.queries_in_flight))
+
+    def threshold_of(self, agency_kind: str) -> int:
+        """t for a round over every agency of ``agency_kind`` in the roster."""
+        return round_threshold(self._federation, [n.id for n in self._federation.nodes_of_kind(agency_kind)])
 
     async def on_rpc_error(self, method: str, context: Any, error: FederationError) -> None:
+        metrics.REFUSALS.labels(method=method, reason=type(error).__name__).inc()
         try:
             peer = peer_identity(context)
         except FederationError:
             peer = "unauthenticated"
         await self._audit.append_async("refused", method=method, peer=peer, status=error.status, reason=error.message)
+
+    @rpc_errors()
+    async def Status(
+        self, request: common_pb2.StatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> common_pb2.NodeStatus:
+        peer_identity(context, self._verifier)  # any roster member, with the roster's own certificate
+        return common_pb2.NodeStatus(
+            node_id=self._federation.broker.id,
+            role="broker",
+            version=__version__,
+            registry_hash=self._registry.hash,
+            data_start=self._federation.data_start.isoformat(),
+            data_end=self._federation.data_end.isoformat(),
+            live_rounds=self._rounds_running,
+            queries_in_flight=self.queries_in_flight,
+            metrics_address=self.metrics_address,
+            kinds=self.kind_health,
+        )
 
     @rpc_errors()
     async def DescribeFederation(
@@ -219,17 +250,21 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             params=dict(plan.params),
         )
         threshold = round_threshold(self._federation, participants)
-        outcome = await run_round(
-            name=plan.name,
-            spec=spec,
-            query=signed,
-            peers=[AdapterPeer(n, self._stubs[n]) for n in participants],
-            threshold=threshold,
-            verifier=self._verifier,
-            deadline=deadline,
-            stage_timeout_s=self._federation.broker.stage_timeout_s,
-            progress=progress,
-        )
+        self._rounds_running += 1
+        try:
+            outcome = await run_round(
+                name=plan.name,
+                spec=spec,
+                query=signed,
+                peers=[AdapterPeer(n, self._stubs[n]) for n in participants],
+                threshold=threshold,
+                verifier=self._verifier,
+                deadline=deadline,
+                stage_timeout_s=self._federation.broker.stage_timeout_s,
+                progress=progress,
+            )
+        finally:
+            self._rounds_running -= 1
         await self._audit.append_async(
             "round.summed",
             round=plan.name,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from fedbroker.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from federation.errors import FederationError
 
 
@@ -19,6 +19,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Multi-agency data federation broker for epidemic response.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress of every node step")
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text", help="text for people, json for log collectors"
+    )
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, help="lowest level logged (default: info for serve/up, else warning)"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     scenario = commands.add_parser("scenario", help="synthetic scenarios")
@@ -40,6 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="host:port to bind (default: the roster's address)")
     serve.add_argument("--ready-file", type=Path, help="write the bound port here once serving")
     serve.add_argument("--exit-with-parent", type=int, metavar="PID", help="stop when process PID is gone")
+    serve.add_argument(
+        "--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics here (0: any free port)"
+    )
+    serve.add_argument("--metrics-host", default="127.0.0.1", help="metrics bind address (default loopback)")
+
+    status = commands.add_parser("status", help="each node's health, version, registry, data window, live rounds")
+    status.add_argument("--federation", type=Path, required=True, help="the roster (federation.yaml)")
+    status.add_argument(
+        "--as",
+        dest="member",
+        help="roster member whose certificate to call with (default: the first coordinator whose key the roster lists)",
+    )
+    status.add_argument("--format", choices=["table", "json"], default="table")
 
     up = commands.add_parser("up", help="run a whole local federation until interrupted")
     up.add_argument("--federation", type=Path, required=True, help="the roster (federation.yaml)")
@@ -79,11 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(suggest(parser, words, unknown))
     serving = args.command in ("serve", "up")
-    logging.basicConfig(
-        level=logging.INFO if (args.verbose or serving) else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    level = args.log_level or ("info" if (args.verbose or serving) else "warning")
+    configure_logging(log_format=args.log_format, level=level)
     try:
         return _dispatch(args)
     except FederationError as error:
@@ -106,6 +122,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _serve(args)
     if args.command == "up":
         return _up(args)
+    if args.command == "status":
+        from fedbroker.status import run_status
+
+        return run_status(args.federation, args.member, args.format)
     if args.command == "query":
         from fedbroker.commands import run_query_command
 
@@ -126,9 +146,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from federation.config import load_federation
+    from federation.config import MetricsConfig, load_federation
 
     federation = load_federation(args.config)
+    metrics = None if args.metrics_port is None else MetricsConfig(port=args.metrics_port, host=args.metrics_host)
 
     def ready(port: int) -> None:
         if args.ready_file is not None:
@@ -143,12 +164,23 @@ def _serve(args: argparse.Namespace) -> int:
         from adapters.node import serve_adapter
 
         asyncio.run(
-            serve_adapter(federation, args.id, listen=args.listen, on_ready=ready, parent_pid=args.exit_with_parent)
+            serve_adapter(
+                federation,
+                args.id,
+                listen=args.listen,
+                on_ready=ready,
+                parent_pid=args.exit_with_parent,
+                metrics_config=metrics,
+            )
         )
     else:
         from broker.node import serve_broker
 
-        asyncio.run(serve_broker(federation, listen=args.listen, on_ready=ready, parent_pid=args.exit_with_parent))
+        asyncio.run(
+            serve_broker(
+                federation, listen=args.listen, on_ready=ready, parent_pid=args.exit_with_parent, metrics_config=metrics
+            )
+        )
     return 0
 
 

@@ -47,6 +47,8 @@ class LocalFederation:
     ephemeral_ports: bool = True
     nodes: Sequence[str] | None = None  # adapters to start (default: every node in the roster)
     faults: Mapping[str, str] = field(default_factory=dict)  # node id -> FEDBROKER_FAULT spec (fault tests)
+    metrics: bool = False  # serve each node's Prometheus metrics on a free loopback port (see its Status)
+    log_format: str = "text"  # the nodes' --log-format
     processes: dict[str, NodeProcess] = field(default_factory=dict)
     _config: FederationConfig | None = None
 
@@ -161,7 +163,10 @@ class LocalFederation:
         ready = self.run_dir / f"{node_id}.port"
         ready.unlink(missing_ok=True)
         log_path = self.run_dir / f"{node_id}.log"
-        args = [sys.executable, "-m", "fedbroker", "serve", role, "--config", str(config_path)]
+        args = [sys.executable, "-m", "fedbroker", "--log-format", self.log_format, "serve", role]
+        args += ["--config", str(config_path)]
+        if self.metrics:
+            args += ["--metrics-port", "0"]
         if role == "adapter":
             args += ["--id", node_id]
         # The node watches this process and stops if it dies, so a crashed test run or demo never leaves

@@ -66,6 +66,15 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The node's Prometheus endpoint (the ``metrics:`` section; off unless ``port`` is given). Plain HTTP:
+    ``host`` defaults to loopback, so only the node's own host can scrape it unless the operator opens it."""
+
+    port: int | None = None
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     id: str
     kind: str
@@ -76,6 +85,7 @@ class NodeConfig:
     audit_log: Path
     policy: PolicyConfig
     limits: LimitsConfig = LimitsConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,7 @@ class BrokerConfig:
     #: Deadline of one stage of one round (seconds): a node that does not answer a stage by then is dropped.
     stage_timeout_s: float = 30.0
     limits: LimitsConfig = LimitsConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 @dataclass(frozen=True)
@@ -218,6 +229,7 @@ def dump_federation(cfg: FederationConfig, path: Path) -> None:
             "stage_timeout_s": cfg.broker.stage_timeout_s,
             "disclosure": {"mobility_k": cfg.broker.mobility_k, "cases_k": cfg.broker.cases_k},
             **_dump_limits(cfg.broker.limits, ("max_queries_per_coordinator", "max_concurrent_rpcs")),
+            **_dump_metrics(cfg.broker.metrics),
         },
         "nodes": [
             {
@@ -236,6 +248,7 @@ def dump_federation(cfg: FederationConfig, path: Path) -> None:
                     "allowed_roles": list(node.policy.allowed_roles),
                 },
                 **_dump_limits(node.limits, ("max_live_rounds", "max_concurrent_rpcs")),
+                **_dump_metrics(node.metrics),
             }
             for node in cfg.nodes
         ],
@@ -252,6 +265,10 @@ def _dump_limits(limits: LimitsConfig, keys: tuple[str, ...]) -> dict[str, Any]:
     default = LimitsConfig()
     changed = {key: getattr(limits, key) for key in keys if getattr(limits, key) != getattr(default, key)}
     return {"limits": changed} if changed else {}
+
+
+def _dump_metrics(metrics: MetricsConfig) -> dict[str, Any]:
+    return {} if metrics.port is None else {"metrics": {"port": metrics.port, "host": metrics.host}}
 
 
 def _dump_coordinator(coordinator: CoordinatorConfig, rel: Any) -> dict[str, Any]:
@@ -428,7 +445,7 @@ class _Reader:
             value,
             "broker",
             ("id", "address", "cert", "key", "audit_log"),
-            ("round_timeout_s", "stage_timeout_s", "disclosure", "limits"),
+            ("round_timeout_s", "stage_timeout_s", "disclosure", "limits", "metrics"),
         )
         disclosure = self.section(broker.get("disclosure", {}), "broker.disclosure", (), ("mobility_k", "cases_k"))
         return BrokerConfig(
@@ -446,11 +463,12 @@ class _Reader:
             mobility_k=self.integer(disclosure.get("mobility_k", DEFAULT_MOBILITY_K), "broker.disclosure.mobility_k"),
             cases_k=self.integer(disclosure.get("cases_k", DEFAULT_CASES_K), "broker.disclosure.cases_k"),
             limits=self.limits(broker.get("limits", {}), "broker.limits", ("max_queries_per_coordinator",)),
+            metrics=self.metrics(broker.get("metrics", {}), "broker.metrics"),
         )
 
     def node(self, value: object, key: str, coordinator_ids: tuple[str, ...]) -> NodeConfig:
         node = self.section(
-            value, key, ("id", "kind", "address", "store", "cert", "key", "audit_log", "policy"), ("limits",)
+            value, key, ("id", "kind", "address", "store", "cert", "key", "audit_log", "policy"), ("limits", "metrics")
         )
         return NodeConfig(
             id=self.member_id(node["id"], f"{key}.id"),
@@ -462,7 +480,18 @@ class _Reader:
             audit_log=self.path(node["audit_log"], f"{key}.audit_log"),
             policy=self.policy(node["policy"], f"{key}.policy", coordinator_ids),
             limits=self.limits(node.get("limits", {}), f"{key}.limits", ("max_live_rounds",)),
+            metrics=self.metrics(node.get("metrics", {}), f"{key}.metrics"),
         )
+
+    def metrics(self, value: object, key: str) -> MetricsConfig:
+        section = self.section(value, key, (), ("port", "host"))
+        port = section.get("port")
+        if port is not None:
+            port = self.integer(port, f"{key}.port", minimum=0)
+            if port > 65535:
+                self.fail(f"{key}.port", f"{port} is not a port", "use 1-65535 (0 picks a free one)")
+        host = self.text(section.get("host", MetricsConfig.host), f"{key}.host")
+        return MetricsConfig(port=port, host=host)
 
     def limits(self, value: object, key: str, role_keys: tuple[str, ...]) -> LimitsConfig:
         allowed = (*role_keys, "max_concurrent_rpcs")

@@ -19,6 +19,7 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.message import Message
 
+from federation import metrics
 from federation.bounds import Bounds, bounded_reason, bounds_problem
 from federation.errors import InvalidQuery
 
@@ -84,20 +85,24 @@ def _guarded(servicer: Any, behaviour: Callable[..., Any], name: str) -> Callabl
                 await outcome
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message)
 
+    latency = metrics.STAGE_SECONDS.labels(stage=metrics.stage_name(name))
+
     if inspect.isasyncgenfunction(behaviour):
 
         async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             if isinstance(request, RejectedRequest):
                 await refuse(request, context)
                 return
-            async for item in behaviour(request, context):
-                yield item
+            with latency.time():
+                async for item in behaviour(request, context):
+                    yield item
 
         return stream
 
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         if isinstance(request, RejectedRequest):
             await refuse(request, context)
-        return await behaviour(request, context)
+        with latency.time():
+            return await behaviour(request, context)
 
     return unary

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from federation.v1 import adapter_pb2 as federation_dot_v1_dot_adapter__pb2
+from federation.v1 import common_pb2 as federation_dot_v1_dot_common__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -71,6 +72,11 @@ class AgencyAdapterStub:
                 request_serializer=federation_dot_v1_dot_adapter__pb2.AbortRequest.SerializeToString,
                 response_deserializer=federation_dot_v1_dot_adapter__pb2.AbortResponse.FromString,
                 _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/federation.v1.AgencyAdapter/Status',
+                request_serializer=federation_dot_v1_dot_common__pb2.StatusRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_common__pb2.NodeStatus.FromString,
+                _registered_method=True)
 
 
 class AgencyAdapterServicer:
@@ -128,6 +134,13 @@ class AgencyAdapterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Status(self, request, context):
+        """Operator view: version, registry, data window, live rounds. Any roster member may ask.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgencyAdapterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +178,11 @@ def add_AgencyAdapterServicer_to_server(servicer, server):
                     servicer.Abort,
                     request_deserializer=federation_dot_v1_dot_adapter__pb2.AbortRequest.FromString,
                     response_serializer=federation_dot_v1_dot_adapter__pb2.AbortResponse.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=federation_dot_v1_dot_common__pb2.StatusRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_common__pb2.NodeStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +376,33 @@ class AgencyAdapter:
             '/federation.v1.AgencyAdapter/Abort',
             federation_dot_v1_dot_adapter__pb2.AbortRequest.SerializeToString,
             federation_dot_v1_dot_adapter__pb2.AbortResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.AgencyAdapter/Status',
+            federation_dot_v1_dot_common__pb2.StatusRequest.SerializeToString,
+            federation_dot_v1_dot_common__pb2.NodeStatus.FromString,
             options,
             channel_credentials,
             insecure,

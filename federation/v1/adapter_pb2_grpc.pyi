@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from federation.v1 import adapter_pb2 as _adapter_pb2
+from federation.v1 import common_pb2 as _common_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -51,6 +52,8 @@ class AgencyAdapterStub:
     """Drop a round this node holds (the broker's query was cancelled or failed), freeing its state at once.
     Only the broker may call it; an unknown or finished round is not an error.
     """
+    Status: _grpc.UnaryUnaryMultiCallable[_common_pb2.StatusRequest, _common_pb2.NodeStatus]
+    """Operator view: version, registry, data window, live rounds. Any roster member may ask."""
 
 @_typing.type_check_only
 class AgencyAdapterAsyncStub(AgencyAdapterStub):
@@ -75,6 +78,8 @@ class AgencyAdapterAsyncStub(AgencyAdapterStub):
     """Drop a round this node holds (the broker's query was cancelled or failed), freeing its state at once.
     Only the broker may call it; an unknown or finished round is not an error.
     """
+    Status: _aio.UnaryUnaryMultiCallable[_common_pb2.StatusRequest, _common_pb2.NodeStatus]  # type: ignore[assignment]
+    """Operator view: version, registry, data window, live rounds. Any roster member may ask."""
 
 class AgencyAdapterServicer(metaclass=_abc_1.ABCMeta):
     """The agency node. Aggregate-only: no RPC returns a row, a per-person value or the agency's unmasked vector;
@@ -138,5 +143,13 @@ class AgencyAdapterServicer(metaclass=_abc_1.ABCMeta):
         """Drop a round this node holds (the broker's query was cancelled or failed), freeing its state at once.
         Only the broker may call it; an unknown or finished round is not an error.
         """
+
+    @_abc_1.abstractmethod
+    def Status(
+        self,
+        request: _common_pb2.StatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.NodeStatus, _abc.Awaitable[_common_pb2.NodeStatus]]:
+        """Operator view: version, registry, data window, live rounds. Any roster member may ask."""
 
 def add_AgencyAdapterServicer_to_server(servicer: AgencyAdapterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

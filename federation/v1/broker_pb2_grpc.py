@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from federation.v1 import broker_pb2 as federation_dot_v1_dot_broker__pb2
+from federation.v1 import common_pb2 as federation_dot_v1_dot_common__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -46,6 +47,11 @@ class BrokerStub:
                 request_serializer=federation_dot_v1_dot_broker__pb2.DescribeFederationRequest.SerializeToString,
                 response_deserializer=federation_dot_v1_dot_broker__pb2.FederationDescription.FromString,
                 _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/federation.v1.Broker/Status',
+                request_serializer=federation_dot_v1_dot_common__pb2.StatusRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_common__pb2.NodeStatus.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -67,6 +73,13 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Status(self, request, context):
+        """Operator view: version, registry, data window, rounds and queries running, per-kind reachability.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +92,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.DescribeFederation,
                     request_deserializer=federation_dot_v1_dot_broker__pb2.DescribeFederationRequest.FromString,
                     response_serializer=federation_dot_v1_dot_broker__pb2.FederationDescription.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=federation_dot_v1_dot_common__pb2.StatusRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_common__pb2.NodeStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +155,33 @@ class Broker:
             '/federation.v1.Broker/DescribeFederation',
             federation_dot_v1_dot_broker__pb2.DescribeFederationRequest.SerializeToString,
             federation_dot_v1_dot_broker__pb2.FederationDescription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.Broker/Status',
+            federation_dot_v1_dot_common__pb2.StatusRequest.SerializeToString,
+            federation_dot_v1_dot_common__pb2.NodeStatus.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from federation.v1 import broker_pb2 as _broker_pb2
+from federation.v1 import common_pb2 as _common_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -39,6 +40,8 @@ class BrokerStub:
     """Stream progress events, then exactly one result (or a gRPC error status)."""
     DescribeFederation: _grpc.UnaryUnaryMultiCallable[_broker_pb2.DescribeFederationRequest, _broker_pb2.FederationDescription]
     """Query kinds, their parameters and the federation's coverage."""
+    Status: _grpc.UnaryUnaryMultiCallable[_common_pb2.StatusRequest, _common_pb2.NodeStatus]
+    """Operator view: version, registry, data window, rounds and queries running, per-kind reachability."""
 
 @_typing.type_check_only
 class BrokerAsyncStub(BrokerStub):
@@ -51,6 +54,8 @@ class BrokerAsyncStub(BrokerStub):
     """Stream progress events, then exactly one result (or a gRPC error status)."""
     DescribeFederation: _aio.UnaryUnaryMultiCallable[_broker_pb2.DescribeFederationRequest, _broker_pb2.FederationDescription]  # type: ignore[assignment]
     """Query kinds, their parameters and the federation's coverage."""
+    Status: _aio.UnaryUnaryMultiCallable[_common_pb2.StatusRequest, _common_pb2.NodeStatus]  # type: ignore[assignment]
+    """Operator view: version, registry, data window, rounds and queries running, per-kind reachability."""
 
 class BrokerServicer(metaclass=_abc_1.ABCMeta):
     """The coordinator-facing broker: runs a joint query as secure-aggregation rounds over the adapters,
@@ -72,5 +77,13 @@ class BrokerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_broker_pb2.FederationDescription, _abc.Awaitable[_broker_pb2.FederationDescription]]:
         """Query kinds, their parameters and the federation's coverage."""
+
+    @_abc_1.abstractmethod
+    def Status(
+        self,
+        request: _common_pb2.StatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.NodeStatus, _abc.Awaitable[_common_pb2.NodeStatus]]:
+        """Operator view: version, registry, data window, rounds and queries running, per-kind reachability."""
 
 def add_BrokerServicer_to_server(servicer: BrokerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -113,3 +113,110 @@ class SignedQuery(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SignedQuery: _TypeAlias = SignedQuery  # noqa: Y015
+
+@_typing.final
+class StatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatusRequest: _TypeAlias = StatusRequest  # noqa: Y015
+
+@_typing.final
+class KindHealth(_message.Message):
+    """Whether the broker can run rounds of one agency kind: the agencies it reached at its last health check
+    against the threshold a round of that kind needs.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    REACHABLE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    SERVING_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    reachable: _builtins.int
+    total: _builtins.int
+    threshold: _builtins.int
+    serving: _builtins.bool
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        reachable: _builtins.int = ...,
+        total: _builtins.int = ...,
+        threshold: _builtins.int = ...,
+        serving: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "reachable", b"reachable", "serving", b"serving", "threshold", b"threshold", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KindHealth: _TypeAlias = KindHealth  # noqa: Y015
+
+@_typing.final
+class NodeStatus(_message.Message):
+    """A node's state for operators (`fedbroker status`); nothing about any query's contents or data."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    REGISTRY_HASH_FIELD_NUMBER: _builtins.int
+    DATA_START_FIELD_NUMBER: _builtins.int
+    DATA_END_FIELD_NUMBER: _builtins.int
+    LIVE_ROUNDS_FIELD_NUMBER: _builtins.int
+    QUERIES_IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    METRICS_ADDRESS_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    role: _builtins.str
+    """"adapter" or "broker"."""
+    version: _builtins.str
+    """The fedbroker package version the node runs."""
+    registry_hash: _builtins.str
+    data_start: _builtins.str
+    """Data coverage, ISO dates (the store's for an adapter, the roster's for the broker)."""
+    data_end: _builtins.str
+    live_rounds: _builtins.int
+    """Rounds held in memory now (adapter) or being driven now (broker)."""
+    queries_in_flight: _builtins.int
+    """Queries running now (broker)."""
+    metrics_address: _builtins.str
+    """host:port of the Prometheus endpoint, empty when metrics are off."""
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedCompositeFieldContainer[Global___KindHealth]:
+        """Broker only: per agency kind, whether enough agencies are reachable."""
+
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        role: _builtins.str = ...,
+        version: _builtins.str = ...,
+        registry_hash: _builtins.str = ...,
+        data_start: _builtins.str = ...,
+        data_end: _builtins.str = ...,
+        live_rounds: _builtins.int = ...,
+        queries_in_flight: _builtins.int = ...,
+        metrics_address: _builtins.str = ...,
+        kinds: _abc.Iterable[Global___KindHealth] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_end", b"data_end", "data_start", b"data_start", "kinds", b"kinds", "live_rounds", b"live_rounds", "metrics_address", b"metrics_address", "node_id", b"node_id", "queries_in_flight", b"queries_in_flight", "registry_hash", b"registry_hash", "role", b"role", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeStatus: _TypeAlias = NodeStatus  # noqa: Y015
