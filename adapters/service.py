@@ -58,7 +58,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         self._registry = registry
         self._audit = audit
         self._rounds = RoundTable(ttl_s=round_ttl_s, max_live=node.limits.max_live_rounds)
-        self._verifier = Roster.from_files(federation.certificates(), ca=federation.ca)
+        self._verifier = Roster.from_files(federation.certificates(), ca=federation.ca, crl=federation.crl)
         self._faults = FaultPlan.from_env()
         #: host:port of this node's Prometheus endpoint once serving ("" when off), for Status.
         self.metrics_address = ""

@@ -52,7 +52,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self._registry = registry
         self._audit = audit
         self._stubs = dict(stubs)
-        self._verifier = Roster.from_files(federation.certificates(), ca=federation.ca)
+        self._verifier = Roster.from_files(federation.certificates(), ca=federation.ca, crl=federation.crl)
         self._replays = QueryReplayGuard()
         self._in_flight: dict[str, int] = {}  # coordinator id -> queries running now
         self._rounds_running = 0

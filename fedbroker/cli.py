@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fresh", action="store_true", help="regenerate the scenario even if one exists")
     demo.add_argument("--subscribers", type=int, help="persons in the synthetic world")
 
+    pki = commands.add_parser("pki", help="the federation CA: init, request (a member's key), sign, revoke")
+    from fedbroker.pki_cli import add_arguments as pki_arguments
+
+    pki_arguments(pki)
+
     audit = commands.add_parser("audit", help="audit logs")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     verify = audit_commands.add_parser("verify", help="check a hash-chained audit log")
@@ -122,6 +127,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _serve(args)
     if args.command == "up":
         return _up(args)
+    if args.command == "pki":
+        from fedbroker.pki_cli import run as run_pki
+
+        return run_pki(args)
     if args.command == "status":
         from fedbroker.status import run_status
 

@@ -131,6 +131,8 @@ class FederationConfig:
     broker: BrokerConfig
     nodes: tuple[NodeConfig, ...]
     coordinators: tuple[CoordinatorConfig, ...]
+    #: The CA's revocation list (``pki.crl``), which every node re-reads when it changes; None: no CRL.
+    crl: Path | None = None
 
     def node(self, node_id: str) -> NodeConfig:
         for node in self.nodes:
@@ -218,7 +220,7 @@ def dump_federation(cfg: FederationConfig, path: Path) -> None:
             "registry_hash": cfg.domain.registry_hash,
         },
         "data": {"start": cfg.data_start.isoformat(), "end": cfg.data_end.isoformat()},
-        "pki": {"ca": rel(cfg.ca)},
+        "pki": {"ca": rel(cfg.ca), **({} if cfg.crl is None else {"crl": rel(cfg.crl)})},
         "broker": {
             "id": cfg.broker.id,
             "address": cfg.broker.address,
@@ -390,7 +392,7 @@ class _Reader:
         start, end = self.date(data["start"], "data.start"), self.date(data["end"], "data.end")
         if start > end:
             self.fail("data.end", f"{end} is before data.start {start}", "swap or fix the dates")
-        pki = self.section(top["pki"], "pki", ("ca",))
+        pki = self.section(top["pki"], "pki", ("ca",), ("crl",))
         broker = self.broker(top["broker"])
         if not isinstance(top["nodes"], list) or not top["nodes"]:
             self.fail("nodes", "expected a non-empty list of agency nodes", "list at least one node")
@@ -410,6 +412,7 @@ class _Reader:
             data_start=start,
             data_end=end,
             ca=self.path(pki["ca"], "pki.ca", must_exist=True),
+            crl=None if pki.get("crl") is None else self.path(pki["crl"], "pki.crl", must_exist=True),
             broker=broker,
             nodes=nodes,
             coordinators=coordinators,

@@ -11,6 +11,8 @@ No gRPC here; :mod:`federation.tls` turns an :class:`Identity` into channel and 
 from __future__ import annotations
 
 import datetime
+import logging
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import verification
 
 from federation.errors import AuthenticationFailed, ConfigError
+from federation.revocation import RevocationList
+
+log = logging.getLogger(__name__)
 
 Verifier = Callable[[str, bytes, bytes], bool]
 """verifier(node_id, message, signature) -> True iff ``signature`` is node_id's valid signature of message."""
@@ -177,27 +182,69 @@ class Roster:
 
     Built once from the roster at start-up; each certificate must name its own id and, when ``ca_pem`` is
     given, chain to the federation CA (ConfigError otherwise). Verification also refuses a signature by a
-    certificate outside its validity period, so an expired member cannot keep signing.
+    certificate outside its validity period or revoked by ``revocation`` (the CA's CRL), so an expired or
+    revoked member cannot keep signing. Built :meth:`from_files`, a member's certificate file is re-read when
+    it changes (rotation without restarts); a replacement that fails the same checks is logged and ignored.
     """
 
-    def __init__(self, certificates: Mapping[str, bytes], *, ca_pem: bytes | None = None) -> None:
-        self._certificates = dict(certificates)
-        self._keys: dict[str, tuple[object, datetime.datetime, datetime.datetime]] = {}
-        for node_id, cert_pem in self._certificates.items():
+    def __init__(
+        self,
+        certificates: Mapping[str, bytes],
+        *,
+        ca_pem: bytes | None = None,
+        revocation: RevocationList | None = None,
+    ) -> None:
+        self._ca_pem = ca_pem
+        self._revocation = revocation or RevocationList.empty()
+        self._paths: dict[str, Path] = {}
+        self._stamps: dict[str, tuple[int, int]] = {}
+        self._certificates: dict[str, bytes] = {}
+        self._keys: dict[str, tuple[object, datetime.datetime, datetime.datetime, int]] = {}
+        for node_id, cert_pem in certificates.items():
             try:
-                cert_id = certificate_id(cert_pem)
-                if ca_pem is not None:
-                    check_certificate(cert_pem, ca_pem)
+                self._install(node_id, cert_pem)
             except AuthenticationFailed as exc:
-                raise ConfigError(f"roster certificate of {node_id}: {exc.message}") from exc
-            if cert_id != node_id:
-                raise ConfigError(f"roster certificate of {node_id} names {cert_id!r}; fix the roster entry")
-            cert = x509.load_pem_x509_certificate(cert_pem)
-            self._keys[node_id] = (cert.public_key(), cert.not_valid_before_utc, cert.not_valid_after_utc)
+                joint = " " if exc.message.startswith("names ") else ": "
+                raise ConfigError(f"roster certificate of {node_id}{joint}{exc.message}") from exc
+
+    def _install(self, node_id: str, cert_pem: bytes) -> None:
+        cert_id = certificate_id(cert_pem)
+        if self._ca_pem is not None:
+            check_certificate(cert_pem, self._ca_pem)
+        if cert_id != node_id:
+            raise AuthenticationFailed(f"names {cert_id!r}; fix the roster entry")
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        self._certificates[node_id] = cert_pem
+        self._keys[node_id] = (
+            cert.public_key(),
+            cert.not_valid_before_utc,
+            cert.not_valid_after_utc,
+            cert.serial_number,
+        )
+
+    def _refresh(self, node_id: str) -> None:
+        """Re-read ``node_id``'s certificate file if it changed since it was loaded."""
+        path = self._paths.get(node_id)
+        if path is None:
+            return
+        try:
+            stat = os.stat(path)
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            if stamp == self._stamps.get(node_id):
+                return
+            cert_pem = path.read_bytes()
+        except OSError:
+            return  # mid-copy or removed: keep the certificate loaded before
+        try:
+            self._install(node_id, cert_pem)
+        except AuthenticationFailed as exc:
+            log.warning("%s: new certificate of %s refused (%s); keeping the old one", path, node_id, exc.message)
+        self._stamps[node_id] = stamp
 
     @classmethod
-    def from_files(cls, paths: Mapping[str, Path], *, ca: Path | None = None) -> Roster:
-        """Read each id's certificate file (and the CA when given); ConfigError names an unreadable file."""
+    def from_files(cls, paths: Mapping[str, Path], *, ca: Path | None = None, crl: Path | None = None) -> Roster:
+        """Read each id's certificate file (and the CA and CRL when given); ConfigError names an unreadable
+        file. The files are watched: a changed certificate or CRL is re-read on its next use."""
 
         def read(path: Path) -> bytes:
             try:
@@ -205,10 +252,24 @@ class Roster:
             except OSError as exc:
                 raise ConfigError(f"{path}: cannot read certificate ({exc.strerror})") from exc
 
-        return cls(
+        ca_pem = None if ca is None else read(ca)
+        if crl is not None and ca_pem is None:
+            raise ConfigError(f"{crl}: a CRL needs the CA that signed it")
+        stamps = {}
+        for node_id, path in paths.items():
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue  # read() below names the file
+            stamps[node_id] = (stat.st_mtime_ns, stat.st_size)
+        roster = cls(
             {node_id: read(path) for node_id, path in paths.items()},
-            ca_pem=None if ca is None else read(ca),
+            ca_pem=ca_pem,
+            revocation=None if crl is None or ca_pem is None else RevocationList(crl, ca_pem),
         )
+        roster._paths = dict(paths)
+        roster._stamps = stamps
+        return roster
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -225,6 +286,7 @@ class Roster:
 
     def certificate(self, node_id: str) -> bytes:
         """The PEM certificate of ``node_id``; AuthenticationFailed for an id not in the roster."""
+        self._refresh(node_id)
         try:
             return self._certificates[node_id]
         except KeyError:
@@ -235,22 +297,30 @@ class Roster:
     def verify(self, node_id: str, message: bytes, signature: bytes, *, now: datetime.datetime | None = None) -> bool:
         """True iff ``signature`` is ``node_id``'s valid signature of ``message`` and its certificate is
         valid ``now``; False for an unknown id or any failure."""
+        self._refresh(node_id)
         entry = self._keys.get(node_id)
         if entry is None:
             return False
-        public_key, not_before, not_after = entry
+        public_key, not_before, not_after, serial = entry
         moment = now or datetime.datetime.now(datetime.UTC)
-        if not not_before <= moment <= not_after:
+        if not not_before <= moment <= not_after or serial in self._revocation.revoked():
             return False
         return _verify_with_key(public_key, message, signature)
 
     def require_valid(self, node_id: str, *, now: datetime.datetime | None = None) -> None:
         """AuthenticationFailed, saying which, when ``node_id`` is not in the roster or its certificate is
-        outside its validity period ``now`` (the chain to the CA was checked when the roster was loaded)."""
+        outside its validity period ``now`` or revoked by the CA's CRL (the chain to the CA was checked when
+        the certificate was loaded)."""
+        self._refresh(node_id)
         entry = self._keys.get(node_id)
         if entry is None:
             raise AuthenticationFailed(f"{node_id!r} is not in the federation roster (known: {', '.join(self.ids)})")
-        _, not_before, not_after = entry
+        _, not_before, not_after, serial = entry
+        if serial in self._revocation.revoked():
+            raise AuthenticationFailed(
+                f"the certificate of {node_id} (serial {serial:x}) is revoked by the federation CA; "
+                "it needs a new certificate (fedbroker pki request / sign)"
+            )
         moment = now or datetime.datetime.now(datetime.UTC)
         if moment < not_before:
             raise AuthenticationFailed(

@@ -133,5 +133,6 @@ def _require_roster_certificate(roster: Roster, node_id: str, pem: bytes) -> Non
     if x509.load_pem_x509_certificate(pem) != expected:
         raise AuthenticationFailed(
             f"{node_id} presented a certificate from the federation CA that is not the one in the roster "
-            "(an old or a stray one); use the certificate the roster lists, or update the roster and restart"
+            "(an old or a stray one); use the certificate the roster lists, or update the roster's file for it"
         )
+    roster.require_valid(node_id)  # on every call: a certificate revoked by the CA's CRL is refused at once
