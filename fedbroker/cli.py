@@ -44,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, required=True, help="the federation roster (federation.yaml)")
     serve.add_argument("--id", help="this adapter's node id in the roster")
     serve.add_argument("--listen", help="host:port to bind (default: the roster's address)")
+    serve.add_argument(
+        "--local",
+        type=Path,
+        help="this host's own file: key, store, audit log, policy, limits, metrics (docs/deploy.md)",
+    )
     serve.add_argument("--ready-file", type=Path, help="write the bound port here once serving")
     serve.add_argument("--exit-with-parent", type=int, metavar="PID", help="stop when process PID is gone")
     serve.add_argument(
@@ -155,9 +160,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from federation.config import MetricsConfig, load_federation
+    from federation.config import MetricsConfig, apply_local, load_federation
 
     federation = load_federation(args.config)
+    if args.local is not None:
+        federation = apply_local(federation, args.id if args.role == "adapter" else federation.broker.id, args.local)
     metrics = None if args.metrics_port is None else MetricsConfig(port=args.metrics_port, host=args.metrics_host)
 
     def ready(port: int) -> None:

@@ -204,6 +204,42 @@ def load_federation(path: Path) -> FederationConfig:
     return _Reader(path).federation(document)
 
 
+def apply_local(cfg: FederationConfig, member_id: str, path: Path) -> FederationConfig:
+    """``cfg`` with the entry of ``member_id`` (a node, or the broker) overridden by a host's local file.
+
+    The local file is what stays on the node's own host (``docs/deploy.md``): for a node ``store``, ``key``,
+    ``audit_log``, ``policy``, ``limits``, ``metrics``; for the broker ``key``, ``audit_log``, ``limits``,
+    ``metrics``. Every key is optional; paths are relative to the local file. ConfigError names the file and key.
+    """
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the local file ({exc.strerror}); check --local") from exc
+    except (yaml.YAMLError, ValueError):
+        raise ConfigError(f"{path}: not valid YAML; fix the syntax") from None
+    reader = _Reader(path)
+    if member_id == cfg.broker.id:
+        local = reader.section(document, "", (), ("key", "audit_log", "limits", "metrics"))
+        broker = cfg.broker
+        changes: dict[str, Any] = {k: reader.path(local[k], k) for k in ("key", "audit_log") if k in local}
+        if "limits" in local:
+            changes["limits"] = reader.limits(local["limits"], "limits", ("max_queries_per_coordinator",))
+        if "metrics" in local:
+            changes["metrics"] = reader.metrics(local["metrics"], "metrics")
+        return dataclasses.replace(cfg, broker=dataclasses.replace(broker, **changes))
+    cfg.node(member_id)  # ConfigError naming the known ids for an id not in the roster
+    local = reader.section(document, "", (), ("store", "key", "audit_log", "policy", "limits", "metrics"))
+    changes = {k: reader.path(local[k], k) for k in ("store", "key", "audit_log") if k in local}
+    if "policy" in local:
+        changes["policy"] = reader.policy(local["policy"], "policy", tuple(c.id for c in cfg.coordinators))
+    if "limits" in local:
+        changes["limits"] = reader.limits(local["limits"], "limits", ("max_live_rounds",))
+    if "metrics" in local:
+        changes["metrics"] = reader.metrics(local["metrics"], "metrics")
+    nodes = tuple(dataclasses.replace(n, **changes) if n.id == member_id else n for n in cfg.nodes)
+    return dataclasses.replace(cfg, nodes=nodes)
+
+
 def dump_federation(cfg: FederationConfig, path: Path) -> None:
     """Write ``cfg`` in the ``federation.yaml`` format, paths relative to ``path``'s directory, so that
     ``load_federation(path)`` gives back ``cfg`` (with ``path``)."""
