@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -201,22 +200,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    import signal
-    import threading
+    from fedbroker.supervise import run_up
 
-    from fedbroker.harness import LocalFederation
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with LocalFederation(args.federation, ephemeral_ports=args.ephemeral) as federation:
-        config = federation.config
-        print(f"federation {config.name}: broker {config.broker.id} at {config.broker.address}")
-        for node in config.nodes:
-            print(f"  {node.kind:<9} {node.id:<14} {node.address}")
-        print(
-            f"query it with: fedbroker query importation-risk --federation {config.path} --as "
-            f"{config.coordinators[0].id}\nCtrl-C stops every node."
-        )
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
-    return 0
+    return run_up(args.federation, ephemeral=args.ephemeral)
