@@ -78,6 +78,14 @@ def test_bounded_reason_cuts_utf8_safely() -> None:
     assert bounded_reason("short") == "short"
 
 
+def test_a_key_pair_repr_shows_no_private_key() -> None:
+    from federation.secagg.keys import KeyPair
+
+    pair = KeyPair.generate()
+    assert pair.private.hex() not in repr(pair) and str(list(pair.private)) not in repr(pair)
+    assert repr(pair.private) not in repr(pair)
+
+
 # -- against a running federation ---------------------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ Pinned constructions (any second implementation of either role must match them b
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
@@ -70,7 +70,7 @@ _DERIVED_KEY_BYTES = 16
 class KeyPair:
     """A fresh X25519 key pair: ``private`` is the 32-byte scalar string, ``public`` the 32-byte u."""
 
-    private: bytes
+    private: bytes = field(repr=False)  # never in a log line or a traceback's locals
     public: bytes
 
     @classmethod
