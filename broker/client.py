@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,12 +47,79 @@ class Answer:
             document["tables"] = self.tables
         return document
 
-    def table(self, name: str) -> dict[str, Any]:
-        """A further table by name (KeyError if the kind has none of that name)."""
+    @classmethod
+    def from_json_dict(cls, document: dict[str, Any]) -> Answer:
+        """The answer a :meth:`to_json_dict` document describes (e.g. a saved ``answer.json``)."""
+        return cls(
+            query=document["query"],
+            columns=document["columns"],
+            rows=document["rows"],
+            suppressed=document["suppressed"],
+            contributors=document["contributors"],
+            notes=document.get("notes", []),
+            tables=document.get("tables", []),
+        )
+
+    def table(self, name: str | None = None) -> dict[str, Any]:
+        """A table by name: None (or the kind's name) is the main table, else a further one (KeyError if the kind
+        has none of that name). Each is ``{"name", "columns", "rows", "suppressed"}``."""
+        if name is None or name == self.kind:
+            return {"name": self.kind, "columns": self.columns, "rows": self.rows, "suppressed": self.suppressed}
         for table in self.tables:
             if table["name"] == name:
                 return table
-        raise KeyError(name)
+        raise KeyError(f"{self.kind} has no table {name!r}; it has {', '.join(self.table_names)}")
+
+    @property
+    def kind(self) -> str:
+        return str(self.query["kind"])
+
+    @property
+    def table_names(self) -> list[str]:
+        """The main table (named after the kind) first, then the further ones."""
+        return [self.kind, *(t["name"] for t in self.tables)]
+
+    @property
+    def canonical_query(self) -> bytes:
+        """The signed query's canonical bytes (sorted keys, no spaces, UTF-8), re-encoded from ``query``."""
+        return json.dumps(self.query, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    @property
+    def query_sha256(self) -> str:
+        """Hex sha256 of the signed query's canonical bytes: the id every saved file of this answer carries."""
+        return hashlib.sha256(self.canonical_query).hexdigest()
+
+    def to_json(self) -> str:
+        """The whole answer as JSON (the ``--format json`` document)."""
+        return json.dumps(self.to_json_dict(), ensure_ascii=False, indent=2)
+
+    def to_arrow(self, name: str | None = None) -> Any:
+        """One table as a ``pyarrow.Table`` (suppressed cells are nulls); the schema metadata carries the signed
+        query (``fedbroker.query``) and its sha256. Needs the ``arrow`` extra (pyarrow)."""
+        try:
+            import pyarrow as pa
+        except ImportError:
+            raise ConfigError("to_arrow needs pyarrow: pip install 'fedbroker[arrow]'") from None
+        table = self.table(name)
+        columns = {c: [row[i] for row in table["rows"]] for i, c in enumerate(table["columns"])}
+        metadata = {
+            "fedbroker.query": self.canonical_query.decode("utf-8"),
+            "fedbroker.query_sha256": self.query_sha256,
+            "fedbroker.table": table["name"],
+            "fedbroker.suppressed": str(table["suppressed"]),
+        }
+        return pa.table({c: pa.array(v) for c, v in columns.items()}, metadata=metadata)
+
+    def to_pandas(self, name: str | None = None) -> Any:
+        """One table as a ``pandas.DataFrame`` with nullable dtypes (suppressed cells are ``<NA>``, integers stay
+        integers). Needs the ``pandas`` extra."""
+        try:
+            import pandas as pd
+            import pyarrow as pa
+        except ImportError:
+            raise ConfigError("to_pandas needs pandas and pyarrow: pip install 'fedbroker[pandas]'") from None
+        mapping = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype(), pa.string(): pd.StringDtype()}
+        return self.to_arrow(name).to_pandas(types_mapper=mapping.get)
 
 
 def coordinator_identity(federation: FederationConfig, coordinator_id: str) -> Identity:

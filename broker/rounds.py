@@ -29,8 +29,11 @@ from federation.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
 from federation.wire import advert_from_pb, revealed_from_pb, shares_from_pb, shares_to_pb
 
 T = TypeVar("T")
-#: progress(stage, round name, contributors, message)
-ProgressFn = Callable[[str, str, Sequence[str], str], None]
+#: progress(stage, round name, contributors, message); a "waiting" event also passes ``awaited`` (node ids not
+#: yet answered at that stage) and ``waited_s`` (seconds since the stage began) as keywords.
+ProgressFn = Callable[..., None]
+#: How often a stage still waiting for some agencies says whom it waits for (seconds).
+WAITING_EVERY_S = 2.0
 #: How many times the masked-input stage is re-run when a stream broke after adding chunks.
 MAX_MASKED_ATTEMPTS = 3
 #: Deadline of one Abort call (seconds); it runs in the background, after the round ended.
@@ -91,9 +94,39 @@ async def _fan_out(
         except FederationError as error:
             return peer.node_id, error
 
+    pending = {p.node_id for p in peers}
+    began = time.monotonic()
+
+    async def tracked(peer: AdapterPeer) -> tuple[str, T | BaseException]:
+        try:
+            return await one(peer)
+        finally:
+            pending.discard(peer.node_id)
+
+    async def say_who_is_slow() -> None:
+        # The coordinator sees whom the round waits for, and for how long, while a stage is still open.
+        while pending:
+            await asyncio.sleep(WAITING_EVERY_S)
+            if pending:
+                waited = time.monotonic() - began
+                awaited = sorted(pending)
+                answered = sorted({p.node_id for p in peers} - pending)
+                stage.progress(
+                    "waiting",
+                    stage.name,
+                    answered,
+                    f"waiting for {', '.join(awaited)} at {label}, {waited:.0f} s",
+                    awaited=awaited,
+                    waited_s=waited,
+                )
+
+    watcher = asyncio.create_task(say_who_is_slow())
+    try:
+        with metrics.STAGE_SECONDS.labels(stage=label).time():
+            results = await asyncio.gather(*(tracked(p) for p in peers))
+    finally:
+        watcher.cancel()
     answers: dict[str, T] = {}
-    with metrics.STAGE_SECONDS.labels(stage=label).time():
-        results = await asyncio.gather(*(one(p) for p in peers))
     for node_id, answer in results:
         if isinstance(answer, BaseException):
             stage.drop(node_id, label, answer)

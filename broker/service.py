@@ -159,11 +159,24 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self._validate(query, plans, caller)
         events: asyncio.Queue[broker_pb2.QueryEvent | None] = asyncio.Queue()
 
-        def progress(stage: str, round_name: str, contributors: Sequence[str], message: str) -> None:
+        def progress(
+            stage: str,
+            round_name: str,
+            contributors: Sequence[str],
+            message: str,
+            *,
+            awaited: Sequence[str] = (),
+            waited_s: float = 0.0,
+        ) -> None:
             events.put_nowait(
                 broker_pb2.QueryEvent(
                     progress=broker_pb2.Progress(
-                        stage=stage, round=round_name, contributors=list(contributors), message=message
+                        stage=stage,
+                        round=round_name,
+                        contributors=list(contributors),
+                        message=message,
+                        awaited=list(awaited),
+                        waited_s=waited_s,
                     )
                 )
             )

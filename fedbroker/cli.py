@@ -92,6 +92,23 @@ def build_parser() -> argparse.ArgumentParser:
     verify = audit_commands.add_parser("verify", help="check a hash-chained audit log")
     verify.add_argument("files", type=Path, nargs="+")
 
+    report = commands.add_parser("report", help="the day's situation as one self-contained HTML file")
+    report.add_argument("--federation", type=Path, required=True, help="the roster (federation.runtime.yaml)")
+    report.add_argument("--as", dest="coordinator", required=True, help="coordinator id (signs every query)")
+    report.add_argument("--end", help="the day reported, YYYY-MM-DD (default: the federation's last day)")
+    report.add_argument("--out", type=Path, required=True, help="the HTML file to write")
+    report.add_argument("--broker", help="broker host:port (default: the roster's)")
+
+    results = commands.add_parser("results", help="answers kept with `query --output DIR`")
+    results_commands = results.add_subparsers(dest="results_command", required=True, metavar="ACTION")
+    listing = results_commands.add_parser("list", help="list the saved answers of a results folder")
+    listing.add_argument("--dir", type=Path, required=True, help="the results folder given to query --output")
+    show = results_commands.add_parser("show", help="print one saved answer")
+    show.add_argument("id", help="the answer's id (or a unique prefix of it or of its query sha256)")
+    show.add_argument("--dir", type=Path, required=True, help="the results folder given to query --output")
+    show.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    show.add_argument("--limit", type=int, help="table: show at most this many rows")
+
     bench = commands.add_parser("bench", help="run a benchmark from bench/")
     bench.add_argument("name")
     bench.add_argument("args", nargs=argparse.REMAINDER)
@@ -151,6 +168,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from fedbroker.commands import verify_audit_command
 
         return verify_audit_command(args.files)
+    if args.command == "report":
+        from fedbroker.commands import report_command
+
+        return report_command(args)
+    if args.command == "results":
+        from fedbroker.commands import results_command
+
+        return results_command(args)
     if args.command == "bench":
         from bench.__main__ import main as bench_main
 

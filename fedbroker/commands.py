@@ -9,12 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from broker.client import run_query
+from fedbroker.progress import ProgressView
 from fedbroker.query_cli import query_params
-from fedbroker.report import render
+from fedbroker.report import format_grid, render
+from fedbroker.results import list_results, load_answer, save_answer
 from federation.audit import verify_audit
 from federation.catalog import new_query
 from federation.config import load_federation
-from federation.v1 import broker_pb2
+from federation.registry import load_registry
 
 
 def run_query_command(args: argparse.Namespace) -> int:
@@ -28,21 +30,32 @@ def run_query_command(args: argparse.Namespace) -> int:
         coordinator=args.coordinator,
         data_start=federation.data_start,
     )
-    interactive = sys.stderr.isatty()
+    progress = ProgressView(sys.stderr, interactive=sys.stderr.isatty())
+    try:
+        answer = asyncio.run(
+            run_query(federation, args.coordinator, query, broker_address=args.broker, on_progress=progress)
+        )
+    finally:
+        progress.close()
+    print(render(answer, args.format, limit=args.limit))
+    if args.output is not None:
+        registry = load_registry(federation.domain.provinces)
+        formats = [f.strip() for f in args.save_as.split(",") if f.strip()]
+        folder = save_answer(answer, args.output, formats=formats, registry=registry)
+        print(f"kept in {folder}", file=sys.stderr)
+    return 0
 
-    def progress(event: broker_pb2.Progress) -> None:
-        label = f"[{event.round}] " if event.round else ""
-        line = f"{label}{event.stage}: {event.message}"
-        if interactive:
-            print(f"\r\033[K{line}", end="", file=sys.stderr, flush=True)
-        else:
-            print(line, file=sys.stderr)
 
-    answer = asyncio.run(
-        run_query(federation, args.coordinator, query, broker_address=args.broker, on_progress=progress)
-    )
-    if interactive:
-        print("\r\033[K", end="", file=sys.stderr)
+def results_command(args: argparse.Namespace) -> int:
+    """``fedbroker results list|show``: the answers kept in a results folder."""
+    if args.results_command == "list":
+        entries = list_results(args.dir)
+        columns = ("id", "kind", "start", "end", "coordinator", "rows", "query_sha256")
+        rows = [[e[c] if c != "query_sha256" else e[c][:16] for c in columns] for e in entries]
+        print(format_grid(list(columns), rows))
+        print(f"\n{len(entries)} saved answers in {args.dir}")
+        return 0
+    answer = load_answer(args.dir, args.id)
     print(render(answer, args.format, limit=args.limit))
     return 0
 
@@ -74,3 +87,24 @@ def verify_audit_command(files: Sequence[Path]) -> int:
     if len(files) > 1:
         print(f"{len(files) - failed} of {len(files)} audit logs intact")
     return 1 if failed else 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """``fedbroker report``: run the report's queries and write one self-contained HTML file."""
+    import datetime as dt
+
+    from fedbroker.client import Client
+    from fedbroker.html_report import gather, render_report
+
+    federation = load_federation(args.federation)
+    progress = ProgressView(sys.stderr, interactive=sys.stderr.isatty())
+    client = Client(federation, args.coordinator, broker_address=args.broker, on_progress=progress)
+    end = dt.date.fromisoformat(args.end) if args.end else federation.data_end
+    try:
+        inputs = gather(client, end, load_registry(federation.domain.provinces))
+    finally:
+        progress.close()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render_report(inputs), encoding="utf-8")
+    print(f"report written to {args.out}", file=sys.stderr)
+    return 0

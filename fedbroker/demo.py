@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from pathlib import Path
 
-from broker.client import run_query
+from fedbroker.client import Client
 from fedbroker.harness import LocalFederation
+from fedbroker.html_report import gather, render_report
 from fedbroker.report import format_json, importation_summary, tier_summary
-from federation.catalog import agency_query_kinds, new_query
+from federation.catalog import agency_query_kinds
 from federation.config import load_federation
 from federation.errors import FederationError
+from federation.registry import load_registry
 from federation.v1 import broker_pb2
 
 NATIONAL_COORDINATOR = "nhc-national"
@@ -67,38 +68,32 @@ def run_demo(workdir: Path, *, fresh: bool = False, subscribers: int | None = No
             f"  broker + {len(config.nodes)} adapters up in {time.perf_counter() - started:.1f} s "
             f"({', '.join(n.id for n in config.nodes)})"
         )
-        query = new_query(
-            "importation-risk", start=None, end=config.data_end, params={}, coordinator=NATIONAL_COORDINATOR
-        )
 
         def progress(event: broker_pb2.Progress) -> None:
             if event.stage in ("plan", "unmask"):
                 label = f"[{event.round}] " if event.round else ""
                 _say(f"  {label}{event.stage}: {event.message}")
 
+        # The day's importation risk, its flows, the official risk tiers and the trend (where the catalog has
+        # them), all from the same federation: what a coordinator publishes next.
         asked = time.perf_counter()
-        answer = asyncio.run(run_query(config, NATIONAL_COORDINATOR, query, on_progress=progress))
+        client = Client(config, NATIONAL_COORDINATOR, on_progress=progress)
+        inputs = gather(client, config.data_end, load_registry(config.domain.provinces))
         _say(f"  answered in {time.perf_counter() - asked:.1f} s")
-        # The same day's official risk tiers, from the same federation: what a coordinator publishes next.
-        tiers_query = new_query(
-            "warning",
-            start=None,
-            end=config.data_end,
-            params={},
-            coordinator=NATIONAL_COORDINATOR,
-            data_start=config.data_start,
-        )
-        asked = time.perf_counter()
-        tiers = asyncio.run(run_query(config, NATIONAL_COORDINATOR, tiers_query, on_progress=progress))
-        _say(f"  risk tiers answered in {time.perf_counter() - asked:.1f} s")
     _say("every node stopped")
-    report = roster.parent / "reports" / f"importation-risk-{query.end.isoformat()}.json"
-    report.parent.mkdir(exist_ok=True)
-    report.write_text(format_json(answer) + "\n")
-    tiers_report = report.with_name(f"warning-{tiers_query.end.isoformat()}.json")
-    tiers_report.write_text(format_json(tiers) + "\n")
-    print(importation_summary(answer))
-    print()
-    print(tier_summary(tiers))
-    print(f"\nthe whole answers (every released district) are in {report} and {tiers_report}")
+    day = config.data_end.isoformat()
+    reports = roster.parent / "reports"
+    reports.mkdir(exist_ok=True)
+    saved = [reports / f"importation-risk-{day}.json"]
+    saved[0].write_text(format_json(inputs.importation) + "\n")
+    print(importation_summary(inputs.importation))
+    if inputs.warning is not None:
+        saved.append(reports / f"warning-{day}.json")
+        saved[-1].write_text(format_json(inputs.warning) + "\n")
+        print()
+        print(tier_summary(inputs.warning))
+    page = reports / f"report-{day}.html"
+    page.write_text(render_report(inputs), encoding="utf-8")
+    print(f"\nthe whole answers (every released district) are in {' and '.join(str(p) for p in saved)}")
+    print(f"the day's report (maps, flows, tiers and Rt curves) is in {page}")
     return 0

@@ -63,6 +63,18 @@ def _shared_flags(sub: argparse.ArgumentParser, entry: QueryKind) -> None:
     sub.add_argument("--format", choices=["table", "json", "csv"], default="table")
     sub.add_argument("--limit", type=int, help="table: show at most this many rows")
     sub.add_argument("--broker", help="broker host:port (default: the roster's)")
+    sub.add_argument(
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="also keep the answer in DIR (answer.json plus one file per table; see `fedbroker results`)",
+    )
+    sub.add_argument(
+        "--save-as",
+        default="csv",
+        metavar="FORMATS",
+        help="with --output: comma-separated table formats among csv, parquet, geojson (default: csv)",
+    )
 
 
 def _metavar(param: Param) -> str:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Sequence
 from typing import Any
 
 from broker.client import Answer
+from fedbroker.exports import csv_text
 
 SUPPRESSED = "·"  # shown where disclosure control suppressed a cell
 
@@ -43,6 +42,11 @@ def _grid(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(_pad(c, w, n) for c, w, n in zip(r, widths, numeric, strict=True)) for r in cells]
     return lines
+
+
+def format_grid(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A fixed-width table of ``rows`` under ``columns`` (numbers right-aligned, CJK counted double)."""
+    return "\n".join(_grid(columns, rows))
 
 
 def _shown(rows: Sequence[Any], limit: int | None) -> str:
@@ -80,12 +84,9 @@ def coverage_lines(answer: Answer) -> list[str]:
 
 
 def format_csv(answer: Answer) -> str:
-    """The main table as CSV (suppressed cells empty); further tables are in the JSON output."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(answer.columns)
-    writer.writerows([["" if v is None else v for v in row] for row in answer.rows])
-    return buffer.getvalue()
+    """The main table as CSV: a suppressed cell is empty and unquoted, text is always quoted (see
+    :mod:`fedbroker.exports`); further tables are in the JSON output and in ``--output`` folders."""
+    return csv_text(answer.columns, answer.rows)
 
 
 def format_json(answer: Answer) -> str:

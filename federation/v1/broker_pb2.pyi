@@ -47,13 +47,22 @@ class Progress(_message.Message):
     ROUND_FIELD_NUMBER: _builtins.int
     CONTRIBUTORS_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    AWAITED_FIELD_NUMBER: _builtins.int
+    WAITED_S_FIELD_NUMBER: _builtins.int
     stage: _builtins.str
-    """"plan", "open", "share-keys", "masked-input", "consistency", "unmask", "join", "release"."""
+    """"plan", "open", "share-keys", "masked-input", "consistency", "unmask", "join", "release", or "waiting"
+    (a stage still open: awaited names who has not answered yet, waited_s for how long the stage has run).
+    """
     round: _builtins.str
-    """Round name within the query, e.g. "telecom.trips"."""
+    """Round name within the query, e.g. "trips"."""
     message: _builtins.str
+    waited_s: _builtins.float
     @_builtins.property
-    def contributors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def contributors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Who has answered (at "waiting": at the stage still open)."""
+
+    @_builtins.property
+    def awaited(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -61,10 +70,12 @@ class Progress(_message.Message):
         round: _builtins.str = ...,
         contributors: _abc.Iterable[_builtins.str] | None = ...,
         message: _builtins.str = ...,
+        awaited: _abc.Iterable[_builtins.str] | None = ...,
+        waited_s: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contributors", b"contributors", "message", b"message", "round", b"round", "stage", b"stage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaited", b"awaited", "contributors", b"contributors", "message", b"message", "round", b"round", "stage", b"stage", "waited_s", b"waited_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
