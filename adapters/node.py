@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 
 from adapters.service import AdapterService
+from adapters.stages import NO_HOOKS, StageHooks
 from adapters.store import open_store
 from federation.audit import AuditLog
 from federation.bounds import Bounds
@@ -24,7 +25,9 @@ ADAPTER_SERVICE = adapter_pb2.DESCRIPTOR.services_by_name["AgencyAdapter"]
 SERVICE_NAME = ADAPTER_SERVICE.full_name
 
 
-def build_adapter(federation: FederationConfig, node_id: str) -> tuple[AdapterService, Identity]:
+def build_adapter(
+    federation: FederationConfig, node_id: str, *, stage_hooks: StageHooks = NO_HOOKS
+) -> tuple[AdapterService, Identity]:
     """Load and check everything the node needs before it listens: identity, registry, store."""
     node = federation.node(node_id)
     if node.kind not in ("telecom", "health", "transport"):
@@ -33,7 +36,7 @@ def build_adapter(federation: FederationConfig, node_id: str) -> tuple[AdapterSe
     registry = load_domain(federation.domain.provinces, federation.domain.registry_hash, source=str(federation.path))
     open_store(node.store).close()  # fail at start-up, not on the first round, if the store is missing
     audit = AuditLog(node.audit_log, node.id)
-    return AdapterService(federation, node, identity, registry, audit), identity
+    return AdapterService(federation, node, identity, registry, audit, stage_hooks=stage_hooks), identity
 
 
 async def serve_adapter(
@@ -45,10 +48,12 @@ async def serve_adapter(
     stop: asyncio.Event | None = None,
     parent_pid: int | None = None,
     metrics_config: MetricsConfig | None = None,
+    stage_hooks: StageHooks = NO_HOOKS,
 ) -> None:
     """Serve until ``stop`` is set or SIGINT/SIGTERM; ``on_ready(port)`` runs once the port is bound.
-    ``metrics_config`` overrides the roster's ``metrics`` of the node."""
-    service, identity = build_adapter(federation, node_id)
+    ``metrics_config`` overrides the roster's ``metrics`` of the node; ``stage_hooks`` is for the fault harness
+    only (:mod:`fedbroker.faults`)."""
+    service, identity = build_adapter(federation, node_id, stage_hooks=stage_hooks)
     address = listen or federation.node(node_id).address
     await serve_node(
         identity,

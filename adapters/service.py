@@ -17,9 +17,9 @@ import numpy as np
 import numpy.typing as npt
 
 from adapters.aggregates import AGGREGATES_BY_KIND, AggregateRequest, compute_aggregate
-from adapters.faults import FaultPlan
 from adapters.policy import Approval, RoundRequest, approve_round, check_honest_majority
 from adapters.rounds import LiveRound, RoundTable
+from adapters.stages import NO_HOOKS, StageHooks
 from adapters.store import data_window, open_store
 from federation import __version__, metrics
 from federation.audit import AuditLog
@@ -51,6 +51,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         audit: AuditLog,
         *,
         round_ttl_s: float = 300.0,
+        stage_hooks: StageHooks = NO_HOOKS,
     ) -> None:
         self._federation = federation
         self._node = node
@@ -59,7 +60,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         self._audit = audit
         self._rounds = RoundTable(ttl_s=round_ttl_s, max_live=node.limits.max_live_rounds)
         self._verifier = Roster.from_files(federation.certificates(), ca=federation.ca, crl=federation.crl)
-        self._faults = FaultPlan.from_env()
+        self._stages = stage_hooks  # a no-op except under the fault harness
         #: host:port of this node's Prometheus endpoint once serving ("" when off), for Status.
         self.metrics_address = ""
         metrics.track_live_rounds(lambda: len(self._rounds))
@@ -110,7 +111,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         self, request: adapter_pb2.OpenRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> adapter_pb2.OpenResponse:
         peer = self._caller(context, broker_only=True)
-        await self._faults.before("open")
+        await self._stages.before("open")
         if len(request.round_id) != 16:
             raise InvalidQuery(f"round id must be 16 bytes, got {len(request.round_id)}")
         round_request = RoundRequest(
@@ -135,7 +136,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         async with live.lock:
             advert = live.state.advertise()
         metrics.ROUNDS.labels(outcome="opened").inc()
-        self._faults.after("open")
+        self._stages.after("open")
         return adapter_pb2.OpenResponse(advert=advert_to_pb(advert))
 
     async def _open(self, request: adapter_pb2.OpenRequest, approval: Approval, peer: str) -> LiveRound:
@@ -173,7 +174,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         self, request: adapter_pb2.ShareKeysRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> adapter_pb2.ShareKeysResponse:
         peer = self._caller(context, broker_only=True)
-        await self._faults.before("share-keys")
+        await self._stages.before("share-keys")
         live = self._rounds.get(request.round_id)
         adverts = [advert_from_pb(a) for a in request.adverts]
         check_honest_majority(
@@ -184,7 +185,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         await self._audit.append_async(
             "round.share-keys", peer=peer, round=request.round_id.hex(), u1=sorted(a.node_id for a in adverts)
         )
-        self._faults.after("share-keys")
+        self._stages.after("share-keys")
         return adapter_pb2.ShareKeysResponse(shares=shares_to_pb(shares))
 
     @rpc_errors()
@@ -192,7 +193,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         self, request: adapter_pb2.MaskedInputRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[adapter_pb2.MaskedInputChunk]:
         peer = self._caller(context, broker_only=True)
-        await self._faults.before("masked-input")
+        await self._stages.before("masked-input")
         live = self._rounds.get(request.round_id)
         survivors = list(request.survivors)
         async with live.lock:
@@ -212,21 +213,21 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         for chunk in iter_chunks(masked, CHUNK_BYTES):
             yield adapter_pb2.MaskedInputChunk(data=chunk)
             metrics.MASKED_BYTES.labels(direction="sent").inc(len(chunk))
-        self._faults.after("masked-input")
+        self._stages.after("masked-input")
 
     @rpc_errors()
     async def Consistency(
         self, request: adapter_pb2.ConsistencyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> adapter_pb2.ConsistencyResponse:
         peer = self._caller(context, broker_only=True)
-        await self._faults.before("consistency")
+        await self._stages.before("consistency")
         live = self._rounds.get(request.round_id)
         async with live.lock:
             signature = live.state.sign_survivors(list(request.survivors))
         await self._audit.append_async(
             "round.consistency", peer=peer, round=request.round_id.hex(), u3=sorted(request.survivors)
         )
-        self._faults.after("consistency")
+        self._stages.after("consistency")
         return adapter_pb2.ConsistencyResponse(signature=signature)
 
     @rpc_errors()
@@ -234,7 +235,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         self, request: adapter_pb2.UnmaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> adapter_pb2.UnmaskResponse:
         peer = self._caller(context, broker_only=True)
-        await self._faults.before("unmask")
+        await self._stages.before("unmask")
         live = self._rounds.get(request.round_id)
         signatures = {s.node_id: s.signature for s in request.signatures}
         async with live.lock:
@@ -248,7 +249,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         )
         self._rounds.close(request.round_id)
         metrics.ROUNDS.labels(outcome="completed").inc()
-        self._faults.after("unmask")
+        self._stages.after("unmask")
         return adapter_pb2.UnmaskResponse(shares=revealed_to_pb(revealed))
 
     @rpc_errors()

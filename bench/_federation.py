@@ -23,7 +23,6 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from adapters.faults import FAULT_ENV
 from federation.pki import generate_dev_pki
 from federation.registry import load_registry
 
@@ -117,7 +116,6 @@ class NodeProcesses:
     def __enter__(self) -> NodeProcesses:
         run_dir = self.federation_path.parent / "run"
         run_dir.mkdir(exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
         try:
             for node_id in self.ids:
                 ready = run_dir / f"{node_id}.port"
@@ -126,7 +124,7 @@ class NodeProcesses:
                 args += ["--id", node_id, "--ready-file", str(ready), "--parent-pid", str(os.getpid())]
                 with (run_dir / f"{node_id}.log").open("ab") as log:
                     self._processes[node_id] = subprocess.Popen(
-                        args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+                        args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
                     )
             for node_id in self.ids:
                 self.ports[node_id] = self._await_port(node_id, run_dir / f"{node_id}.port")

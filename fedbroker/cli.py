@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fedbroker.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
@@ -191,11 +191,7 @@ def _serve(args: argparse.Namespace) -> int:
         federation = apply_local(federation, args.id if args.role == "adapter" else federation.broker.id, args.local)
     metrics = None if args.metrics_port is None else MetricsConfig(port=args.metrics_port, host=args.metrics_host)
 
-    def ready(port: int) -> None:
-        if args.ready_file is not None:
-            tmp = args.ready_file.with_suffix(".tmp")
-            tmp.write_text(f"{port}\n")
-            tmp.replace(args.ready_file)  # atomic: the harness never reads a half-written port
+    ready = ready_file_writer(args.ready_file)
 
     if args.role == "adapter":
         if not args.id:
@@ -222,6 +218,18 @@ def _serve(args: argparse.Namespace) -> int:
             )
         )
     return 0
+
+
+def ready_file_writer(path: Path | None) -> Callable[[int], None]:
+    """An ``on_ready(port)`` that writes the bound port to ``path`` atomically (nothing if ``path`` is None)."""
+
+    def ready(port: int) -> None:
+        if path is not None:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(f"{port}\n")
+            tmp.replace(path)  # atomic: the harness never reads a half-written port
+
+    return ready
 
 
 def _up(args: argparse.Namespace) -> int:

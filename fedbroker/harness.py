@@ -2,12 +2,18 @@
 
 Used by the demo, the integration tests and the benchmarks. Adapters start first on ephemeral ports (each
 writes its bound port to a ready file); the harness then writes a runtime roster with the real addresses and
-starts the broker on it. Hooks kill, stall (SIGSTOP), resume or restart any node.
+starts the broker on it. Hooks kill, stall (SIGSTOP), resume or restart any node; ``faults`` starts chosen
+adapters through the test-only fault entry point (:mod:`fedbroker.faults`).
+
+Everything a federation writes at run time (ready files, logs, the runtime roster and, with ``audit_dir``, the
+audit logs) goes into its own ``run_dir``, so two federations over the same scenario share nothing but the
+read-only stores and certificates.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -20,7 +26,6 @@ from types import TracebackType
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from adapters.faults import FAULT_ENV
 from federation.config import FederationConfig, dump_federation, load_federation
 from federation.errors import FederationError, NodeUnavailable
 
@@ -46,9 +51,11 @@ class LocalFederation:
     run_dir: Path | None = None
     ephemeral_ports: bool = True
     nodes: Sequence[str] | None = None  # adapters to start (default: every node in the roster)
-    faults: Mapping[str, str] = field(default_factory=dict)  # node id -> FEDBROKER_FAULT spec (fault tests)
+    faults: Mapping[str, str] = field(default_factory=dict)  # node id -> fault spec (fedbroker.faults; tests)
     metrics: bool = False  # serve each node's Prometheus metrics on a free loopback port (see its Status)
     log_format: str = "text"  # the nodes' --log-format
+    runtime_path: Path | None = None  # the runtime roster (default: run_dir / federation.runtime.yaml)
+    audit_dir: Path | None = None  # if set, every node's audit log is written here instead of the roster's path
     processes: dict[str, NodeProcess] = field(default_factory=dict)
     _config: FederationConfig | None = None
 
@@ -76,17 +83,26 @@ class LocalFederation:
         run_dir = self.run_dir or base.path.parent / "run"
         run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir = run_dir
+        runtime_path = self.runtime_path or run_dir / "federation.runtime.yaml"
+        self.runtime_path = runtime_path
+        if self.audit_dir is not None:
+            base = _with_audit_dir(base, self.audit_dir)
+            # Adapters start before their addresses are known: they read this roster (their own audit paths).
+            dump_federation(base, runtime_path)
+            base = load_federation(runtime_path)
         wanted = list(self.nodes) if self.nodes is not None else [n.id for n in base.nodes]
         try:
             pending = {
-                node_id: self._spawn("adapter", node_id, base.path, self._listen(base, node_id)) for node_id in wanted
+                node_id: self._spawn(
+                    "adapter", node_id, base.path, self._listen(base, node_id), fault=self.faults.get(node_id)
+                )
+                for node_id in wanted
             }
             addresses = {node_id: f"127.0.0.1:{self._await_port(proc)}" for node_id, proc in pending.items()}
             for node_id, proc in pending.items():
                 proc.port = int(addresses[node_id].rsplit(":", 1)[1])
                 self.processes[node_id] = proc
             runtime = base.with_addresses(addresses)
-            runtime_path = base.path.parent / "federation.runtime.yaml"
             dump_federation(runtime, runtime_path)
             broker = self._spawn("broker", base.broker.id, runtime_path, self._listen(base, base.broker.id))
             broker.port = self._await_port(broker)
@@ -135,7 +151,8 @@ class LocalFederation:
         proc.stalled = False
 
     def restart(self, node_id: str) -> None:
-        """Start a killed (or running) adapter again on the same port, so the broker's channel finds it."""
+        """Start a killed (or running) adapter again on the same port, so the broker's channel finds it.
+        The restarted node runs without any fault it was started with."""
         proc = self.processes[node_id]
         if proc.process.poll() is None:
             self.kill(node_id)
@@ -158,12 +175,18 @@ class LocalFederation:
         address = base.broker.address if node_id == base.broker.id else base.node(node_id).address
         return address
 
-    def _spawn(self, role: str, node_id: str, config_path: Path, listen: str) -> NodeProcess:
+    def _spawn(
+        self, role: str, node_id: str, config_path: Path, listen: str, *, fault: str | None = None
+    ) -> NodeProcess:
         assert self.run_dir is not None
         ready = self.run_dir / f"{node_id}.port"
         ready.unlink(missing_ok=True)
         log_path = self.run_dir / f"{node_id}.log"
-        args = [sys.executable, "-m", "fedbroker", "--log-format", self.log_format, "serve", role]
+        if fault is not None:
+            # The test-only entry point installs the fault; `fedbroker serve` has no way to.
+            args = [sys.executable, "-m", "fedbroker.faults", "--fault", fault, "--log-format", self.log_format]
+        else:
+            args = [sys.executable, "-m", "fedbroker", "--log-format", self.log_format, "serve", role]
         args += ["--config", str(config_path)]
         if self.metrics:
             args += ["--metrics-port", "0"]
@@ -172,18 +195,8 @@ class LocalFederation:
         # The node watches this process and stops if it dies, so a crashed test run or demo never leaves
         # nodes behind holding ports.
         args += ["--listen", listen, "--ready-file", str(ready), "--exit-with-parent", str(os.getpid())]
-        env = dict(os.environ)
-        env.pop(FAULT_ENV, None)
-        if node_id in self.faults:
-            env[FAULT_ENV] = self.faults[node_id]
         with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-            )
+            process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         return NodeProcess(node_id=node_id, role=role, process=process, port=0, log_path=log_path)
 
     def _await_port(self, proc: NodeProcess) -> int:
@@ -211,3 +224,11 @@ class LocalFederation:
             raise NodeUnavailable(
                 f"{proc.node_id} did not bind a port within {START_TIMEOUT_S:.0f} s; see {proc.log_path}"
             ) from None
+
+
+def _with_audit_dir(config: FederationConfig, audit_dir: Path) -> FederationConfig:
+    """``config`` with every node's and the broker's audit log moved into ``audit_dir`` (same file names)."""
+    audit_dir.mkdir(parents=True, exist_ok=True)
+    broker = dataclasses.replace(config.broker, audit_log=audit_dir / config.broker.audit_log.name)
+    nodes = tuple(dataclasses.replace(n, audit_log=audit_dir / n.audit_log.name) for n in config.nodes)
+    return dataclasses.replace(config, broker=broker, nodes=nodes)

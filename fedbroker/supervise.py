@@ -31,7 +31,8 @@ def run_up(federation_path: Path, *, ephemeral: bool) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with LocalFederation(federation_path, ephemeral_ports=ephemeral) as federation:
+        runtime = federation_path.parent / "federation.runtime.yaml"  # where --ephemeral's help says it is
+        with LocalFederation(federation_path, ephemeral_ports=ephemeral, runtime_path=runtime) as federation:
             _announce(federation)
             exited = _watch(federation, stop)
             running = [n for n, p in federation.processes.items() if p.process.poll() is None]

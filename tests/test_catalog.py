@@ -280,7 +280,7 @@ def test_result_json_shape() -> None:
     assert encoded["contributors"] == contributors
 
 
-def test_national_scale_is_vectorised() -> None:
+def test_national_scale_importation_risk_matches_plain_python() -> None:
     registry = load_registry()
     n = len(registry)
     rng = np.random.default_rng(7)

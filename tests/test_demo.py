@@ -75,7 +75,7 @@ def test_demo_runs_and_its_answer_is_reproduced_from_raw_tables(tmp_path: Path) 
     end = dt.date.fromisoformat(answer["query"]["end"])
     start = dt.date.fromisoformat(answer["query"]["start"])
     assert (end - start).days + 1 == 14 and end == roster.data_end
-    flows = sum(_trips(node.store, codes, start, end) for node in roster.nodes_of_kind("telecom"))
+    flows = np.sum([_trips(node.store, codes, start, end) for node in roster.nodes_of_kind("telecom")], axis=0)
     residents = np.zeros(n, dtype=np.int64)
     for node in roster.nodes_of_kind("telecom"):
         with duckdb.connect(str(node.store), read_only=True) as con:

@@ -23,18 +23,17 @@ from federation.config import FederationConfig
 from federation.errors import RoundAborted
 from federation.registry import load_registry
 from tests import oracle
-from tests.federation_fixtures import days, oracle_sum, roster_variant
+from tests.federation_fixtures import days, oracle_sum, own_federation, restart_and_rejoin, roster_variant
 
 pytestmark = pytest.mark.slow
 NATIONAL = "nhc-national"
 
 
 @pytest.fixture(scope="module")
-def fed(small_scenario: Path) -> Iterator[LocalFederation]:
-    roster = roster_variant(
-        small_scenario, small_scenario.parent / "federation.k1.yaml", min_contributors=2, mobility_k=1, cases_k=1
-    )
-    with LocalFederation(roster, run_dir=small_scenario.parent / "run-k1") as federation:
+def fed(small_scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    run_dir = tmp_path_factory.mktemp("run-k1")
+    roster = roster_variant(small_scenario, run_dir / "federation.k1.yaml", min_contributors=2, mobility_k=1, cases_k=1)
+    with own_federation(roster, run_dir) as federation:
         yield federation
 
 
@@ -147,7 +146,7 @@ def test_query_with_one_carrier_down_names_it(fed: LocalFederation) -> None:
     try:
         answer = ask(fed, "population", start=start, end=end)
     finally:
-        fed.restart("telecom-c")
+        restart_and_rejoin(fed, ["telecom-c"], NATIONAL)
     coverage = answer.contributors["presence"]
     assert coverage["contributed"] == ["telecom-a", "telecom-b"]
     assert len(coverage["missing"]) == 1 and coverage["missing"][0].startswith("telecom-c")
@@ -168,8 +167,7 @@ def test_query_below_threshold_aborts_naming_the_missing(fed: LocalFederation) -
         with pytest.raises(RoundAborted) as caught:
             ask(fed, "population", start=start, end=end)
     finally:
-        fed.restart("telecom-b")
-        fed.restart("telecom-c")
+        restart_and_rejoin(fed, ["telecom-b", "telecom-c"], NATIONAL)
     message = caught.value.message
     assert "open" in message and "telecom-b" in message and "telecom-c" in message
 

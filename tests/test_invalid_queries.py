@@ -17,14 +17,15 @@ import pytest
 from fedbroker.harness import LocalFederation
 from federation.tls import channel_credentials, channel_options
 from federation.v1 import broker_pb2, broker_pb2_grpc, common_pb2
+from tests.federation_fixtures import own_federation
 
 pytestmark = pytest.mark.slow
 NATIONAL = "nhc-national"
 
 
 @pytest.fixture(scope="module")
-def fed(small_scenario: Path) -> Iterator[LocalFederation]:
-    with LocalFederation(small_scenario, run_dir=small_scenario.parent / "run-invalid") as federation:
+def fed(small_scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    with own_federation(small_scenario, tmp_path_factory.mktemp("run-invalid")) as federation:
         yield federation
 
 

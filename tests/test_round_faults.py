@@ -1,8 +1,9 @@
 """Faults over gRPC with real adapter processes: a carrier crashes or hangs at each stage of a round, and the
 round either recovers exactly the sum of those whose masked input it holds, or aborts naming the stage.
 
-Carriers are real `fedbroker serve adapter` processes; the fault is injected with FEDBROKER_FAULT
-(adapters/faults.py), the only fake here. The expected sums come straight from the raw DuckDB tables.
+Carriers are real adapter processes; a faulty one is started by the harness through the test-only entry point
+of fedbroker/faults.py, which installs the fault as the node's stage hooks: the only fake here. The expected
+sums come straight from the raw DuckDB tables.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from federation.catalog import new_query
 from federation.errors import RoundAborted
 from federation.registry import load_registry
 from tests import oracle
-from tests.federation_fixtures import oracle_sum, roster_variant, with_extra_carriers
+from tests.federation_fixtures import oracle_sum, own_federation, roster_variant, with_extra_carriers
 
 pytestmark = pytest.mark.slow
 TELECOM = ("telecom-a", "telecom-b", "telecom-c")
@@ -28,16 +29,16 @@ NATIONAL = "nhc-national"
 
 
 def population_under_fault(
-    small_scenario: Path, faults: dict[str, str], *, stage_timeout_s: float = 30.0
+    small_scenario: Path, run_dir: Path, faults: dict[str, str], *, stage_timeout_s: float = 30.0
 ) -> tuple[Answer, LocalFederation]:
     roster = roster_variant(
         small_scenario,
-        small_scenario.parent / "federation.faults.yaml",
+        run_dir / "federation.faults.yaml",
         min_contributors=2,
         mobility_k=1,
         stage_timeout_s=stage_timeout_s,
     )
-    federation = LocalFederation(roster, run_dir=small_scenario.parent / "run-faults", nodes=TELECOM, faults=faults)
+    federation = own_federation(roster, run_dir, nodes=TELECOM, faults=faults)
     with federation:
         end = federation.config.data_end
         query = new_query("population", start=end - dt.timedelta(days=2), end=end, params={}, coordinator=NATIONAL)
@@ -75,8 +76,8 @@ def expected_total(federation: LocalFederation, carriers: Sequence[str]) -> int:
         ("exit-after:consistency", TELECOM),
     ],
 )
-def test_carrier_killed_mid_round(small_scenario: Path, fault: str, in_sum: tuple[str, ...]) -> None:
-    answer, federation = population_under_fault(small_scenario, {"telecom-b": fault})
+def test_carrier_killed_mid_round(small_scenario: Path, tmp_path: Path, fault: str, in_sum: tuple[str, ...]) -> None:
+    answer, federation = population_under_fault(small_scenario, tmp_path, {"telecom-b": fault})
     coverage = answer.contributors["presence"]
     assert coverage["contributed"] == sorted(in_sum)
     assert total_count(answer) == expected_total(federation, in_sum)
@@ -85,31 +86,34 @@ def test_carrier_killed_mid_round(small_scenario: Path, fault: str, in_sum: tupl
 
 
 @pytest.mark.parametrize("stage", ["share-keys", "consistency"])
-def test_carrier_stalled_is_dropped_after_the_stage_deadline(small_scenario: Path, stage: str) -> None:
-    answer, federation = population_under_fault(small_scenario, {"telecom-c": f"stall-at:{stage}"}, stage_timeout_s=2.0)
+def test_carrier_stalled_is_dropped_after_the_stage_deadline(small_scenario: Path, tmp_path: Path, stage: str) -> None:
+    faults = {"telecom-c": f"stall-at:{stage}"}
+    answer, federation = population_under_fault(small_scenario, tmp_path, faults, stage_timeout_s=2.0)
     in_sum = ("telecom-a", "telecom-b") if stage == "share-keys" else TELECOM
     assert answer.contributors["presence"]["contributed"] == sorted(in_sum)
     assert total_count(answer) == expected_total(federation, in_sum)
 
 
-def test_two_carriers_lost_aborts_naming_stage_and_missing(small_scenario: Path) -> None:
+def test_two_carriers_lost_aborts_naming_stage_and_missing(small_scenario: Path, tmp_path: Path) -> None:
     with pytest.raises(RoundAborted) as caught:
-        population_under_fault(small_scenario, {"telecom-b": "exit-after:open", "telecom-c": "exit-after:open"})
+        population_under_fault(
+            small_scenario, tmp_path, {"telecom-b": "exit-after:open", "telecom-c": "exit-after:open"}
+        )
     message = caught.value.message
     assert "share-keys" in message and "telecom-b" in message and "telecom-c" in message and "threshold 2" in message
 
 
-def test_carrier_hung_by_sigstop_is_dropped_and_recovers_after_resume(small_scenario: Path) -> None:
+def test_carrier_hung_by_sigstop_is_dropped_and_recovers_after_resume(small_scenario: Path, tmp_path: Path) -> None:
     """A whole host hanging (SIGSTOP: connections open, nothing answers) costs one stage deadline; once resumed
     the carrier contributes again."""
     roster = roster_variant(
         small_scenario,
-        small_scenario.parent / "federation.stall.yaml",
+        tmp_path / "federation.stall.yaml",
         min_contributors=2,
         mobility_k=1,
         stage_timeout_s=2.0,
     )
-    with LocalFederation(roster, run_dir=small_scenario.parent / "run-stall", nodes=TELECOM) as federation:
+    with own_federation(roster, tmp_path, nodes=TELECOM) as federation:
         end = federation.config.data_end
 
         def ask() -> Answer:
@@ -134,13 +138,13 @@ def test_one_killed_after_share_keys_and_another_after_masked_input_in_one_round
     sum of telecom-b..e."""
     five = with_extra_carriers(
         small_scenario,
-        small_scenario.parent / "federation.five.yaml",
+        tmp_path / "federation.five.yaml",
         {"telecom-d": "telecom-a", "telecom-e": "telecom-b"},
     )
-    roster = roster_variant(five, small_scenario.parent / "federation.five.k1.yaml", min_contributors=2, mobility_k=1)
+    roster = roster_variant(five, tmp_path / "federation.five.k1.yaml", min_contributors=2, mobility_k=1)
     carriers = ("telecom-a", "telecom-b", "telecom-c", "telecom-d", "telecom-e")
     faults = {"telecom-a": "exit-after:share-keys", "telecom-b": "exit-after:masked-input"}
-    with LocalFederation(roster, run_dir=tmp_path / "run", nodes=carriers, faults=faults) as federation:
+    with own_federation(roster, tmp_path / "run", nodes=carriers, faults=faults) as federation:
         end = federation.config.data_end
         query = new_query("population", start=end - dt.timedelta(days=2), end=end, params={}, coordinator=NATIONAL)
         answer = asyncio.run(run_query(federation.config, NATIONAL, query))

@@ -26,7 +26,7 @@ from federation.queries import Query
 from federation.registry import load_registry
 from federation.tls import channel_credentials, channel_options
 from federation.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
-from tests.federation_fixtures import roster_variant
+from tests.federation_fixtures import own_federation, roster_variant
 
 pytestmark = pytest.mark.slow
 TELECOM = ("telecom-a", "telecom-b", "telecom-c")
@@ -34,9 +34,10 @@ T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
-def fed(small_scenario: Path) -> Iterator[LocalFederation]:
-    roster = roster_variant(small_scenario, small_scenario.parent / "federation.refusals.yaml", min_contributors=2)
-    with LocalFederation(roster, run_dir=small_scenario.parent / "run-refusals", nodes=TELECOM) as federation:
+def fed(small_scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    run_dir = tmp_path_factory.mktemp("run-refusals")
+    roster = roster_variant(small_scenario, run_dir / "federation.refusals.yaml", min_contributors=2)
+    with own_federation(roster, run_dir, nodes=TELECOM) as federation:
         yield federation
 
 
