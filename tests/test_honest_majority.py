@@ -24,7 +24,7 @@ from fedbroker.harness import LocalFederation
 from federation.secagg import keys, prg, sorted_ids
 from federation.v1 import adapter_pb2
 from tests import oracle
-from tests.federation_fixtures import oracle_sum, roster_variant, with_extra_carriers
+from tests.federation_fixtures import oracle_sum, own_federation, roster_variant, with_extra_carriers
 from tests.test_round_refusals import EvilBroker
 
 pytestmark = pytest.mark.slow
@@ -32,14 +32,15 @@ SIX = ("telecom-a", "telecom-b", "telecom-c", "telecom-d", "telecom-e", "telecom
 
 
 @pytest.fixture(scope="module")
-def six(small_scenario: Path) -> Iterator[LocalFederation]:
+def six(small_scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    run_dir = tmp_path_factory.mktemp("run-six")
     extra = with_extra_carriers(
         small_scenario,
-        small_scenario.parent / "federation.six.yaml",
+        run_dir / "federation.six.yaml",
         {"telecom-d": "telecom-a", "telecom-e": "telecom-b", "telecom-f": "telecom-c"},
     )
-    roster = roster_variant(extra, small_scenario.parent / "federation.six.t2.yaml", min_contributors=2)
-    with LocalFederation(roster, run_dir=small_scenario.parent / "run-six", nodes=SIX) as federation:
+    roster = roster_variant(extra, run_dir / "federation.six.t2.yaml", min_contributors=2)
+    with own_federation(roster, run_dir, nodes=SIX) as federation:
         yield federation
 
 
