@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from fedbroker.harness import LocalFederation
 from federation.audit import MAX_FIELD_BYTES
@@ -34,7 +34,7 @@ from federation.config import FederationConfig
 from federation.identity import Identity
 from federation.tls import channel_credentials, channel_options
 from federation.v1 import adapter_pb2, adapter_pb2_grpc, broker_pb2, broker_pb2_grpc, common_pb2
-from tests.federation_fixtures import roster_variant
+from tests.federation_fixtures import own_federation, roster_variant
 
 T = TypeVar("T")
 ADAPTERS = ("telecom-a", "telecom-b")
@@ -92,9 +92,9 @@ def test_a_key_pair_repr_shows_no_private_key() -> None:
 @pytest.fixture(scope="module")
 def fed(small_scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
     # Two of the three carriers run; a threshold of 2 lets the closing query complete without telecom-c.
-    roster = roster_variant(small_scenario, small_scenario.with_name("hostile.yaml"), min_contributors=2)
     run_dir = tmp_path_factory.mktemp("hostile-run")
-    with LocalFederation(roster, run_dir=run_dir, nodes=list(ADAPTERS)) as federation:
+    roster = roster_variant(small_scenario, run_dir / "hostile.yaml", min_contributors=2)
+    with own_federation(roster, run_dir, nodes=list(ADAPTERS)) as federation:
         yield federation
 
 
@@ -111,11 +111,16 @@ async def _call_raw(
     async with grpc.aio.secure_channel(address, channel_credentials(identity), options=channel_options(target)) as ch:
         try:
             if streaming:
-                call = ch.unary_stream(method, request_serializer=None, response_deserializer=None)
-                async for _ in call(payload, timeout=60):
+                stream: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = ch.unary_stream(
+                    method, request_serializer=None, response_deserializer=None
+                )
+                async for _ in stream(payload, timeout=60):
                     pass
             else:
-                await ch.unary_unary(method, request_serializer=None, response_deserializer=None)(payload, timeout=60)
+                unary: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = ch.unary_unary(
+                    method, request_serializer=None, response_deserializer=None
+                )
+                await unary(payload, timeout=60)
         except grpc.aio.AioRpcError as error:
             return error
     raise AssertionError(f"{method} accepted {payload!r}")
@@ -139,7 +144,12 @@ def _assert_every_node_serves_cleanly(fed: LocalFederation) -> None:
         async with grpc.aio.secure_channel(
             address, channel_credentials(identity), options=channel_options(target)
         ) as channel:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=60)
+            check = channel.unary_unary(
+                "/grpc.health.v1.Health/Check",
+                request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                response_deserializer=health_pb2.HealthCheckResponse.FromString,
+            )
+            reply = await check(health_pb2.HealthCheckRequest(), timeout=60)
             return int(reply.status)
 
     for target in (config.broker.id, *ADAPTERS):
@@ -179,7 +189,7 @@ def test_huge_repeated_fields_and_ids_are_refused_by_size(fed: LocalFederation) 
     config = fed.config
     broker = config.broker.id
     many = [f"telecom-{i}" for i in range(100_000)]
-    requests: list[tuple[str, Callable[[adapter_pb2_grpc.AgencyAdapterStub], Awaitable[Any]], str]] = [
+    requests: list[tuple[str, Callable[[adapter_pb2_grpc.AgencyAdapterAsyncStub], Awaitable[Any]], str]] = [
         (
             "Open",
             lambda s: s.Open(adapter_pb2.OpenRequest(round_id=b"r" * 16, participants=many), timeout=60),
@@ -209,7 +219,7 @@ def test_huge_repeated_fields_and_ids_are_refused_by_size(fed: LocalFederation) 
         ),
     ]
 
-    async def attack(call: Callable[[adapter_pb2_grpc.AgencyAdapterStub], Awaitable[Any]]) -> grpc.aio.AioRpcError:
+    async def attack(call: Callable[[adapter_pb2_grpc.AgencyAdapterAsyncStub], Awaitable[Any]]) -> grpc.aio.AioRpcError:
         identity = config.identity(broker)
         address = config.node(TARGET).address
         async with grpc.aio.secure_channel(
