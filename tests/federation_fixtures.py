@@ -21,10 +21,10 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixe
 
 from broker.client import run_query
 from fedbroker.harness import LocalFederation
+from federation.catalog import new_query
 from federation.config import FederationConfig, dump_federation, load_federation
 from federation.errors import FederationError
 from federation.pki import issue_certificate
-from federation.queries import new_query
 
 SMALL_PROVINCES = (42,)
 SMALL_SUBSCRIBERS = 6_000
