@@ -24,6 +24,7 @@ from federation.catalog import new_query
 from federation.config import FederationConfig, LimitsConfig, dump_federation, load_federation
 from federation.tls import channel_credentials, channel_options
 from federation.v1 import adapter_pb2, broker_pb2, broker_pb2_grpc
+from tests.federation_fixtures import own_federation
 from tests.test_round_refusals import EvilBroker
 from tests.waiting import wait_for
 
@@ -52,13 +53,11 @@ def fed(small_scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         round_timeout_s=900.0,
         limits=LimitsConfig(max_queries_per_coordinator=1),
     )
-    roster = small_scenario.with_name("federation.resources.yaml")
+    run_dir = tmp_path_factory.mktemp("resources-run")
+    roster = run_dir / "federation.resources.yaml"
     dump_federation(dataclasses.replace(config, nodes=nodes, broker=broker), roster)
     assert load_federation(roster).node(CAPPED).limits.max_live_rounds == MAX_LIVE  # the roster round-trips
-    run_dir = tmp_path_factory.mktemp("resources-run")
-    with LocalFederation(
-        roster, run_dir=run_dir, nodes=TELECOM, faults={"telecom-c": "stall-at:masked-input"}
-    ) as federation:
+    with own_federation(roster, run_dir, nodes=TELECOM, faults={"telecom-c": "stall-at:masked-input"}) as federation:
         yield federation
 
 

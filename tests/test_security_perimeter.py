@@ -654,6 +654,10 @@ class _RecordingAdapter(adapter_pb2_grpc.AgencyAdapterServicer):
         self.calls.append("Unmask")
         return adapter_pb2.UnmaskResponse()
 
+    async def Abort(self, request: Any, context: Any) -> adapter_pb2.AbortResponse:
+        self.calls.append("Abort")
+        return adapter_pb2.AbortResponse()
+
 
 @pytest.fixture()
 def impostor_at_telecom_b(fed: LocalFederation) -> Iterator[tuple[int, Identity]]:
