@@ -140,7 +140,7 @@ def test_generated_stores_match_the_oracle(small_scenario: Path) -> None:
     from federation.registry import load_registry
 
     config = load_federation(small_scenario)
-    domain = load_registry(list(config.domain.provinces)).codes
+    domain = load_registry(config.domain.provinces).codes
     start, end = config.data_start, config.data_end
     clusters_seen = imported_seen = 0
     for node in config.nodes_of_kind("health"):
