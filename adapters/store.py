@@ -1,4 +1,4 @@
-"""An agency's DuckDB store: opening it, its raw tables (DESIGN §3), and counting SQL turned into a vector.
+"""An agency's DuckDB store: opening it, its raw tables (docs/protocol.md §6), and counting SQL turned into a vector.
 
 The raw table names and columns are fixed so that anyone can recompute an answer from the raw data. Every
 aggregate is one SQL statement that returns ``(pos, n)`` rows (vector position, count); :func:`count_vector`
@@ -33,7 +33,7 @@ __all__ = [
     "window_params",
 ]
 
-# kind -> table -> ((column, SQL type), ...), in the exact order of DESIGN §3.
+# kind -> table -> ((column, SQL type), ...), in the exact order of docs/protocol.md, "Raw tables".
 RAW_TABLES: Mapping[str, Mapping[str, tuple[tuple[str, str], ...]]] = MappingProxyType(
     {
         "telecom": MappingProxyType(

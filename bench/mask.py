@@ -4,7 +4,7 @@ Side by side, interleaved, at m = 8,000,000 cells (64 MB):
 
 - ours: :func:`federation.secagg.prg` into a preallocated buffer, the same allocating, and
   :func:`federation.secagg.apply_masks` adding 1 and 8 masks into a vector in place (per mask);
-- the limit: the bare pycryptodome 4.4 AES-128-CTR keystream (the library DESIGN §4 pins and ``prg`` uses)
+- the limit: the bare pycryptodome 4.4 AES-128-CTR keystream (the library docs/protocol.md pins and ``prg`` uses)
   encrypting zeros into a preallocated buffer, in one call and in 256 KiB calls from one cached block of zeros;
   ratios are against the faster of the two. For reference, the same keystream from OpenSSL (through
   ``cryptography``), which is not the pinned library;
@@ -121,7 +121,7 @@ def main(argv: list[str]) -> int:
     repetitions = args.repetitions or (5 if args.quick else 9)
 
     if prg(bytes(range(16)), 4).tolist() != _KNOWN_ANSWER:
-        raise AssertionError("federation.secagg.prg does not reproduce the DESIGN §4 known answer")
+        raise AssertionError("federation.secagg.prg does not reproduce the known answer of docs/protocol.md §7")
     worker = FlowerWorker(args.flwr_python) if args.flwr_python else None
     extra = {}
     if worker is not None:

@@ -1,4 +1,4 @@
-"""The broker's round driver: one secure-aggregation round over gRPC, stage by stage (DESIGN §4).
+"""The broker's round driver: one secure-aggregation round over gRPC, stage by stage (docs/protocol.md §7).
 
 Every stage fans out to the adapters concurrently with a deadline; whoever fails or times out is dropped and
 recorded with the reason. Masked vectors stream in and are added chunk by chunk into one running sum, so the

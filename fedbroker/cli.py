@@ -1,4 +1,4 @@
-"""The ``fedbroker`` command (DESIGN §7): scenario, ingest, serve, up, query, demo, audit, bench."""
+"""The ``fedbroker`` command (README.md, "The command line"): scenario, ingest, serve, up, query, demo, audit, bench."""
 
 from __future__ import annotations
 

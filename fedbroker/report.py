@@ -1,4 +1,4 @@
-"""Render a released answer for people (table), spreadsheets (csv) and scripts (json, DESIGN §7)."""
+"""Render a released answer for people (table), spreadsheets (csv) and scripts (json: docs/protocol.md, "Results")."""
 
 from __future__ import annotations
 

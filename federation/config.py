@@ -41,7 +41,7 @@ _ADDRESS = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """An adapter's own rules for contributing to a query (DESIGN.md §6). A ``min_contributors`` below 3
+    """An adapter's own rules for contributing to a query (docs/security.md). A ``min_contributors`` below 3
     weakens secure aggregation: with 2, each contributor can subtract its own part from the sum; with 1 the
     broker sees this agency's aggregate alone."""
 

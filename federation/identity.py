@@ -1,9 +1,9 @@
 """Node identities: a certificate from the federation CA whose SAN DNS name is the node id, and its key.
 
 One ECDSA P-256 key per node serves for mutual TLS and for signing protocol messages (ECDSA / SHA-256,
-DER-encoded signatures; DESIGN.md §4, §6). A :class:`Roster` holds every peer's certificate by id and is the
-``Verifier`` the secure-aggregation code calls: it answers True only for a valid signature by a known peer
-whose certificate is within its validity period, and never raises for a bad signature.
+DER-encoded signatures; docs/protocol.md §7, docs/security.md). A :class:`Roster` holds every peer's
+certificate by id and is the ``Verifier`` the secure-aggregation code calls: it answers True only for a valid
+signature by a known peer whose certificate is within its validity period, and never raises for a bad signature.
 
 No gRPC here; :mod:`federation.tls` turns an :class:`Identity` into channel and server credentials.
 """

@@ -1,6 +1,6 @@
 """A development PKI for a local federation: one CA, one certificate per node and coordinator.
 
-Every key is ECDSA P-256; it serves both for mutual TLS and for signing protocol messages (DESIGN.md §6).
+Every key is ECDSA P-256; it serves both for mutual TLS and for signing protocol messages (docs/security.md).
 A leaf certificate names its node id twice: as the subjectAltName DNS name (the identity every peer checks)
 and as the subject CN (for people reading logs). Private keys are written PKCS#8 PEM, unencrypted, mode 0600:
 this is a development PKI for loopback demos and tests; a production federation issues its certificates

@@ -56,6 +56,7 @@ def verify_signed_query(
             "the query was altered after signing or not signed by that coordinator"
         )
     query = parse_query(canonical)
+    require_canonical(query, canonical)
     if query.coordinator != coordinator.id:
         raise AuthenticationFailed(
             f"the query names coordinator {query.coordinator!r} but is signed by {coordinator.id!r}"
@@ -67,6 +68,20 @@ def verify_signed_query(
             f"{MAX_QUERY_AGE_S} s: ask the coordinator to sign it again"
         )
     return query, coordinator
+
+
+def require_canonical(query: Query, signed: bytes) -> None:
+    """Refuse signed bytes that are not ``query``'s canonical encoding (docs/protocol.md, "Signed queries"), so
+    one query has one encoding and its hash names it: InvalidQuery otherwise."""
+    try:
+        canonical = query.canonical()
+    except UnicodeEncodeError:  # a JSON escape of a lone surrogate has no UTF-8 form, so no canonical bytes
+        canonical = b""
+    if canonical != signed:
+        raise InvalidQuery(
+            "the signed query is not in canonical form (keys sorted, no whitespace, UTF-8, only the escapes JSON "
+            'requires: docs/protocol.md, "Signed queries"); sign exactly the canonical bytes'
+        )
 
 
 class QueryReplayGuard:

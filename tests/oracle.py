@@ -1,9 +1,9 @@
-"""Independent recomputation of every agency aggregate from raw rows, in plain Python (DESIGN §8).
+"""Independent recomputation of every agency aggregate from raw rows, in plain Python.
 
-Each function reads whole tables with ``SELECT * FROM table`` and recomputes DESIGN §3's definition with dicts,
-sets and sorted lists; it shares no code with the SQL path (``adapters.aggregates``), so agreement between the two
-is evidence that both are right. Each returns the same ``uint64`` vector layout as the aggregate it checks.
-Slow on purpose: for small test stores only.
+Each function reads whole tables with ``SELECT * FROM table`` and recomputes docs/protocol.md §6's
+definitions with dicts, sets and sorted lists; it shares no code with the SQL path (``adapters.aggregates``), so
+agreement between the two is evidence that both are right. Each returns the same ``uint64`` vector layout as the
+aggregate it checks. Slow on purpose: for small test stores only.
 """
 
 from __future__ import annotations

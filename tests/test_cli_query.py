@@ -1,4 +1,4 @@
-"""The `fedbroker query` command against a running federation: json as DESIGN §7 fixes it, csv, and errors
+"""The `fedbroker query` command against a running federation: json as docs/protocol.md §9 fixes it, csv, and errors
 that name the problem with a non-zero exit."""
 
 from __future__ import annotations

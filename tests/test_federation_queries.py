@@ -1,5 +1,5 @@
 """Every query kind through a whole federation (real processes, mutual TLS, secure aggregation) against an
-oracle computed straight from the raw DuckDB tables (DESIGN §8).
+oracle computed straight from the raw DuckDB tables.
 
 The federation here runs with k = 1, so nothing but zeros is suppressed and the comparison is exact; the
 disclosure rule itself is checked against the oracle with the default k in test_disclosure_federation.py.

@@ -1,5 +1,6 @@
 """Malformed and out-of-range queries get INVALID_ARGUMENT from the broker with a message that says what to
-fix, are recorded in the broker's audit log, and start no round (no adapter hears of them)."""
+fix, are recorded in the broker's audit log, and start no round (no adapter hears of them). So do signed bytes
+that are not the query's canonical encoding."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ import grpc
 import pytest
 
 from fedbroker.harness import LocalFederation
+from federation.catalog import parse_query
+from federation.errors import InvalidQuery
+from federation.identity import Roster
+from federation.signed_query import verify_signed_query
 from federation.tls import channel_credentials, channel_options
 from federation.v1 import broker_pb2, broker_pb2_grpc, common_pb2
 from tests.federation_fixtures import own_federation
@@ -84,3 +89,46 @@ def test_invalid_query_is_refused_with_a_fix(fed: LocalFederation, fields: dict[
     broker_new = audit_lines(fed, "broker")[before["broker"] :]
     assert any(r["event"] == "refused" and r["reason"] == message for r in broker_new)
     assert len(audit_lines(fed, "telecom-a")) == before["telecom-a"], "no round may start for an invalid query"
+
+
+def _sign_bytes(fed: LocalFederation, canonical: bytes) -> common_pb2.SignedQuery:
+    identity = fed.config.identity(NATIONAL)
+    return common_pb2.SignedQuery(canonical=canonical, coordinator_id=NATIONAL, signature=identity.sign(canonical))
+
+
+def _variants(canonical: bytes) -> dict[str, bytes]:
+    """The same query in encodings that parse to it but are not its canonical bytes (docs/protocol.md, "Signed
+    queries")."""
+    document = json.loads(canonical)
+    return {
+        "spaces": json.dumps(document, sort_keys=True, ensure_ascii=False).encode(),
+        "unsorted keys": json.dumps(dict(reversed(document.items())), separators=(",", ":")).encode(),
+        "escaped letter": canonical.replace(b'"population"', b'"\\u0070opulation"'),
+        "trailing newline": canonical + b"\n",
+    }
+
+
+@pytest.mark.parametrize("variant", ["spaces", "unsorted keys", "escaped letter", "trailing newline"])
+def test_signed_bytes_that_are_not_canonical_are_refused(fed: LocalFederation, variant: str) -> None:
+    """The check both roles run (verify_signed_query): the canonical bytes pass, the same query in any other
+    encoding is refused, though it parses to the same query and its signature verifies."""
+    config = fed.config
+    roster = Roster.from_files(config.certificates(), ca=config.ca)
+    canonical = signed(fed).canonical
+    altered = _variants(canonical)[variant]
+    assert altered != canonical and parse_query(altered).canonical() == canonical, "the same query, other bytes"
+    good = _sign_bytes(fed, canonical)
+    assert verify_signed_query(config, roster, good.canonical, NATIONAL, good.signature)[0].canonical() == canonical
+    bad = _sign_bytes(fed, altered)
+    with pytest.raises(InvalidQuery, match="not in canonical form"):
+        verify_signed_query(config, roster, bad.canonical, NATIONAL, bad.signature)
+
+
+def test_non_canonical_bytes_are_refused_over_the_wire(fed: LocalFederation) -> None:
+    altered = _variants(signed(fed).canonical)["spaces"]
+    before = len(audit_lines(fed, "telecom-a"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        asyncio.run(_run(fed, _sign_bytes(fed, altered)))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert "not in canonical form" in (caught.value.details() or "")
+    assert len(audit_lines(fed, "telecom-a")) == before, "no round may start for non-canonical bytes"

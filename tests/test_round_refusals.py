@@ -1,4 +1,4 @@
-"""Every refusal of DESIGN §4 tried over gRPC against real adapter processes, by a broker that misbehaves.
+"""Every adapter refusal (docs/protocol.md §8) over gRPC against real adapter processes, by a broker that misbehaves.
 
 The "evil broker" here holds the broker's real certificate (the strongest insider position) and sends crafted
 stage requests; each adapter must refuse with the right status and a message that says what is wrong, and record

@@ -1,4 +1,4 @@
-"""The synthetic scenario: raw tables exactly as DESIGN.md §3, one coherent world, reproducible by seed."""
+"""The synthetic scenario: raw tables exactly as docs/protocol.md §6, one coherent world, reproducible by seed."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ HEALTH = ("health-net-1", "health-net-2", "health-net-3")
 TRANSPORT = ("transport-a", "transport-b", "transport-c")
 AGENCIES = (*CARRIERS, *HEALTH, *TRANSPORT)
 
-# Written out from DESIGN.md §3 rather than imported, so the test checks the design, not our own constant.
-DESIGN_TABLES = {
+# Written out from docs/protocol.md §6 rather than imported, so the test checks the design, not our own constant.
+RAW_TABLES_AS_SPECIFIED = {
     "telecom": {
         "cells": [("cell_id", "BIGINT"), ("district", "INTEGER")],
         "subscribers": [("subscriber_id", "BIGINT"), ("home_district", "INTEGER")],
@@ -102,7 +102,7 @@ def test_every_table_has_exactly_the_design_columns(scenario: ScenarioSummary) -
                 table: [(name, kind) for name, kind, *_ in con.execute(f"DESCRIBE {table}").fetchall()]
                 for (table,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
             }
-        assert tables == DESIGN_TABLES[_kind(agency_id)], agency_id
+        assert tables == RAW_TABLES_AS_SPECIFIED[_kind(agency_id)], agency_id
 
 
 def test_same_seed_gives_identical_tables(scenario: ScenarioSummary, tmp_path: Path) -> None:

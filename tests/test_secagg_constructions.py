@@ -1,4 +1,4 @@
-"""The pinned constructions of DESIGN §4, checked against a second implementation (``cryptography``) so
+"""The pinned constructions of docs/protocol.md §7, checked against a second implementation (``cryptography``) so
 that another implementation of either role would interoperate with ours."""
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ KNOWN_ANSWER = [0x825B8F87373BA1C6, 0x79D8C8A162814F6F, 0x1EB4C09595134673, 0x0A
 
 
 def reference_prg(seed: bytes, length: int) -> np.ndarray:
-    """DESIGN §4 spelled out: encrypt 8·m zero bytes, counter block 0 as a 128-bit big-endian integer."""
+    """docs/protocol.md §7 spelled out: encrypt 8·m zero bytes, counter block 0 as a 128-bit big-endian integer."""
     cipher = AES.new(seed, AES.MODE_CTR, nonce=b"", initial_value=0)
     return np.frombuffer(cipher.encrypt(bytes(8 * length)), dtype="<u8").astype(np.uint64)
 

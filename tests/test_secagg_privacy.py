@@ -1,5 +1,5 @@
 """The broker's view: masked vectors look uniform, and no single agency's vector can be rebuilt from
-everything the broker receives, relays and learns in Unmask (DESIGN §8)."""
+everything the broker receives, relays and learns in Unmask."""
 
 from __future__ import annotations
 

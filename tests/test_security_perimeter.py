@@ -1,4 +1,4 @@
-"""The security perimeter (DESIGN §6, issue 5): every attack on identities, roles, signed queries and policy is
+"""The security perimeter (docs/security.md, issue 5): every attack on identities, roles, signed queries and policy is
 tried against a real federation (broker and adapters as separate processes, mutual TLS on loopback), and each
 must be refused with the right status AND leave a record in the refusing node's audit log.
 

@@ -1,4 +1,4 @@
-"""Health aggregates (DESIGN §3 and the trend/warning kinds): one SQL statement each, run in the agency's store.
+"""Health aggregates (docs/protocol.md §6, and the trend/warning kinds): one SQL statement each, in the store.
 
 - :func:`cases`: district × status, rows reported in the window.
 - :func:`confirmed_daily`: district × day × origin (local, imported), confirmed rows by report or onset date.

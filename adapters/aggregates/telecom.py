@@ -1,4 +1,4 @@
-"""Telecom aggregates (DESIGN §3): presence, residents, trips and roamers, each one SQL statement in DuckDB.
+"""Telecom aggregates (docs/protocol.md §6): presence, residents, trips and roamers, each one SQL statement in DuckDB.
 
 Event order: a subscriber's signalling events are ordered by ``(ts, cell_id)``, so ties in ``ts`` are broken by
 the larger ``cell_id`` counting as later. An event whose cell is missing from ``cells`` or lies outside the domain

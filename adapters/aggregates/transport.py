@@ -1,4 +1,4 @@
-"""Transport aggregates (DESIGN §3): ticket origin × destination flows, one SQL statement in DuckDB."""
+"""Transport aggregates (docs/protocol.md §6): ticket origin × destination flows, one SQL statement in DuckDB."""
 
 from __future__ import annotations
 

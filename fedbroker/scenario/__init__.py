@@ -116,7 +116,7 @@ def _positive(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``fedbroker scenario generate`` (DESIGN.md §7)."""
+    """The options of ``fedbroker scenario generate`` (README.md, "The command line")."""
     parser.add_argument("--out", type=Path, required=True, help="directory to write the scenario into")
     domain = parser.add_mutually_exclusive_group()
     domain.add_argument(

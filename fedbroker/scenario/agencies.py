@@ -1,4 +1,4 @@
-"""Writes each agency's DuckDB store with exactly the raw tables of DESIGN.md §3.
+"""Writes each agency's DuckDB store with exactly the raw tables of docs/protocol.md, "Raw tables".
 
 Columns go in as registered numpy arrays and are inserted with one ``INSERT ... SELECT`` per table (DuckDB
 scans the arrays in bulk; nothing is inserted row by row). A store is written to a temporary file and

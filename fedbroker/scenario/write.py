@@ -4,7 +4,7 @@ Layout of a scenario directory::
 
     federation.yaml            the roster (federation.config format), paths relative to this directory
     scenario.json              manifest: parameters, model constants, rows per table, content hash
-    agencies/<agency-id>.duckdb  each agency's raw tables (DESIGN.md §3)
+    agencies/<agency-id>.duckdb  each agency's raw tables (docs/protocol.md, "Raw tables")
     pki/                       dev CA + certificate and key of the broker, every node, every coordinator
     audit/                     where the nodes append their audit logs
 """

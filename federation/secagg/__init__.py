@@ -1,4 +1,4 @@
-"""Secure aggregation (DESIGN §4): the pure library of both roles, with no gRPC import.
+"""Secure aggregation (docs/protocol.md, "Secure aggregation"): the pure library of both roles, with no gRPC import.
 
 :class:`AdapterRound` is one agency's side of a round, :class:`BrokerRound` the broker's. Signatures are made
 and checked by callables the caller provides (:data:`Signer`, :data:`Verifier`); everything else (X25519,

@@ -1,4 +1,4 @@
-"""One agency's side of one secure-aggregation round (DESIGN §4, Bonawitz et al. CCS 2017).
+"""One agency's side of one secure-aggregation round (docs/protocol.md, "Secure aggregation", Bonawitz et al. CCS 2017).
 
 The adapter never lets its vector x_u leave unmasked: it releases only
 ``y_u = x_u + PRG(b_u) + Σ_{v∈U2, v>u} PRG(s_uv) − Σ_{v∈U2, v<u} PRG(s_uv)`` (mod 2^64), and in Unmask

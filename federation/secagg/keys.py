@@ -1,4 +1,4 @@
-"""Key agreement, share encryption and Shamir sharing of DESIGN §4, with pycryptodome.
+"""Key agreement, share encryption and Shamir sharing of docs/protocol.md, "Secure aggregation", with pycryptodome.
 
 Pinned constructions (any second implementation of either role must match them byte for byte):
 

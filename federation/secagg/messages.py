@@ -1,4 +1,4 @@
-"""What the two roles exchange, and the exact bytes that get signed (DESIGN §4, "Exact constructions").
+"""What the two roles exchange, and the exact bytes that get signed (docs/protocol.md, "Signature framing").
 
 Ids are UTF-8 strings ordered by their UTF-8 bytes (``"v > u"`` compares bytes). Signatures are made by the
 caller's :data:`Signer` (ECDSA P-256 / SHA-256, DER) over a message built here:

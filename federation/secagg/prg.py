@@ -1,4 +1,4 @@
-"""The mask generator of DESIGN §4: AES-128-CTR keystream read as little-endian uint64.
+"""The mask generator of docs/protocol.md, "Secure aggregation": AES-128-CTR keystream read as little-endian uint64.
 
 ``PRG(seed, m)`` is the first ``8·m`` bytes of AES-128-CTR keyed by the 16-byte ``seed``, with an initial
 counter block of all zeros incremented as one 128-bit big-endian integer, read as ``m`` little-endian

@@ -28,7 +28,8 @@ if _version_not_supported:
 
 class AgencyAdapterStub:
     """The agency node. Aggregate-only: no RPC returns a row, a per-person value or the agency's unmasked vector;
-    an aggregate leaves the node only as a masked contribution to a secure-aggregation round (DESIGN §4).
+    an aggregate leaves the node only as a masked contribution to a secure-aggregation round
+    (docs/protocol.md, "Secure aggregation").
     """
 
     def __init__(self, channel):
@@ -81,7 +82,8 @@ class AgencyAdapterStub:
 
 class AgencyAdapterServicer:
     """The agency node. Aggregate-only: no RPC returns a row, a per-person value or the agency's unmasked vector;
-    an aggregate leaves the node only as a masked contribution to a secure-aggregation round (DESIGN §4).
+    an aggregate leaves the node only as a masked contribution to a secure-aggregation round
+    (docs/protocol.md, "Secure aggregation").
     """
 
     def Describe(self, request, context):
@@ -194,7 +196,8 @@ def add_AgencyAdapterServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AgencyAdapter:
     """The agency node. Aggregate-only: no RPC returns a row, a per-person value or the agency's unmasked vector;
-    an aggregate leaves the node only as a masked contribution to a secure-aggregation round (DESIGN §4).
+    an aggregate leaves the node only as a masked contribution to a secure-aggregation round
+    (docs/protocol.md, "Secure aggregation").
     """
 
     @staticmethod

@@ -29,7 +29,8 @@ GRPC_VERSION: str
 
 class AgencyAdapterStub:
     """The agency node. Aggregate-only: no RPC returns a row, a per-person value or the agency's unmasked vector;
-    an aggregate leaves the node only as a masked contribution to a secure-aggregation round (DESIGN §4).
+    an aggregate leaves the node only as a masked contribution to a secure-aggregation round
+    (docs/protocol.md, "Secure aggregation").
     """
 
     @_typing.overload
@@ -58,7 +59,8 @@ class AgencyAdapterStub:
 @_typing.type_check_only
 class AgencyAdapterAsyncStub(AgencyAdapterStub):
     """The agency node. Aggregate-only: no RPC returns a row, a per-person value or the agency's unmasked vector;
-    an aggregate leaves the node only as a masked contribution to a secure-aggregation round (DESIGN §4).
+    an aggregate leaves the node only as a masked contribution to a secure-aggregation round
+    (docs/protocol.md, "Secure aggregation").
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -83,7 +85,8 @@ class AgencyAdapterAsyncStub(AgencyAdapterStub):
 
 class AgencyAdapterServicer(metaclass=_abc_1.ABCMeta):
     """The agency node. Aggregate-only: no RPC returns a row, a per-person value or the agency's unmasked vector;
-    an aggregate leaves the node only as a masked contribution to a secure-aggregation round (DESIGN §4).
+    an aggregate leaves the node only as a masked contribution to a secure-aggregation round
+    (docs/protocol.md, "Secure aggregation").
     """
 
     @_abc_1.abstractmethod

@@ -21,7 +21,7 @@ DESCRIPTOR: _descriptor.FileDescriptor
 @_typing.final
 class VectorSpec(_message.Message):
     """What a secure-aggregation round sums: one aggregate over one window, as a uint64 vector of `length` cells
-    indexed over the domain's districts in ascending code order (DESIGN §3).
+    indexed over the domain's districts in ascending code order (docs/protocol.md, "Vector layouts").
     """
 
     DESCRIPTOR: _descriptor.Descriptor
