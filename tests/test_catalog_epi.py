@@ -4,6 +4,7 @@ alerts, provincial scope (no federation needed; the federation test is test_tren
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import numpy as np
 import pytest
@@ -75,7 +76,7 @@ def test_trend_suppresses_small_counts_and_withholds_rt_below_12_cases() -> None
     }
     query = new_query("trend", start=None, end=END, params={}, coordinator="x", data_start=START)
     result = kind("trend").release(query, Release(REGISTRY, sums, mobility_k=15, cases_k=3))
-    rows = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
+    rows: list[dict[str, Any]] = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
     assert {r["area"] for r in rows} == {WUHAN_A, WUHAN_B, CHANGSHA}
     changsha = [r for r in rows if r["area"] == CHANGSHA]
     assert changsha[20]["confirmed"] is None and changsha[20]["local"] is None and changsha[19]["confirmed"] == 0
@@ -86,7 +87,9 @@ def test_trend_suppresses_small_counts_and_withholds_rt_below_12_cases() -> None
     assert all(r["r_mean"] is None for r in wuhan[:7]) and wuhan[20]["r_mean"] is not None
     assert wuhan[20]["r_lower"] < wuhan[20]["r_mean"] < wuhan[20]["r_upper"]
     assert result.suppressed == sum(r[c] is None for r in rows for c in ("confirmed", "local", "imported"))
-    areas = {r[0]: dict(zip(result.tables[0].columns, r, strict=True)) for r in result.tables[0].rows}
+    areas: dict[Any, dict[str, Any]] = {
+        r[0]: dict(zip(result.tables[0].columns, r, strict=True)) for r in result.tables[0].rows
+    }
     assert areas[CHANGSHA]["cases"] is None and areas[CHANGSHA]["peak_date"] is None
     assert areas[WUHAN_A]["growth_rate"] < 0 and areas[WUHAN_A]["halving_days"] > 0
     assert areas[WUHAN_A]["doubling_days"] is None
@@ -97,7 +100,7 @@ def test_trend_levels_and_provincial_scope() -> None:
     sums = {"confirmed": confirmed_sum({WUHAN_A: (epidemic(2), [0] * DAYS), CHANGSHA: (epidemic(1), [0] * DAYS)})}
     query = new_query("trend", start=None, end=END, params={"level": "province"}, coordinator="x", data_start=START)
     everyone = kind("trend").release(query, Release(REGISTRY, sums, 15, 3))
-    assert sorted({r[0] for r in everyone.rows}) == [42, 43]
+    assert sorted({int(str(r[0])) for r in everyone.rows}) == [42, 43]
     hubei = kind("trend").release(query, Release(REGISTRY, sums, 15, 3, Scope(province=42)))
     assert {r[0] for r in hubei.rows} == {42} and {r[0] for r in hubei.tables[0].rows} == {42}
     national = new_query("trend", start=None, end=END, params={"level": "national"}, coordinator="x", data_start=START)
@@ -110,7 +113,7 @@ def test_peak_and_turning_point_rules() -> None:
     assert peak_day(counts).tolist() == [9]  # days 3..9 hold 63, days 4..10 hold 59
     # Equal trailing means: the first day wins.
     assert peak_day(np.array([[9] * 7 + [0] * 7 + [9] * 7])).tolist() == [6]
-    assert peak_day(np.zeros((1, 10))).tolist() == [-1]
+    assert peak_day(np.zeros((1, 10), dtype=np.int64)).tolist() == [-1]
     upper = np.full((1, 16), 1.2)
     upper[0, 10:] = 0.8
     assert turning_point(upper, np.array([9])).tolist() == [-1]  # days 10..16 needed, the series ends on 15
@@ -177,4 +180,4 @@ def test_warning_plans_tiers_alerts_and_disclosure() -> None:
     assert [rank[str(r[3])] for r in result.rows] == sorted(rank[str(r[3])] for r in result.rows)
     assert [r[0] for r in result.rows[:2]] == [WUHAN_A, WUHAN_B]
     hubei = kind("warning").release(query, Release(REGISTRY, sums, 15, 3, Scope(province=42)))
-    assert all(r[0] // 10_000 == 42 for r in hubei.rows)
+    assert all(int(str(r[0])) // 10_000 == 42 for r in hubei.rows)

@@ -141,9 +141,9 @@ def test_trend_matches_the_oracle(fed: LocalFederation, level: str, by: str) -> 
         assert [r["date"] for r in mine] == [(start + dt.timedelta(days=t)).isoformat() for t in range(days)]
         assert [[r["local"], r["imported"]] for r in mine] == series
         assert [r["confirmed"] for r in mine] == [a + b for a, b in series]
-        local = np.array([[x[0] for x in series]])
-        imported = np.array([[x[1] for x in series]])
-        expected = estimate_rt(local, imported, si_mean=4.7, si_sd=2.9, window_days=7)
+        local_series = np.array([[x[0] for x in series]])
+        imported_series = np.array([[x[1] for x in series]])
+        expected = estimate_rt(local_series, imported_series, si_mean=4.7, si_sd=2.9, window_days=7)
         for t, row in enumerate(mine):
             window = sum(sum(x) for x in series[max(0, t - 6) : t + 1])
             if t >= 7 and window >= MIN_WINDOW_CASES:
