@@ -9,13 +9,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fedbroker.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
-from federation.errors import FederationError
+from federation.errors import EXIT_CODES, FederationError
+
+
+def exit_codes_epilog() -> str:
+    """The exit codes of every command, one per error class (federation/errors.py), for ``fedbroker --help``."""
+    lines = [f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES.items()]
+    return "exit status:\n" + "\n".join(lines) + "\n\nsee docs/protocol.md for the wire protocol."
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedbroker",
         description="Multi-agency data federation broker for epidemic response.",
+        epilog=exit_codes_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress of every node step")
     parser.add_argument(
@@ -130,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args)
     except FederationError as error:
         print(f"fedbroker: {type(error).__name__}: {error.message}", file=sys.stderr)
-        return 2
+        return error.exit_code
     except KeyboardInterrupt:
         return 130
 

@@ -78,7 +78,7 @@ def test_query_error_is_one_clear_line(fed: LocalFederation) -> None:
         "--end",
         "2020-01-05",
     )
-    assert done.returncode == 2
+    assert done.returncode == 4  # invalid query (federation/errors.py EXIT_CODES)
     assert "InvalidQuery" in done.stderr and "swap them" in done.stderr
     assert "Traceback" not in done.stderr
 
@@ -135,3 +135,15 @@ def _cmdline_has(proc: Path, text: str) -> bool:
         return text.encode() in (proc / "cmdline").read_bytes()
     except OSError:
         return False
+
+
+def test_exit_code_says_what_went_wrong(fed: LocalFederation) -> None:
+    """Each error group has its own exit code (federation/errors.py EXIT_CODES): a script tells them apart."""
+    common = ("query", "cases", "--federation", str(fed.config.path), "--start", fed.config.data_start.isoformat())
+    unavailable = fedbroker(*common, "--as", "nhc-national", "--broker", "127.0.0.1:9")
+    assert unavailable.returncode == 6 and "NodeUnavailable" in unavailable.stderr, unavailable.stderr
+    unknown = fedbroker(*common, "--as", "nobody")
+    assert unknown.returncode == 3 and "ConfigError" in unknown.stderr, unknown.stderr
+    assert fedbroker("query", "cases", "--federation").returncode == 2  # usage
+    for done in (unavailable, unknown):
+        assert "Traceback" not in done.stderr

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from federation.catalog.disclosure import checked_counts, round_counts, small_cell_mask
-from federation.errors import VectorMismatch
+from federation.errors import IntegrityFault, VectorMismatch
 
 
 def test_small_cell_mask_hides_small_nonzero_only() -> None:
@@ -21,7 +21,7 @@ def test_checked_counts_refuses_wrong_length_and_unmasked_garbage() -> None:
     with pytest.raises(VectorMismatch, match="3 cells, expected 2"):
         checked_counts(np.array([1, 2, 3], dtype=np.uint64), 2)
     wrapped = np.array([5], dtype=np.uint64) - np.array([6], dtype=np.uint64)
-    with pytest.raises(VectorMismatch, match="2\\^63"):
+    with pytest.raises(IntegrityFault, match="2\\^63"):
         checked_counts(wrapped)
     with pytest.raises(VectorMismatch, match="no sum for round 'trips'; got rounds presence"):
         round_counts({"presence": np.zeros(1, dtype=np.uint64)}, "trips", 1)

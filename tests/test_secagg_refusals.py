@@ -12,6 +12,7 @@ import pytest
 
 from federation.errors import (
     AuthenticationFailed,
+    IntegrityFault,
     RoundAborted,
     RoundError,
     RoundReplayed,
@@ -410,5 +411,5 @@ def test_broker_detects_a_corrupted_mask_key_share() -> None:
     corrupted = [
         dataclasses.replace(s, share=bytes(32)) if s.secret is SecretKind.MASK_KEY else s for s in revealed["telecom-a"]
     ]
-    with pytest.raises(RoundError, match="rebuilt mask key of transport-rail does not match its advert"):
+    with pytest.raises(IntegrityFault, match="rebuilt mask key of transport-rail does not match its advert"):
         flow.broker.unmask({**revealed, "telecom-a": corrupted})

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 from numpy.typing import NDArray
 
-from federation.errors import VectorMismatch
+from federation.errors import IntegrityFault, VectorMismatch
 
 # Honest counts are far below 2^63 (docs/protocol.md, "Arithmetic"); a sum at or above it means the masks did
 # not cancel.
@@ -48,5 +48,9 @@ def checked_counts(counts: NDArray[np.uint64], length: int | None = None, what: 
     if length is not None and flat.shape[0] != length:
         raise VectorMismatch(f"{what} has {flat.shape[0]} cells, expected {length}")
     if flat.shape[0] and bool((flat >= _COUNT_CEILING).any()):
-        raise VectorMismatch(f"{what} has cells >= 2^63: the masks did not cancel or a contribution was negative")
+        # Not the caller's fault: some node computed or sent something wrong, so nothing may be released.
+        raise IntegrityFault(
+            f"{what} has cells >= 2^63: the masks did not cancel or a contribution was negative; nothing is "
+            "released: the operators of the round's nodes must check their logs"
+        )
     return flat.astype(np.int64)

@@ -14,7 +14,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from federation.errors import AuthenticationFailed, RoundAborted, RoundError, RoundReplayed, VectorMismatch
+from federation.errors import (
+    AuthenticationFailed,
+    IntegrityFault,
+    RoundAborted,
+    RoundError,
+    RoundReplayed,
+    VectorMismatch,
+)
 from federation.secagg import keys
 from federation.secagg._checks import (
     StageTracker,
@@ -306,7 +313,7 @@ class BrokerRound:
         for v in sorted_ids(dropped):
             key = secrets[v, SecretKind.MASK_KEY]
             if keys.public_from_private(key) != self._adverts[v].s_public:
-                raise RoundError(f"the rebuilt mask key of {v} does not match its advert: a share was corrupted")
+                raise IntegrityFault(f"the rebuilt mask key of {v} does not match its advert: a share was corrupted")
             for u in self._u3:
                 seed = keys.pair_mask_seed(key, self._adverts[u].s_public, self._round_id)
                 # y_u added PRG(s_uv) when v > u and subtracted it when v < u: undo that.
