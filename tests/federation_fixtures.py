@@ -38,9 +38,19 @@ def own_federation(
     *,
     nodes: Sequence[str] | None = None,
     faults: Mapping[str, str] | None = None,
+    metrics: bool = False,
+    log_format: str = "text",
 ) -> LocalFederation:
     """A federation whose run-time files, runtime roster and audit logs all live in ``run_dir`` (its own)."""
-    return LocalFederation(roster, run_dir=run_dir, audit_dir=run_dir / "audit", nodes=nodes, faults=faults or {})
+    return LocalFederation(
+        roster,
+        run_dir=run_dir,
+        audit_dir=run_dir / "audit",
+        nodes=nodes,
+        faults=faults or {},
+        metrics=metrics,
+        log_format=log_format,
+    )
 
 
 #: A cheap query per agency kind that every node of that kind contributes to (one day, or no window).

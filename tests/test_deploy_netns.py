@@ -12,6 +12,7 @@ skips, saying why, where namespaces cannot be created (not root, no iproute2, no
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import secrets
@@ -20,6 +21,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -222,7 +224,7 @@ def deployment(small_scenario: Path, tmp_path_factory: pytest.TempPathFactory) -
                 processes.append(
                     subprocess.Popen(hosts.exec(member, args), cwd=dirs[member], stdout=log, stderr=subprocess.STDOUT)
                 )
-            wait_for(lambda ready=ready: ready.exists() or processes[-1].poll() is not None)
+            wait_for(functools.partial(_ready_or_exited, ready, processes[-1]))
             assert processes[-1].poll() is None, (dirs[member] / "node.log").read_text()
         yield Deployment(hosts=hosts, dirs=dirs, scenario=small_scenario, broker_id=broker_id)
     finally:
@@ -252,13 +254,17 @@ def test_each_host_holds_only_its_own_key(deployment: Deployment) -> None:
         ).read_bytes()
 
 
+def _ready_or_exited(ready: Path, process: subprocess.Popen[bytes]) -> bool:
+    return ready.exists() or process.poll() is not None
+
+
 def test_status_from_the_coordinators_host(deployment: Deployment) -> None:
     def serving() -> list[dict[str, object]] | None:
         done = _from_coordinator(deployment, "status", "--federation", "federation.yaml", "--format", "json")
         reports = json.loads(done.stdout) if done.stdout.strip() else []
         return reports if done.returncode == 0 and reports and reports[0]["kinds"] else None
 
-    reports = wait_for(serving)
+    reports: list[dict[str, Any]] = wait_for(serving)
     assert {r["node_id"] for r in reports} == {deployment.broker_id, *TELECOM}
     assert all(r["health"] == "SERVING" for r in reports)
     addresses = {r["address"].rsplit(":", 1)[0] for r in reports}

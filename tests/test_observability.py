@@ -31,7 +31,7 @@ from federation.catalog import new_query
 from federation.config import FederationConfig
 from federation.tls import channel_credentials, channel_options
 from federation.v1 import broker_pb2, broker_pb2_grpc
-from tests.federation_fixtures import roster_variant
+from tests.federation_fixtures import own_federation, roster_variant
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -41,9 +41,9 @@ NATIONAL = "nhc-national"
 
 @pytest.fixture(scope="module")
 def fed(small_scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
-    roster = roster_variant(small_scenario, small_scenario.with_name("federation.observed.yaml"), min_contributors=2)
     run_dir = tmp_path_factory.mktemp("observed-run")
-    with LocalFederation(roster, run_dir=run_dir, nodes=TELECOM, metrics=True, log_format="json") as federation:
+    roster = roster_variant(small_scenario, run_dir / "federation.observed.yaml", min_contributors=2)
+    with own_federation(roster, run_dir, nodes=TELECOM, metrics=True, log_format="json") as federation:
         yield federation
 
 
@@ -182,7 +182,8 @@ def test_json_formatter_keeps_exceptions_in_one_line(capsys: pytest.CaptureFixtu
         except ValueError:
             logging.getLogger("fedbroker.test").exception("failed %s", "here")
     finally:
-        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
     (line,) = [line for line in capsys.readouterr().err.splitlines() if line]
     entry = json.loads(line)
     assert entry["message"] == "failed here" and entry["level"] == "error" and "ValueError: boom" in entry["exception"]

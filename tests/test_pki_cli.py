@@ -28,6 +28,7 @@ from federation.config import dump_federation, load_federation
 from federation.errors import AuthenticationFailed
 from federation.identity import Identity
 from federation.revocation import RevocationList
+from tests.federation_fixtures import own_federation
 from tests.test_round_refusals import EvilBroker
 
 TELECOM = ("telecom-a", "telecom-b", "telecom-c")
@@ -43,12 +44,12 @@ def test_init_request_sign_revoke(tmp_path: Path) -> None:
     ca = tmp_path / "ca"
     assert fedbroker_main(["pki", "init", "--dir", str(ca), "--name", "test CA"]) == 0
     assert _mode(ca / "ca.key") == 0o600 and (ca / "ca.pem").exists() and (ca / "crl.pem").exists()
-    assert fedbroker_main(["pki", "init", "--dir", str(ca)]) == 2  # never over an existing CA
+    assert fedbroker_main(["pki", "init", "--dir", str(ca)]) == 3  # config: never over an existing CA
 
     host = tmp_path / "telecom-a-host"
     assert fedbroker_main(["pki", "request", "telecom-a", "--dir", str(host)]) == 0
     assert _mode(host / "telecom-a.key") == 0o600
-    assert fedbroker_main(["pki", "request", "telecom-a", "--dir", str(host)]) == 2  # a key is never overwritten
+    assert fedbroker_main(["pki", "request", "telecom-a", "--dir", str(host)]) == 3  # config: a key is kept
     assert fedbroker_main(["pki", "sign", str(host / "telecom-a.csr"), "--ca-dir", str(ca), "--days", "30"]) == 0
 
     cert_pem = (host / "telecom-a.pem").read_bytes()
@@ -69,7 +70,7 @@ def test_init_request_sign_revoke(tmp_path: Path) -> None:
     # A CSR whose key was not the one that signed it, or naming no valid id, is refused.
     forged = tmp_path / "forged.csr"
     forged.write_bytes((host / "telecom-a.csr").read_bytes().replace(b"A", b"B", 1))
-    assert fedbroker_main(["pki", "sign", str(forged), "--ca-dir", str(ca)]) == 2
+    assert fedbroker_main(["pki", "sign", str(forged), "--ca-dir", str(ca)]) == 3  # config: a bad CSR file
 
     crl = RevocationList(ca / "crl.pem", (ca / "ca.pem").read_bytes())
     assert not crl.is_revoked(cert)
@@ -107,9 +108,9 @@ def fed(small_scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             dataclasses.replace(c, cert=moved(c.cert), key=moved(c.key) if c.key else None) for c in base.coordinators
         ),
     )
-    roster = small_scenario.with_name("federation.pki.yaml")
+    roster = work / "federation.pki.yaml"
     dump_federation(config, roster)
-    with LocalFederation(roster, run_dir=work / "run", nodes=TELECOM) as federation:
+    with own_federation(roster, work / "run", nodes=TELECOM) as federation:
         yield federation
 
 

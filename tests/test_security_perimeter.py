@@ -658,6 +658,10 @@ class _RecordingAdapter(adapter_pb2_grpc.AgencyAdapterServicer):
         self.calls.append("Abort")
         return adapter_pb2.AbortResponse()
 
+    async def Status(self, request: Any, context: Any) -> Any:
+        self.calls.append("Status")
+        raise NotImplementedError
+
 
 @pytest.fixture()
 def impostor_at_telecom_b(fed: LocalFederation) -> Iterator[tuple[int, Identity]]:

@@ -28,9 +28,13 @@ class Lines:
         self._queue: queue.Queue[str | None] = queue.Queue()
         assert process.stdout is not None
         stream = process.stdout
-        threading.Thread(
-            target=lambda: [self._queue.put(line) for line in stream] + [self._queue.put(None)], daemon=True
-        ).start()
+
+        def pump() -> None:
+            for text in stream:
+                self._queue.put(text)
+            self._queue.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
 
     def until(self, pattern: str, timeout_s: float = 120.0) -> re.Match[str]:
         while True:
@@ -39,12 +43,12 @@ class Lines:
                 if match:
                     return match
             try:
-                line = self._queue.get(timeout=timeout_s)
+                item = self._queue.get(timeout=timeout_s)
             except queue.Empty:
                 raise AssertionError(f"no line matching {pattern!r} in:\n{''.join(self.seen)}") from None
-            if line is None:
+            if item is None:
                 raise AssertionError(f"output ended without {pattern!r}:\n{''.join(self.seen)}")
-            self.seen.append(line)
+            self.seen.append(item)
 
 
 def _alive(pid: int) -> bool:
