@@ -20,16 +20,17 @@ from federation.catalog import KINDS
 from federation.errors import ConfigError, InvalidQuery
 from federation.registry import load_registry
 from tests import oracle
-from tests.federation_fixtures import oracle_sum, roster_variant
+from tests.federation_fixtures import oracle_sum, own_federation, roster_variant
 
 pytestmark = pytest.mark.slow
 NATIONAL = "nhc-national"
 
 
 @pytest.fixture(scope="module")
-def fed(small_scenario: Path) -> Iterator[LocalFederation]:
-    roster = roster_variant(small_scenario, small_scenario.parent / "client.yaml", min_contributors=2, cases_k=1)
-    with LocalFederation(roster, run_dir=small_scenario.parent / "run-client") as federation:
+def fed(small_scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    run_dir = tmp_path_factory.mktemp("run-client")
+    roster = roster_variant(small_scenario, run_dir / "client.yaml", min_contributors=2, cases_k=1)
+    with own_federation(roster, run_dir) as federation:
         yield federation
 
 
@@ -163,11 +164,9 @@ def test_errors_are_the_exact_classes(client: Client, fed: LocalFederation) -> N
         Client(fed.config, "nobody")
 
 
-def test_progress_names_the_agency_that_is_slow(small_scenario: Path) -> None:
-    roster = roster_variant(
-        small_scenario, small_scenario.parent / "slow.yaml", min_contributors=2, stage_timeout_s=5.0
-    )
-    with LocalFederation(roster, run_dir=small_scenario.parent / "run-slow") as federation:
+def test_progress_names_the_agency_that_is_slow(small_scenario: Path, tmp_path: Path) -> None:
+    roster = roster_variant(small_scenario, tmp_path / "slow.yaml", min_contributors=2, stage_timeout_s=5.0)
+    with own_federation(roster, tmp_path) as federation:
         federation.stall("telecom-c")
         try:
             end = federation.config.data_end.isoformat()

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from fedbroker import Client
-from fedbroker.harness import LocalFederation
 from fedbroker.html_report import gather, render_report
 from federation.registry import load_registry
+from tests.federation_fixtures import own_federation
 
 pytestmark = pytest.mark.slow
 NATIONAL = "nhc-national"
@@ -56,7 +56,7 @@ class _Marks(HTMLParser):
 
 def test_report_renders_offline_with_its_marks(small_scenario: Path, tmp_path: Path) -> None:
     browser = _chromium()
-    with LocalFederation(small_scenario, run_dir=small_scenario.parent / "run-report") as federation:
+    with own_federation(small_scenario, tmp_path / "run") as federation:
         config = federation.config
         registry = load_registry(config.domain.provinces)
         inputs = gather(Client(config, NATIONAL), config.data_end, registry)
