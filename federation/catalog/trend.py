@@ -122,6 +122,7 @@ class Trend(QueryKind):
         Param("level", "choice", "areas the districts are summed into", default="district", choices=LEVELS),
         DISTRICTS,
         Param("by", "choice", "date a case is counted on", default="report", choices=CASE_DATES),
+        # Default serial interval: Nishiura, Linton and Akhmetzhanov 2020 (28 infector-infectee pairs).
         Param("si_mean", "float", "serial interval mean, days", default="4.7", minimum=1, above=True, maximum=30),
         Param(
             "si_sd",
@@ -205,7 +206,7 @@ class Trend(QueryKind):
         areas = self._area_table(series, values["growth_days"], upper, days, k)
         estimable = np.isfinite(estimate.mean)
         withheld = int((estimable & ~released_rt).sum())
-        notes = (
+        notes: tuple[str, ...] = (
             f"{query.start}..{query.end} by {values['by']} date, level {values['level']}; serial interval "
             f"mean {values['si_mean']:g} sd {values['si_sd']:g} days, Rt windows of {values['tau']} days",
             f"case counts below k={k} (and above 0) suppressed: {suppressed}",
@@ -214,6 +215,9 @@ class Trend(QueryKind):
             f"turning point: first day after the peak from which the upper Rt bound stays below 1 for "
             f"{TURNING_RUN_DAYS} days ('{NOT_REACHED}' otherwise)",
         )
+        if values["by"] == "onset":
+            # Cases with a recent onset are not all reported yet: the curve and Rt sag at the end.
+            notes += ("by onset date the last days are incomplete (reporting delay): Rt there is biased low",)
         return QueryResult(query=query, columns=COLUMNS, rows=rows, suppressed=suppressed, notes=notes, tables=(areas,))
 
     def _area_table(
