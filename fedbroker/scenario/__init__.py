@@ -55,6 +55,18 @@ within an hour after every arrival, so every district change is a telecom trip. 
 district max(2, ⌈√subscribers/2⌉); cell ids are unique per carrier ((carrier + 1)·10⁸ + n). Events are
 written in time order.
 
+**Exodus, restriction, return wave** (movement on the timeline's days; :class:`.world.TravelRules`). From the
+start of the travel season (day 9, 2020-01-10) to New Year's Eve (day 23), 2.4 % a day of the residents of
+city districts (names ending in 区) who are at home leave for a home town: a county outside their own
+prefecture, drawn by a flatter gravity model (distance^-1) over county weights. About 30 % of city residents
+are away over the holiday, so city presence dips and county presence rises. They come back on a uniform day
+of the return wave's first 10 days (days 40 .. 49), so city presence recovers against the pre-outbreak
+baseline (days 0 .. 8). From the restriction day (day 22, 2020-01-23) the epicentre prefecture (Wuhan, 4201)
+is closed for the rest of the scenario: no trip starts from or into it and a return that would cross its
+border waits, so the residents who left in the exodus, the outflow from Wuhan, stay in their destinations
+(and carry the epidemic there), and nobody enters or leaves afterwards. Elsewhere the trip rate falls to 30 %
+of normal from the distancing day (day 23) and to 60 % from the return wave.
+
 **Tickets.** 40 % of the district changes (outbound and return legs alike) are ticketed, with mode by
 great-circle distance times a lognormal perturbation (σ 0.3): coach < 150 km, rail < 800 km, air beyond;
 departure on the trip's day, to the minute. Operators transport-a/b/c each sell every mode (50/30/20 %); see

@@ -1,7 +1,9 @@
 """Persons, homes and daily movement of the synthetic world (the model is described in the package docstring).
 
 Districts are addressed by their index in the domain registry (ascending code order), persons by their index
-``0 .. persons-1`` (person id = index + 1). Times of day are whole seconds after local midnight.
+``0 .. persons-1`` (person id = index + 1). Times of day are whole seconds after local midnight. When the
+holiday exodus, the epicentre restriction and the return wave happen is :mod:`.timeline`'s; how they change
+movement is :class:`TravelRules` (built by ``simulate.travel_rules``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,19 @@ NIGHTS_GEOMETRIC_P = 0.5
 MAX_NIGHTS = 10
 LAST_SECOND_OF_DAY = 86_399
 
+# Holiday exodus: each day of the travel season, this share of the residents of urban districts who are at home
+# leaves for a home town (about 30 % over the 15 days; some 5 of Wuhan's 11 million left before the cordon).
+# Home towns are counties outside the traveller's own prefecture, drawn by a flatter gravity model (people go
+# back to where they come from, not to the nearest big town), and the traveller stays until the return wave,
+# coming back on a uniform day of its first RETURN_WAVE_DAYS days.
+EXODUS_SHARE_PER_DAY = 0.024
+HOMETOWN_GRAVITY_EXPONENT = 1.0
+RETURN_WAVE_DAYS = 10
+# Travel after the first-level response in every province (distancing): trip rates fall to this share of
+# normal until the return wave, then recover part of the way.
+DISTANCING_TRAVEL_FACTOR = 0.3
+RESUMPTION_TRAVEL_FACTOR = 0.6
+
 _AT_HOME = -1
 _GRAVITY_BLOCK_ROWS = 256
 
@@ -59,7 +74,7 @@ class Population:
 
 def draw_population(registry: Registry, persons: int, rng: np.random.Generator) -> Population:
     """Draw district weights, then each person's home district and carrier."""
-    urban = np.fromiter((name.endswith("区") for name in registry.names), dtype=np.bool_, count=len(registry))
+    urban = urban_districts(registry)
     weight = rng.lognormal(0.0, POPULATION_SIGMA, size=len(registry)) * np.where(urban, URBAN_WEIGHT, 1.0)
     mass = weight / weight.sum()
     home = rng.choice(len(registry), size=persons, p=mass).astype(np.int32)
@@ -83,14 +98,22 @@ def great_circle_km(
 
 
 class Gravity:
-    """Destination sampler: P(d | o) ∝ mass_d · max(dist(o, d), 5 km)^-2 for d ≠ o.
+    """Destination sampler: P(d | o) ∝ mass_d · max(dist(o, d), 5 km)^-exponent for d ≠ o.
 
-    The per-origin cumulative distributions are stored as one flat array in which row ``o`` is shifted by
-    ``o``; a uniform ``u`` for an origin ``o`` is then looked up as ``o + u`` with one ``searchsorted`` for
-    every traveller at once.
+    With ``other_prefecture`` the destinations are further restricted to districts outside o's prefecture
+    (code // 100), except for an origin whose prefecture is the whole domain. The per-origin cumulative
+    distributions are stored as one flat array in which row ``o`` is shifted by ``o``; a uniform ``u`` for an
+    origin ``o`` is then looked up as ``o + u`` with one ``searchsorted`` for every traveller at once.
     """
 
-    def __init__(self, registry: Registry, mass: npt.NDArray[np.float64]) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        mass: npt.NDArray[np.float64],
+        *,
+        exponent: float = GRAVITY_EXPONENT,
+        other_prefecture: bool = False,
+    ) -> None:
         self._lon = registry.lon
         self._lat = registry.lat
         n = len(registry)
@@ -105,8 +128,14 @@ class Gravity:
             distance = great_circle_km(
                 self._lon[rows, None], self._lat[rows, None], self._lon[None, :], self._lat[None, :]
             )
-            attraction = mass[None, :] * np.maximum(distance, GRAVITY_MIN_DISTANCE_KM) ** -GRAVITY_EXPONENT
+            attraction = mass[None, :] * np.maximum(distance, GRAVITY_MIN_DISTANCE_KM) ** -exponent
             attraction[np.arange(rows.shape[0]), rows] = 0.0
+            if other_prefecture:
+                prefecture = registry.codes // 100
+                elsewhere = np.where(prefecture[rows, None] != prefecture[None, :], attraction, 0.0)
+                # A prefecture with nowhere else to go in the domain falls back to every other district.
+                has_elsewhere = elsewhere.sum(axis=1) > 0
+                attraction[has_elsewhere] = elsewhere[has_elsewhere]
             block = np.cumsum(attraction, axis=1)
             block /= block[:, -1:]
             block[:, -1] = 1.0
@@ -151,12 +180,62 @@ class DayMoves:
         return int(self.person.shape[0])
 
 
+@dataclass(frozen=True)
+class TravelRules:
+    """The timeline as the movement model applies it: day indices and the districts each event concerns.
+
+    Days are scenario day indices (0 = the first day of data). ``exodus_days`` is the half-open range of days on
+    which urban residents leave for home towns; exodus travellers return on a day of ``return_days`` (inclusive
+    range) at a daytime hour. From ``restriction_from`` until ``restriction_until`` (exclusive) nobody leaves or
+    enters a ``restricted`` district: no trip starts from or towards one, and a return that would cross the
+    border waits until the restriction ends. From ``distancing_from`` the trip rate is lower everywhere.
+    ``urban`` marks the districts whose residents take part in the exodus (names ending in 区).
+    """
+
+    exodus_days: range
+    return_days: tuple[int, int]
+    restriction_from: int
+    restriction_until: int
+    distancing_from: int
+    restricted: npt.NDArray[np.bool_]
+    urban: npt.NDArray[np.bool_]
+
+    @classmethod
+    def none(cls, districts: int) -> TravelRules:
+        """No exodus, no restriction, normal travel every day (the world before the timeline existed)."""
+        never = 2**30
+        nowhere = np.zeros(districts, dtype=np.bool_)
+        return cls(range(0), (never, never), never, never, never, nowhere, nowhere)
+
+    def restricted_on(self, day: int) -> bool:
+        return self.restriction_from <= day < self.restriction_until
+
+    def travel_factor(self, day: int) -> float:
+        """Share of the normal trip rate on ``day``: lower from distancing, partly back from the return wave."""
+        if day < self.distancing_from:
+            return 1.0
+        return DISTANCING_TRAVEL_FACTOR if day < self.return_days[0] else RESUMPTION_TRAVEL_FACTOR
+
+
+def urban_districts(registry: Registry) -> npt.NDArray[np.bool_]:
+    """True for districts whose name ends in 区 (city districts rather than counties)."""
+    return np.fromiter((name.endswith("区") for name in registry.names), dtype=np.bool_, count=len(registry))
+
+
 class Mobility:
     """Day-by-day movement state: where everyone is and when travellers return home."""
 
-    def __init__(self, population: Population, gravity: Gravity) -> None:
+    def __init__(
+        self,
+        population: Population,
+        gravity: Gravity,
+        hometowns: Gravity | None = None,
+        rules: TravelRules | None = None,
+    ) -> None:
         self.home = population.home
         self.gravity = gravity
+        self.hometowns = hometowns if hometowns is not None else gravity
+        self.rules = rules if rules is not None else TravelRules.none(gravity.districts)
         self.location = population.home.copy()
         self._return_day = np.full(population.persons, _AT_HOME, dtype=np.int32)
         self._return_second = np.zeros(population.persons, dtype=np.int32)
@@ -170,7 +249,14 @@ class Mobility:
         is where a person spends the day: the destination of a same-day trip, otherwise where they sleep.
         After the call, ``location`` holds every person's district at the end of the day.
         """
+        rules = self.rules
+        closed = rules.restricted_on(day)
         returning = np.flatnonzero(self._return_day == day).astype(np.int32)
+        if closed:
+            # A traveller on the wrong side of the cordon stays there until it is lifted.
+            held = rules.restricted[self.home[returning]] | rules.restricted[self.location[returning]]
+            self._return_day[returning[held]] = rules.restriction_until
+            returning = returning[~held]
         ret_second = self._return_second[returning]
         ret_origin = self.location[returning]
         self.location[returning] = self.home[returning]
@@ -178,10 +264,13 @@ class Mobility:
 
         at_home = self._return_day == _AT_HOME
         at_home[returning] = False
+        free = at_home & may_leave
+        if closed:
+            free &= ~rules.restricted[self.home]
         # With a single district there is nowhere to go; the draw still happens so the stream stays aligned.
-        rate = TRIP_RATE_PER_DAY if self.gravity.districts >= 2 else 0.0
+        rate = TRIP_RATE_PER_DAY * rules.travel_factor(day) if self.gravity.districts >= 2 else 0.0
         draw = rng.random(int(self.home.shape[0]))
-        starters = np.flatnonzero(at_home & may_leave & (draw < rate)).astype(np.int32)
+        starters = np.flatnonzero(free & (draw < rate)).astype(np.int32)
         n = starters.shape[0]
         destination = self.gravity.sample(self.home[starters], rng)
         departure = rng.integers(*DEPARTURE_SECONDS, size=n, dtype=np.int32)
@@ -189,6 +278,12 @@ class Mobility:
         back = np.minimum(departure + rng.integers(*SAME_DAY_STAY_SECONDS, size=n, dtype=np.int32), 86_340)
         nights = np.minimum(rng.geometric(NIGHTS_GEOMETRIC_P, size=n), MAX_NIGHTS).astype(np.int32)
         later_return = rng.integers(*RETURN_SECONDS, size=n, dtype=np.int32)
+        if closed:
+            go = ~rules.restricted[destination]
+            starters, destination, departure = starters[go], destination[go], departure[go]
+            same_day, back, nights, later_return = same_day[go], back[go], nights[go], later_return[go]
+
+        leavers, hometown, leave_second = self._exodus(day, free & (draw >= rate), rng)
 
         overnight = starters[~same_day]
         self.location[overnight] = destination[~same_day]
@@ -199,10 +294,10 @@ class Mobility:
         exposure[starters[same_day]] = destination[same_day]
 
         day_trippers = starters[same_day]
-        person = np.concatenate([returning, starters, day_trippers])
-        second = np.concatenate([ret_second, departure, back[same_day]])
-        origin = np.concatenate([ret_origin, self.home[starters], destination[same_day]])
-        dest = np.concatenate([self.home[returning], destination, self.home[day_trippers]])
+        person = np.concatenate([returning, starters, day_trippers, leavers])
+        second = np.concatenate([ret_second, departure, back[same_day], leave_second])
+        origin = np.concatenate([ret_origin, self.home[starters], destination[same_day], self.home[leavers]])
+        dest = np.concatenate([self.home[returning], destination, self.home[day_trippers], hometown])
         order = np.lexsort((second, person))
         moves = DayMoves(
             person=person[order],
@@ -211,3 +306,29 @@ class Mobility:
             destination=dest[order],
         )
         return moves, exposure
+
+    def _exodus(
+        self, day: int, candidates: npt.NDArray[np.bool_], rng: np.random.Generator
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+        """Urban residents leaving for a home town on ``day``: (persons, home towns, departure seconds).
+
+        Leavers move at once (``location`` is their home town) and are due back on a day of the return wave.
+        """
+        rules = self.rules
+        if day not in rules.exodus_days or self.gravity.districts < 2:
+            empty = np.zeros(0, dtype=np.int32)
+            return empty, empty, empty
+        draw = rng.random(int(self.home.shape[0]))
+        leavers = np.flatnonzero(candidates & rules.urban[self.home] & (draw < EXODUS_SHARE_PER_DAY)).astype(np.int32)
+        hometown = self.hometowns.sample(self.home[leavers], rng)
+        departure = rng.integers(*DEPARTURE_SECONDS, size=leavers.shape[0], dtype=np.int32)
+        first, last = rules.return_days
+        due = np.maximum(rng.integers(first, last + 1, size=leavers.shape[0], dtype=np.int32), day + 1)
+        back_at = rng.integers(*RETURN_SECONDS, size=leavers.shape[0], dtype=np.int32)
+        if rules.restricted_on(day):
+            go = ~rules.restricted[hometown]
+            leavers, hometown, departure, due, back_at = leavers[go], hometown[go], departure[go], due[go], back_at[go]
+        self.location[leavers] = hometown
+        self._return_day[leavers] = due
+        self._return_second[leavers] = back_at
+        return leavers, hometown, departure
