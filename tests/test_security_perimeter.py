@@ -448,17 +448,20 @@ def test_provincial_results_hold_only_its_own_districts(fed: LocalFederation) ->
     assert set(column(population, "district")) == inside  # every inside district, nothing else
     cases = ask(PROVINCIAL, "cases")
     assert cases.rows and set(column(cases, "district")) <= inside
-    risk = ask(PROVINCIAL, "importation-risk")
+    risk = ask(PROVINCIAL, "importation-risk", top="20")
     assert risk.rows and set(column(risk, "district")) <= inside
-    entries = [e for origins in column(risk, "top_origins") for e in origins.split("; ") if e]
-    assert all(e.startswith(f"{OUTSIDE_NAME} (") or int(e.split(" ", 1)[0]) in inside for e in entries)
-    assert any(e.startswith(OUTSIDE_NAME) for e in entries), "some risk should come from outside Hubei"
-    # Every origin still counts in I_d: the inside rows are the national ones, outside origins unnamed.
-    national_risk = ask(NATIONAL, "importation-risk")
+    # Every origin still counts in I_d: the inside rows are the national ones, and each named origin is the
+    # national one, shown as "outside the province" (its share kept) when it lies outside. Whether this small
+    # world has such an origin is luck of its random stream; test_catalog checks the hiding on sums that do.
+    national_risk = ask(NATIONAL, "importation-risk", top="20")
     national_rows = {row[0]: row for row in national_risk.rows}
     at = risk.columns.index("top_origins")
     for row in risk.rows:
-        assert row[:at] == national_rows[row[0]][:at] and row[at + 1 :] == national_rows[row[0]][at + 1 :]
+        national = national_rows[row[0]]
+        assert row[:at] == national[:at] and row[at + 1 :] == national[at + 1 :]
+        named = [e for e in str(national[at]).split("; ") if e]
+        shown = [e if int(e.split(" ", 1)[0]) in inside else f"{OUTSIDE_NAME} {e[e.rindex(' (') + 1 :]}" for e in named]
+        assert row[at] == "; ".join(shown)
 
     provincial = ask(PROVINCIAL, "flows", source="telecom")
     national = ask(NATIONAL, "flows", source="telecom")
