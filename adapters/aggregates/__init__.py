@@ -11,6 +11,8 @@ aggregate              length          index                                para
 ``telecom.residents``  n               d_idx                                — (no window; one given is ignored)
 ``telecom.trips``      n * n           o_idx * n + d_idx                    —
 ``telecom.roamers``    n * days        d_idx * days + day_idx               ``home_prefix``: 2, 4 or 6 digits
+``telecom.arrivals``   n               d_idx                                ``home_prefix``: 2, 4 or 6 digits
+``telecom.exposure``   n * 2           d_idx * 2 + (0 exposed, 1 present)   ``risk_districts``: codes, ascending
 ``health.cases``       n * 3           d_idx * 3 + s_idx                    —
 ``health.confirmed_    n * days * 2    (d_idx * days + day_idx) * 2 + o     ``date``: report (default), onset
 daily``                                (o: 0 local, 1 imported)
@@ -20,12 +22,14 @@ daily``                                (o: 0 local, 1 imported)
 
 The definitions are docs/protocol.md's ("Aggregates"); the lengths and accepted params are the catalog's
 (:mod:`federation.catalog.aggregates`), and :data:`SQL` maps every aggregate name to the function computing it
-in the store: one module per agency kind.
+in the store: one module per agency kind (the mobility cohorts, arrivals and exposure, in
+:mod:`adapters.aggregates.mobility`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -34,7 +38,7 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
-from adapters.aggregates import health, telecom, transport
+from adapters.aggregates import health, mobility, telecom, transport
 from federation.catalog.aggregates import AGGREGATES, AggregateSpec, aggregate_spec
 from federation.errors import InvalidQuery, UnknownDistrict
 from federation.vocabulary import AGENCY_KINDS, CASE_DATES, MAX_WINDOW_DAYS, TRANSPORT_MODE_CHOICES
@@ -46,6 +50,10 @@ __all__ = [
     "compute_aggregate",
     "vector_length",
 ]
+
+
+# The national registry has about 2,845 districts; a longer list cannot be a list of distinct districts.
+MAX_LISTED_DISTRICTS = 3_000
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,10 @@ SQL: Mapping[str, _Compute] = MappingProxyType(
         "telecom.residents": lambda con, c: telecom.residents(con, c.domain),
         "telecom.trips": lambda con, c: telecom.trips(con, c.domain, c.start, c.end),
         "telecom.roamers": lambda con, c: telecom.roamers(con, c.domain, c.start, c.end, c.params["home_prefix"]),
+        "telecom.arrivals": lambda con, c: mobility.arrivals(con, c.domain, c.start, c.end, c.params["home_prefix"]),
+        "telecom.exposure": lambda con, c: mobility.exposure(
+            con, c.domain, c.start, c.end, _district_list(c.params["risk_districts"])
+        ),
         "health.cases": lambda con, c: health.cases(con, c.domain, c.start, c.end),
         "health.confirmed_daily": lambda con, c: health.confirmed_daily(
             con, c.domain, c.start, c.end, c.params["date"]
@@ -164,13 +176,32 @@ def _check_params(spec: AggregateSpec, params: Mapping[str, str]) -> Mapping[str
         date = checked.setdefault("date", "report")
         if date not in CASE_DATES:
             raise InvalidQuery(f"{name}: date {_shown(date)} is not one of {', '.join(CASE_DATES)}")
-    if name == "telecom.roamers":
+    if name == "telecom.exposure":
+        listed = checked.get("risk_districts")
+        if listed is None:
+            raise InvalidQuery(f"{name} needs risk_districts: comma-separated six-digit district codes")
+        _district_list(listed, name)
+    if name in ("telecom.roamers", "telecom.arrivals"):
         prefix = checked.get("home_prefix")
         if prefix is None:
             raise InvalidQuery(f"{name} needs home_prefix: the 2-, 4- or 6-digit code prefix of the home region")
         if not (prefix.isascii() and prefix.isdigit() and len(prefix) in (2, 4, 6)):
             raise InvalidQuery(f"{name}: home_prefix {_shown(prefix)} must be 2, 4 or 6 digits (e.g. 42, 4201, 420102)")
     return MappingProxyType(checked)
+
+
+def _district_list(text: str, name: str = "telecom.exposure") -> list[int]:
+    """Ascending distinct six-digit codes from ``"420102,420103"``; InvalidQuery naming the first bad one."""
+    parts = text.split(",")
+    if len(parts) > MAX_LISTED_DISTRICTS:
+        raise InvalidQuery(f"{name}: {len(parts)} listed districts exceed the limit of {MAX_LISTED_DISTRICTS}")
+    for part in parts:
+        if not (len(part) == 6 and part.isascii() and part.isdigit()):
+            raise InvalidQuery(f"{name}: {_shown(part)} is not a six-digit district code (e.g. 420102)")
+    codes = [int(part) for part in parts]
+    if any(b <= a for a, b in itertools.pairwise(codes)):
+        raise InvalidQuery(f"{name}: list the districts in ascending order without repeats")
+    return codes
 
 
 def _shown(value: str) -> str:

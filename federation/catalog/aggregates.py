@@ -45,6 +45,8 @@ AGGREGATES: Mapping[str, AggregateSpec] = _specs(
     AggregateSpec("telecom.residents", "telecom", False, (), "d", lambda n, days: n),
     AggregateSpec("telecom.trips", "telecom", True, (), "o * n + d", lambda n, days: n * n),
     AggregateSpec("telecom.roamers", "telecom", True, ("home_prefix",), "d * days + t", lambda n, days: n * days),
+    AggregateSpec("telecom.arrivals", "telecom", True, ("home_prefix",), "d", lambda n, days: n),
+    AggregateSpec("telecom.exposure", "telecom", True, ("risk_districts",), "d * 2 + j", lambda n, days: n * 2),
     AggregateSpec("health.cases", "health", True, (), "d * 3 + s", lambda n, days: n * len(CASE_STATUSES)),
     AggregateSpec(
         "health.confirmed_daily",
