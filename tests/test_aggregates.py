@@ -188,8 +188,13 @@ def test_empty_window_gives_zeros(telecom: duckdb.DuckDBPyConnection) -> None:
 def test_empty_tables_give_zeros(tmp_path: Path) -> None:
     con = make_store(tmp_path / "empty.duckdb", "telecom")
     assert data_window(con, "telecom") is None
+    required = {
+        "telecom.roamers": {"home_prefix": "42"},
+        "telecom.arrivals": {"home_prefix": "42"},
+        "telecom.exposure": {"risk_districts": str(A)},
+    }
     for name in AGGREGATES_BY_KIND["telecom"]:
-        params = {"home_prefix": "42"} if name == "telecom.roamers" else {}
+        params = required.get(name, {})
         request = req(name, DAY0, DAY1, **params)
         vec = compute_aggregate(con, request)
         assert vec.shape == (vector_length(request),) and not vec.any()
@@ -380,6 +385,8 @@ def test_aggregates_by_kind() -> None:
         "telecom.residents",
         "telecom.trips",
         "telecom.roamers",
+        "telecom.arrivals",
+        "telecom.exposure",
     )
     assert AGGREGATES_BY_KIND["health"] == ("health.cases", "health.confirmed_daily", "health.clusters")
     assert AGGREGATES_BY_KIND["transport"] == ("transport.trips",)
@@ -389,6 +396,8 @@ def test_vector_length() -> None:
     assert vector_length(req("telecom.presence", DAY0, DAY2)) == N * 3
     assert vector_length(req("telecom.roamers", DAY0, DAY0, home_prefix="42")) == N
     assert vector_length(req("telecom.residents", None, None)) == N
+    assert vector_length(req("telecom.arrivals", DAY0, DAY2, home_prefix="4201")) == N
+    assert vector_length(req("telecom.exposure", DAY0, DAY2, risk_districts=str(A))) == N * 2
     assert vector_length(req("telecom.trips", DAY0, DAY2)) == N * N
     assert vector_length(req("health.cases", DAY0, DAY2)) == N * 3
     assert vector_length(req("transport.trips", DAY0, DAY2, mode="air")) == N * N
@@ -405,6 +414,12 @@ def test_vector_length() -> None:
         (req("telecom.roamers", DAY0, DAY1), "needs home_prefix"),
         (req("telecom.roamers", DAY0, DAY1, home_prefix="421"), "2, 4 or 6 digits"),
         (req("telecom.roamers", DAY0, DAY1, home_prefix="4x"), "2, 4 or 6 digits"),
+        (req("telecom.arrivals", DAY0, DAY1), "needs home_prefix"),
+        (req("telecom.arrivals", DAY0, DAY1, home_prefix="4%"), "2, 4 or 6 digits"),
+        (req("telecom.exposure", DAY0, DAY1), "needs risk_districts"),
+        (req("telecom.exposure", DAY0, DAY1, risk_districts="420102;420103"), "not a six-digit district code"),
+        (req("telecom.exposure", DAY0, DAY1, risk_districts="420103,420102"), "ascending order"),
+        (req("telecom.exposure", DAY0, DAY1, risk_districts=",".join(["420102"] * 3001)), "exceed the limit"),
         (req("telecom.presence", None, DAY1), "needs a window"),
         (req("telecom.trips", DAY1, DAY0), "before its start"),
         (req("health.cases", DAY0, DAY0 + dt.timedelta(days=400)), "exceeds the limit"),
