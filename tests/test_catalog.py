@@ -356,8 +356,23 @@ def test_every_plan_uses_only_declared_aggregates_with_catalog_lengths() -> None
 def test_agency_allowed_kinds_derive_from_round_plans() -> None:
     from federation.catalog import agency_query_kinds
 
-    assert agency_query_kinds("telecom") == ("population", "flows", "importation-risk", "warning")
-    assert agency_query_kinds("health") == ("cases", "importation-risk", "trend", "warning")
+    assert agency_query_kinds("telecom") == (
+        "population",
+        "flows",
+        "importation-risk",
+        "warning",
+        "outflow",
+        "return-to-work",
+        "exposure",
+    )
+    assert agency_query_kinds("health") == (
+        "cases",
+        "importation-risk",
+        "trend",
+        "warning",
+        "outflow",
+        "return-to-work",
+    )
     assert agency_query_kinds("transport") == ("flows",)
 
 

@@ -14,7 +14,17 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from types import MappingProxyType
 
-from federation.catalog import cases, flows, importation_risk, population, trend, warning
+from federation.catalog import (
+    cases,
+    exposure,
+    flows,
+    importation_risk,
+    outflow,
+    population,
+    return_to_work,
+    trend,
+    warning,
+)
 from federation.catalog.aggregates import AGGREGATES
 from federation.catalog.base import QueryKind, Release, RoundPlan, Scope
 from federation.catalog.result import QueryResult, Table
@@ -55,6 +65,9 @@ KINDS: Mapping[str, QueryKind] = _registry(
     importation_risk.KIND,
     trend.KIND,
     warning.KIND,
+    outflow.KIND,
+    return_to_work.KIND,
+    exposure.KIND,
 )
 
 
