@@ -457,9 +457,9 @@ def test_provincial_results_hold_only_its_own_districts(fed: LocalFederation) ->
     national_rows = {row[0]: row for row in national_risk.rows}
     at = risk.columns.index("top_origins")
     for row in risk.rows:
-        national = national_rows[row[0]]
-        assert row[:at] == national[:at] and row[at + 1 :] == national[at + 1 :]
-        named = [e for e in str(national[at]).split("; ") if e]
+        same = national_rows[row[0]]
+        assert row[:at] == same[:at] and row[at + 1 :] == same[at + 1 :]
+        named = [e for e in str(same[at]).split("; ") if e]
         shown = [e if int(e.split(" ", 1)[0]) in inside else f"{OUTSIDE_NAME} {e[e.rindex(' (') + 1 :]}" for e in named]
         assert row[at] == "; ".join(shown)
 
