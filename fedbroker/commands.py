@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,18 +16,23 @@ from fedbroker.report import format_grid, render
 from fedbroker.results import list_results, load_answer, save_answer
 from federation.audit import verify_audit
 from federation.catalog import new_query
-from federation.config import load_federation
+from federation.config import FederationConfig, load_federation
+from federation.errors import InvalidQuery
 from federation.registry import load_registry
 
 
 def run_query_command(args: argparse.Namespace) -> int:
     federation = load_federation(args.federation)
     end = args.end or federation.data_end
+    params = query_params(args)
+    tiers = getattr(args, "risk_from_warning", None)
+    if tiers:
+        params = {**params, "risk_districts": _risk_districts(args, federation, end, tiers, params)}
     query = new_query(
         args.kind,
         start=args.start,
         end=end,
-        params=query_params(args),
+        params=params,
         coordinator=args.coordinator,
         data_start=federation.data_start,
     )
@@ -44,6 +50,31 @@ def run_query_command(args: argparse.Namespace) -> int:
         folder = save_answer(answer, args.output, formats=formats, registry=registry)
         print(f"kept in {folder}", file=sys.stderr)
     return 0
+
+
+def _risk_districts(
+    args: argparse.Namespace, federation: FederationConfig, end: dt.date, tiers: tuple[str, ...], params: dict[str, str]
+) -> str:
+    """The risk districts a warning query finds for ``--risk-from-warning`` (the first of two signed queries)."""
+    from fedbroker.risk_from_warning import FLAG, risk_districts_from_warning
+
+    if "risk_districts" in params:
+        raise InvalidQuery(f"give --risk-districts or {FLAG}, not both")
+    progress = ProgressView(sys.stderr, interactive=sys.stderr.isatty())
+    try:
+        found, warning = asyncio.run(
+            risk_districts_from_warning(
+                federation, args.coordinator, end, tiers, broker_address=args.broker, on_progress=progress
+            )
+        )
+    finally:
+        progress.close()
+    print(
+        f"warning query {warning.query['nonce']} for {end}: {len(found)} district(s) of tier "
+        f"{' or '.join(tiers)}: {', '.join(str(c) for c in found[:20])}{' ...' if len(found) > 20 else ''}",
+        file=sys.stderr,
+    )
+    return ",".join(str(c) for c in found)
 
 
 def results_command(args: argparse.Namespace) -> int:

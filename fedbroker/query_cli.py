@@ -42,6 +42,11 @@ def add_query_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         group = sub.add_argument_group(f"{name} parameters")
         for param in entry.params:
             group.add_argument(param.flag, dest=_DEST + param.name, metavar=_metavar(param), help=_help(param))
+        if name == "exposure":
+            # Client-side only, not a signed parameter: it runs a warning query first.
+            from fedbroker.risk_from_warning import add_flag
+
+            add_flag(group)
     return query
 
 
