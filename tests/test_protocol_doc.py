@@ -157,12 +157,21 @@ def test_each_kind_documents_its_params(name: str) -> None:
             assert f"`{choice}`" in row[3], (name, param.name, choice)
 
 
+# Params a generic sample cannot give: a district list, and dates that must precede the window.
+_SAMPLES: dict[str, dict[str, str]] = {
+    "exposure": {"risk_districts": "420102,420106"},
+    "return-to-work": {"baseline_start": "2020-01-01", "baseline_end": "2020-01-05", "cases_start": "2020-01-01"},
+}
+
+
 def _sample_queries(name: str) -> list[Query]:
     """Queries of kind ``name`` over every combination of its choice params (absent included)."""
     entry = KINDS[name]
     end = dt.date(2020, 1, 20)
-    options: list[list[tuple[str, str] | None]] = []
+    options: list[list[tuple[str, str] | None]] = [[(key, value)] for key, value in _SAMPLES.get(name, {}).items()]
     for param in entry.params:
+        if param.name in _SAMPLES.get(name, {}):
+            continue
         if param.type == "choice":
             options.append([None, *((param.name, c) for c in param.choices)])
         elif param.required:
