@@ -1,25 +1,36 @@
 """Loading an agency's raw data (CSV or Parquet) into its DuckDB store, validated in SQL.
 
-``fedbroker ingest KIND --store FILE (--csv | --parquet) PATH [--table TABLE]``: one file feeds one raw table
-(telecom has three, so it needs ``--table``). Every check runs in DuckDB, never row by row in Python:
+``fedbroker ingest KIND --store FILE (--csv | --parquet) PATH [--table TABLE] [--provinces P | --federation F]
+[--show-rejected] [--update] [--strict]``: one file feeds one raw table (telecom has three, so it needs
+``--table``). Every check runs in DuckDB, never row by row in Python:
 
-- a row with a null or unparsable id, timestamp or date, a district not in the domain, or a status or mode outside
-  the allowed values goes to ``rejected_<table>`` (the table's columns as VARCHAR, ``reason``, ``source``);
-  ``onset_date`` and ``cluster_id`` may be empty (suspected cases and close contacts often have no onset; a case
-  outside any cluster has no cluster id); ``imported`` is true/false (also t/f, 1/0, yes/no);
+- a row with a null or unparsable id, timestamp or date, a district not in the domain (the registry, the given
+  provinces or the roster's domain), a status or mode outside the allowed values, or too few fields goes to
+  ``rejected_<table>`` (the table's columns as VARCHAR, ``reason``, ``source``, ``line``: the CSV line, header
+  = line 1, or the Parquet row from 1); ``onset_date`` and ``cluster_id`` may be empty (suspected cases and
+  close contacts often have no onset; a case outside any cluster has no cluster id); ``imported`` is true/false
+  (also t/f, 1/0, yes/no); ``--show-rejected`` prints each one's line, reason and fields;
 - an older case export without ``imported`` and ``cluster_id`` still loads: its rows get ``imported = false``
   and ``cluster_id = NULL``, and the summary says so;
-- a row whose primary key (cell_id, subscriber_id, (subscriber_id, ts, cell_id), case_id, ticket_id) is already in
-  the table, or repeats an earlier row of the same file, is a duplicate and is skipped;
-- the file's sha256 is recorded in ``ingest_log``; loading the same file into the same table again adds nothing.
+- references, keys and flags (``adapters.ingest_checks``): signalling must name known cells and subscribers; a
+  key that comes again with the same content is a duplicate, with other content a conflict naming the other
+  line (``--update`` replaces the stored row instead, audited in ``ingest_updates``); an onset after the report
+  date loads but is flagged;
+- the file's sha256 is recorded in ``ingest_log``; loading the same file into the same table again adds nothing
+  (unless ``--update``).
 
-Timestamps are read as local wall-clock time (a UTC offset in the text is ignored), like the raw tables' own
-TIMESTAMP columns. A load is one transaction: it lands whole or not at all.
+A UTC offset in a timestamp (``Z``, ``+08``, ``-05:00``) is converted to the stores' zone, Asia/Shanghai, and
+kept naive like the raw tables' own TIMESTAMP columns; text without one is local time already. A load is one
+transaction: it lands whole or not at all; ``--strict`` rolls it back (exit 1) when any row is rejected; a
+load that fails leaves no trace, not even a new empty store file. After a load the store's daily partial
+aggregates are rebuilt (``adapters.partials``). This ingest writes DuckDB stores; load PostgreSQL or Spark
+stores with ``fedbroker store copy`` from a DuckDB store ingested here.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import hashlib
 import sys
@@ -32,6 +43,9 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
+from adapters.backends.duckdb_store import DuckDBStore
+from adapters.ingest_checks import KeyOutcome, check_keys, check_references, flag_rows, record_lines
+from adapters.partials import refresh as refresh_partials
 from adapters.store import ADDED_COLUMNS, AGENCY_KINDS, RAW_TABLES, create_tables, open_store
 from federation.errors import ConfigError, FederationError
 from federation.vocabulary import CASE_STATUSES, TRANSPORT_MODES
@@ -78,6 +92,11 @@ _RULES: Mapping[str, Mapping[str, str | tuple[str, ...]]] = MappingProxyType(
 
 _INTEGER_TEXT = r"[+-]?[0-9]+"  # TRY_CAST alone would accept '12.5' (rounded), '0x10' and '1_000'
 _FLAG_TEXT = ("true", "false", "t", "f", "1", "0", "yes", "no")
+_OFFSET_TEXT = r"[0-9](Z|[+-][0-9]{2}(:?[0-9]{2})?)$"  # a time followed by a UTC offset
+#: The stores' civil time zone: raw TIMESTAMP columns hold naive local time here (docs/protocol.md).
+STORE_TIME_ZONE = "Asia/Shanghai"
+#: Rejected rows kept in the summary for ``--show-rejected`` (all of them are in rejected_<table>).
+SHOWN_REJECTED_CAP = 10_000
 
 
 @dataclass(frozen=True)
@@ -94,23 +113,41 @@ class IngestSummary:
     already_loaded: bool  # this file was loaded into this table before: nothing was read or added
     rejected_by_reason: Mapping[str, int] = field(default_factory=dict)
     defaulted: Mapping[str, str] = field(default_factory=dict)  # column absent from the file -> value given
+    updated: int = 0  # stored rows replaced (--update), each recorded in ingest_updates
+    flagged: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # reason -> lines (loaded anyway)
+    notes: tuple[str, ...] = ()
+    #: (line, reason, the row's raw fields) of the first SHOWN_REJECTED_CAP rejected rows, in line order.
+    rejected_rows: tuple[tuple[int, str, tuple[object, ...]], ...] = ()
+    strict_refused: bool = False  # --strict and something was rejected: the load was rolled back
 
-    def lines(self) -> list[str]:
-        """The summary as printed by ``fedbroker ingest``."""
+    def lines(self, *, show_rejected: bool = False) -> list[str]:
+        """The summary as printed by ``fedbroker ingest`` (with every rejected row's line under show_rejected)."""
         head = f"{self.source} -> {self.kind} {self.table} (sha256 {self.sha256[:12]})"
         if self.already_loaded:
             return [head, f"  {self.table}: already loaded from this file; nothing added"]
-        lines = [
-            head,
-            f"  {self.table}: {self.loaded} loaded, {self.rejected} rejected, {self.duplicates} duplicate",
-        ]
+        counts = f"{self.loaded} loaded, {self.rejected} rejected, {self.duplicates} duplicate"
+        if self.updated:
+            counts += f", {self.updated} updated"
+        lines = [head, f"  {self.table}: {counts}"]
         lines += [f"    rejected ({reason}): {count}" for reason, count in sorted(self.rejected_by_reason.items())]
         lines += [
             f"  {name}: not in the file (an older export); every row loaded with {name} = {value}"
             for name, value in self.defaulted.items()
         ]
-        if self.rejected:
-            lines.append(f"  rejected rows are kept in rejected_{self.table} with their reason")
+        for reason, flagged_lines in sorted(self.flagged.items()):
+            shown = ", ".join(map(str, flagged_lines[:10])) + (" ..." if len(flagged_lines) > 10 else "")
+            lines.append(f"    flagged ({reason}), loaded: {len(flagged_lines)} (lines {shown})")
+        lines += [f"  note: {note}" for note in self.notes]
+        if self.strict_refused:
+            lines.append("  --strict: rows were rejected, so nothing was loaded; fix them and load the file again")
+        elif self.rejected:
+            lines.append(f"  rejected rows are kept in rejected_{self.table} with their line and reason")
+        if show_rejected:
+            for line, reason, fields in self.rejected_rows:
+                shown_fields = ",".join("" if value is None else str(value) for value in fields)
+                lines.append(f"  line {line}: {reason}: {shown_fields}")
+            if self.rejected > len(self.rejected_rows):
+                lines.append(f"  ... {self.rejected - len(self.rejected_rows)} more in rejected_{self.table}")
         return lines
 
 
@@ -122,29 +159,53 @@ def ingest(
     parquet: Path | None = None,
     domain: npt.NDArray[np.int32] | None = None,
     table: str | None = None,
+    update: bool = False,
+    strict: bool = False,
 ) -> IngestSummary:
     """Load one CSV (with a header row) or Parquet file into a raw table of ``store``, creating the store if needed.
 
     ``domain`` (district codes accepted; default: the full registry) decides "unknown district". ``table`` is
     required for telecom (cells | subscribers | signalling); health and transport have one table each.
-    Raises ConfigError for a bad kind, table, source or store; a bad row is rejected, never raised.
+    ``update`` replaces stored rows whose key comes again with other content (audited in ingest_updates);
+    without it they are rejected as conflicts. ``strict`` rolls the whole load back when any row is rejected.
+    Raises ConfigError for a bad kind, table, source or store; a bad row is rejected, never raised. A load that
+    raises or is refused changes nothing: not even a new, empty store file is left behind.
     """
     table = _table_of(kind, table)
     source, source_format = _source_of(csv, parquet)
     codes = _domain_codes(domain)
     digest = _sha256(source)
+    created = not Path(store).exists()
     con = open_store(store, read_only=False)
     try:
         con.begin()
         try:
-            summary = _load(con, kind, table, source, source_format, digest, codes)
+            summary = _load(con, kind, table, source, source_format, digest, codes, update=update)
         except BaseException:
             con.rollback()
             raise
-        con.commit()
-        return summary
-    finally:
+        if strict and summary.rejected:
+            con.rollback()
+            summary = dataclasses.replace(summary, loaded=0, updated=0, strict_refused=True)
+        else:
+            con.commit()
+            if not summary.already_loaded:
+                # The daily partials no longer cover the raw tables: rebuild them, so rounds stay on partials.
+                refresh_partials(DuckDBStore.wrap(con), kind)
+    except BaseException:
         con.close()
+        if created:
+            _remove_store(Path(store))
+        raise
+    con.close()
+    if summary.strict_refused and created:
+        _remove_store(Path(store))
+    return summary
+
+
+def _remove_store(path: Path) -> None:
+    for leftover in (path, Path(f"{path}.wal")):
+        leftover.unlink(missing_ok=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -156,24 +217,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--parquet", type=Path, help="Parquet file with the table's columns")
     tables = sorted(name for kind_tables in RAW_TABLES.values() for name in kind_tables)
     parser.add_argument("--table", choices=tables, help="table the file holds (required for telecom)")
-    parser.add_argument(
+    domain = parser.add_mutually_exclusive_group()
+    domain.add_argument(
         "--provinces",
         help="comma-separated two-digit province codes: accept only their districts (default: the whole registry)",
+    )
+    domain.add_argument("--federation", type=Path, help="accept only the districts of this roster's domain")
+    parser.add_argument("--show-rejected", action="store_true", help="print every rejected row: line, reason, fields")
+    parser.add_argument(
+        "--update", action="store_true", help="replace stored rows whose key comes again with other content (audited)"
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="load nothing and exit 1 if any row is rejected (default: load the rest)"
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``fedbroker ingest``: print the summary, return the exit status (0 done, 2 refused)."""
+    """Run ``fedbroker ingest``: print the summary; exit 0 done, 1 rows rejected under --strict, 2 refused."""
     try:
         domain = None
         if args.provinces:
             domain = np.array(_registry_codes(_province_list(args.provinces)), dtype=np.int32)
-        summary = ingest(args.kind, args.store, csv=args.csv, parquet=args.parquet, domain=domain, table=args.table)
+        elif args.federation:
+            from federation.config import load_federation
+
+            provinces = load_federation(args.federation).domain.provinces
+            domain = np.array(_registry_codes(None if provinces is None else list(provinces)), dtype=np.int32)
+        summary = ingest(
+            args.kind,
+            args.store,
+            csv=args.csv,
+            parquet=args.parquet,
+            domain=domain,
+            table=args.table,
+            update=args.update,
+            strict=args.strict,
+        )
     except FederationError as exc:
         print(f"fedbroker ingest: {exc.message}", file=sys.stderr)
         return 2
-    print("\n".join(summary.lines()))
-    return 0
+    print("\n".join(summary.lines(show_rejected=args.show_rejected)))
+    return 1 if summary.strict_refused else 0
 
 
 # -- the load, in SQL ----------------------------------------------------------------------------------------
@@ -187,11 +271,15 @@ def _load(
     source_format: str,
     digest: str,
     domain: list[int],
+    *,
+    update: bool,
 ) -> IngestSummary:
     create_tables(con, kind)
     columns = [name for name, _ in RAW_TABLES[kind][table]]
     rejected_columns = ", ".join(f"{name} VARCHAR" for name in columns)
     con.execute(f"CREATE TABLE IF NOT EXISTS rejected_{table} ({rejected_columns}, reason VARCHAR, source VARCHAR)")
+    # Stores from before line numbers: the column is added, old rows keep NULL.
+    con.execute(f"ALTER TABLE rejected_{table} ADD COLUMN IF NOT EXISTS line BIGINT")
     con.execute(
         "CREATE TABLE IF NOT EXISTS ingest_log (sha256 VARCHAR, table_name VARCHAR, source VARCHAR, "
         "format VARCHAR, loaded BIGINT, rejected BIGINT, duplicates BIGINT, loaded_at TIMESTAMP)"
@@ -200,7 +288,7 @@ def _load(
         "SELECT count(*) FROM ingest_log WHERE sha256 = $sha256 AND table_name = $table",
         {"sha256": digest, "table": table},
     ).fetchone()
-    if seen is not None and seen[0] > 0:
+    if seen is not None and seen[0] > 0 and not update:
         return IngestSummary(kind, table, source, digest, 0, 0, 0, already_loaded=True)
 
     reader = _reader_sql(source_format)
@@ -216,8 +304,10 @@ def _load(
     con.execute(
         "CREATE TEMP TABLE ingest_domain AS SELECT DISTINCT unnest($domain::INTEGER[]) AS district", {"domain": domain}
     )
+    # A CSV's first data row is line 2 (after the header); a Parquet file's rows are numbered from 1.
+    first_line = 2 if source_format == "csv" else 1
     try:
-        loaded, rejected, duplicates, reasons = _validate_and_insert(con, kind, table, str(source))
+        checks = _validate_and_insert(con, kind, table, str(source), first_line=first_line, update=update)
     finally:
         con.execute("DROP TABLE IF EXISTS ingest_raw")
         con.execute("DROP TABLE IF EXISTS ingest_domain")
@@ -229,9 +319,9 @@ def _load(
             "table": table,
             "source": str(source),
             "format": source_format,
-            "loaded": loaded,
-            "rejected": rejected,
-            "duplicates": duplicates,
+            "loaded": checks.loaded,
+            "rejected": checks.rejected,
+            "duplicates": checks.outcome.duplicates,
             "at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
         },
     )
@@ -240,13 +330,27 @@ def _load(
         table,
         source,
         digest,
-        loaded,
-        rejected,
-        duplicates,
+        checks.loaded,
+        checks.rejected,
+        checks.outcome.duplicates,
         False,
-        MappingProxyType(reasons),
+        MappingProxyType(checks.reasons),
         MappingProxyType(defaulted),
+        updated=checks.outcome.updated,
+        flagged=MappingProxyType({reason: tuple(lines) for reason, lines in checks.flagged.items()}),
+        notes=tuple(checks.outcome.notes),
+        rejected_rows=tuple(checks.rejected_rows),
     )
+
+
+@dataclass(frozen=True)
+class _Checks:
+    loaded: int
+    rejected: int
+    reasons: dict[str, int]
+    outcome: KeyOutcome
+    flagged: dict[str, list[int]]
+    rejected_rows: list[tuple[int, str, tuple[object, ...]]]
 
 
 def _default_text(value: str) -> str:
@@ -255,9 +359,9 @@ def _default_text(value: str) -> str:
 
 
 def _validate_and_insert(
-    con: duckdb.DuckDBPyConnection, kind: str, table: str, source: str
-) -> tuple[int, int, int, dict[str, int]]:
-    """Check every row of ingest_raw, reject the bad, insert the new; (loaded, rejected, duplicates, reasons)."""
+    con: duckdb.DuckDBPyConnection, kind: str, table: str, source: str, *, first_line: int, update: bool
+) -> _Checks:
+    """Check every row of ingest_raw, reject the bad, insert the new (``first_line``: the first row's line)."""
     rules = _RULES[table]
     sql_types = dict(RAW_TABLES[kind][table])
     columns = list(sql_types)
@@ -275,6 +379,14 @@ def _validate_and_insert(
             )
             continue
         cast = f"TRY_CAST({raw} AS {sql_types[name]})"
+        if rule == "timestamp":
+            # A UTC offset in the text (Z, +08, -05:00) is converted to the stores' zone; text without one is
+            # already local wall-clock time.
+            cast = (
+                f"CASE WHEN regexp_matches({raw}, '{_OFFSET_TEXT}') "
+                f"THEN CAST(timezone('{STORE_TIME_ZONE}', TRY_CAST({raw} AS TIMESTAMPTZ)) AS TIMESTAMP) "
+                f"ELSE TRY_CAST({raw} AS TIMESTAMP) END"
+            )
         typed.append(f"{cast} AS {name}")
         optional = rule in ("optional_date", "optional_id")
         null_check = "" if optional else f"WHEN {raw} IS NULL THEN 'null {name}' "
@@ -295,44 +407,55 @@ def _validate_and_insert(
             domain_check = f" WHEN dom_{name}.district IS NULL THEN 'unknown district in {name}'"
         checks.append(f"CASE {null_check}{parse_check} THEN 'unparsable {name}'{domain_check} END")
     con.execute(
-        f"CREATE TEMP TABLE ingest_checked AS SELECT raw.rowid AS source_row, "
+        # Row ids follow file order (insertion order is preserved) but need not start at 0 in a temp table.
+        f"CREATE TEMP TABLE ingest_checked AS SELECT raw.rowid - first.rowid AS source_row, "
+        f"raw.rowid - first.rowid + {int(first_line)} AS line, "
         f"{', '.join(f'raw.{name} AS raw_{name}' for name in columns)}, {', '.join(typed)}, "
         f"NULLIF(concat_ws('; ', {', '.join(checks)}), '') AS reason "
-        f"FROM ingest_raw AS raw {' '.join(joins)}"
+        f"FROM ingest_raw AS raw CROSS JOIN (SELECT min(rowid) AS rowid FROM ingest_raw) AS first {' '.join(joins)}"
     )
+    references = check_references(con, table)
+    key = PRIMARY_KEYS[table]
+    outcome = check_keys(con, table, columns, key, source=source, update=update)
+    outcome.notes[:0] = references
+    flagged = flag_rows(con, table, source)
     raw_columns = ", ".join(f"raw_{name}" for name in columns)
     con.execute(
-        f"INSERT INTO rejected_{table} SELECT {raw_columns}, reason, $source "
-        "FROM ingest_checked WHERE reason IS NOT NULL",
+        f"INSERT INTO rejected_{table} ({raw_columns.replace('raw_', '')}, reason, source, line) "
+        f"SELECT {raw_columns}, reason, $source, line FROM ingest_checked WHERE reason IS NOT NULL",
         {"source": source},
     )
-    key = PRIMARY_KEYS[table]
-    # First occurrence in file order wins within the file; a key already in the table is never replaced.
-    new_rows = con.execute(
-        f"""
-        INSERT INTO {table} ({", ".join(columns)})
-        SELECT {", ".join(columns)} FROM (
-            SELECT *, row_number() OVER (PARTITION BY {", ".join(key)} ORDER BY source_row) AS copy
-            FROM ingest_checked WHERE reason IS NULL
-        ) AS valid
-        WHERE copy = 1 AND NOT EXISTS (
-            SELECT 1 FROM {table} AS existing WHERE {" AND ".join(f"existing.{k} = valid.{k}" for k in key)}
-        )
-        """
+    inserted = con.execute(
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM ingest_checked WHERE keep"
     ).fetchone()
-    loaded = int(new_rows[0]) if new_rows is not None else 0
-    totals = con.execute("SELECT count(*), count(reason) FROM ingest_checked").fetchone()
-    assert totals is not None
-    total, rejected = int(totals[0]), int(totals[1])
-    reasons = dict(
-        con.execute("SELECT reason, count(*) FROM ingest_checked WHERE reason IS NOT NULL GROUP BY reason").fetchall()
+    record_lines(con, table, key, source)
+    loaded = int(inserted[0]) if inserted is not None else 0
+    reasons = {
+        str(k): int(v)
+        for k, v in con.execute(
+            "SELECT CASE WHEN starts_with(reason, 'conflict') THEN 'conflict' ELSE reason END, count(*) "
+            "FROM ingest_checked WHERE reason IS NOT NULL GROUP BY 1"
+        ).fetchall()
+    }
+    shown = con.execute(
+        f"SELECT line, reason, {raw_columns} FROM ingest_checked WHERE reason IS NOT NULL ORDER BY line LIMIT $cap",
+        {"cap": SHOWN_REJECTED_CAP},
+    ).fetchall()
+    return _Checks(
+        loaded=loaded,
+        rejected=sum(reasons.values()),
+        reasons=reasons,
+        outcome=outcome,
+        flagged=flagged,
+        rejected_rows=[(int(row[0]), str(row[1]), tuple(row[2:])) for row in shown],
     )
-    return loaded, rejected, total - rejected - loaded, {str(k): int(v) for k, v in reasons.items()}
 
 
 def _reader_sql(source_format: str) -> str:
     if source_format == "csv":
-        return "read_csv($source, header = true, all_varchar = true)"
+        # null_padding: a short row reads as a row with empty trailing fields, rejected with its line number,
+        # instead of failing the whole file.
+        return "read_csv($source, header = true, all_varchar = true, null_padding = true)"
     return "read_parquet($source)"
 
 

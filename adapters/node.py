@@ -6,9 +6,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from adapters.backends import data_window, open_backend
 from adapters.service import AdapterService
 from adapters.stages import NO_HOOKS, StageHooks
-from adapters.store import open_store
 from federation.audit import AuditLog
 from federation.bounds import Bounds
 from federation.config import FederationConfig, MetricsConfig
@@ -34,7 +34,13 @@ def build_adapter(
         raise ConfigError(f"{federation.path}: node {node_id} has kind {node.kind!r}, not an agency kind")
     identity = Identity.load(node.id, node.cert, node.key, federation.ca)
     registry = load_domain(federation.domain.provinces, federation.domain.registry_hash, source=str(federation.path))
-    open_store(node.store).close()  # fail at start-up, not on the first round, if the store is missing
+    # Fail at start-up, not on the first round, if the store is missing or unreachable; a Spark store also starts
+    # its session here, so that the first round does not wait for a JVM.
+    store = open_backend(node.location())
+    try:
+        data_window(store, node.kind)
+    finally:
+        store.close()
     audit = AuditLog(node.audit_log, node.id)
     return AdapterService(federation, node, identity, registry, audit, stage_hooks=stage_hooks), identity
 

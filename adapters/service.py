@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,10 +18,10 @@ import numpy as np
 import numpy.typing as npt
 
 from adapters.aggregates import AGGREGATES_BY_KIND, AggregateRequest, compute_aggregate
+from adapters.backends import data_window, open_backend
 from adapters.policy import Approval, RoundRequest, approve_round, check_honest_majority
 from adapters.rounds import LiveRound, RoundTable
 from adapters.stages import NO_HOOKS, StageHooks
-from adapters.store import data_window, open_store
 from federation import __version__, metrics
 from federation.audit import AuditLog
 from federation.catalog import KINDS
@@ -37,6 +38,8 @@ from federation.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
 from federation.wire import advert_from_pb, advert_to_pb, revealed_to_pb, shares_from_pb, shares_to_pb
 
 log = logging.getLogger(__name__)
+
+PARTIALS_ENV = "FEDBROKER_PARTIALS"
 
 
 class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
@@ -64,6 +67,9 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         #: host:port of this node's Prometheus endpoint once serving ("" when off), for Status.
         self.metrics_address = ""
         metrics.track_live_rounds(lambda: len(self._rounds))
+        # FEDBROKER_PARTIALS=off makes every round scan the raw tables (benchmarks compare the two paths; an
+        # operator who suspects a partial can rule it out without touching the store).
+        self._use_partials = os.environ.get(PARTIALS_ENV, "on") != "off"
 
     # -- boundary helpers -------------------------------------------------------------------------------
 
@@ -289,10 +295,10 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
 
     def _compute(self, approval: Approval) -> npt.NDArray[np.uint64]:
         plan = approval.plan
-        con = open_store(self._node.store)
+        store = open_backend(self._node.location())
         try:
             return compute_aggregate(
-                con,
+                store,
                 AggregateRequest(
                     name=plan.aggregate,
                     domain=self._registry.codes,
@@ -300,9 +306,10 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
                     end=plan.end,
                     params=dict(plan.params),
                 ),
+                use_partials=self._use_partials,
             )
         finally:
-            con.close()
+            store.close()
 
     @staticmethod
     def _mask(state: AdapterRound, survivors: list[str], shares: list[Any]) -> tuple[npt.NDArray[np.uint64], bytes]:
@@ -310,11 +317,11 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         return masked, payload_digest(masked)
 
     def _data_window(self) -> tuple[dt.date, dt.date] | None:
-        con = open_store(self._node.store)
+        store = open_backend(self._node.location())
         try:
-            return data_window(con, self._node.kind)
+            return data_window(store, self._node.kind)
         finally:
-            con.close()
+            store.close()
 
 
 def _peer_or_unknown(context: Any) -> str:

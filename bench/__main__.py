@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, str] = {
     "memory": "bench.memory",
     "aggregation": "bench.aggregation",
     "e2e": "bench.e2e",
+    "scale": "bench.scale",
 }
 
 

@@ -1,4 +1,5 @@
-"""The ``fedbroker`` command (README.md, "The command line"): scenario, ingest, serve, up, query, demo, audit, bench."""
+"""The ``fedbroker`` command (README.md, "The command line"): scenario, ingest, store, serve, up, query, demo, audit,
+bench."""
 
 from __future__ import annotations
 
@@ -45,6 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     from adapters.ingest import add_arguments as ingest_arguments
 
     ingest_arguments(ingest)
+
+    store = commands.add_parser("store", help="an agency store: copy it between engines, refresh its partials")
+    store_commands = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    copy = store_commands.add_parser(
+        "copy", help="copy an agency's raw tables between any two stores (DuckDB, PostgreSQL, Spark Parquet)"
+    )
+    from adapters.store_copy import add_arguments as copy_arguments
+
+    copy_arguments(copy)
+    refresh = store_commands.add_parser("refresh", help="rebuild a store's daily partial aggregates")
+    from adapters.store_copy import add_refresh_arguments
+
+    add_refresh_arguments(refresh)
 
     serve = commands.add_parser("serve", help="run one node (for separate hosts)")
     serve.add_argument("role", choices=["adapter", "broker"])
@@ -152,6 +166,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from adapters.ingest import run as run_ingest
 
         return run_ingest(args)
+    if args.command == "store":
+        from adapters.store_copy import run as run_copy
+        from adapters.store_copy import run_refresh
+
+        return run_copy(args) if args.store_command == "copy" else run_refresh(args)
     if args.command == "serve":
         return _serve(args)
     if args.command == "up":

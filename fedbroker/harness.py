@@ -31,6 +31,8 @@ from federation.errors import FederationError, NodeUnavailable
 
 #: How long a node may take to bind its port (seconds): imports plus opening its store.
 START_TIMEOUT_S = 60.0
+#: A node over a Spark store starts a JVM and its Spark session before it binds: minutes on a loaded machine.
+SPARK_START_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -41,6 +43,7 @@ class NodeProcess:
     port: int
     log_path: Path
     stalled: bool = False
+    start_timeout_s: float = START_TIMEOUT_S
 
 
 @dataclass
@@ -98,6 +101,9 @@ class LocalFederation:
                 )
                 for node_id in wanted
             }
+            for node_id, proc in pending.items():
+                if base.node(node_id).location().engine == "spark":
+                    proc.start_timeout_s = SPARK_START_TIMEOUT_S
             addresses = {node_id: f"127.0.0.1:{self._await_port(proc)}" for node_id, proc in pending.items()}
             for node_id, proc in pending.items():
                 proc.port = int(addresses[node_id].rsplit(":", 1)[1])
@@ -205,7 +211,7 @@ class LocalFederation:
 
         @retry(
             retry=retry_if_exception_type(FileNotFoundError),
-            stop=stop_after_delay(START_TIMEOUT_S),
+            stop=stop_after_delay(proc.start_timeout_s),
             wait=wait_fixed(0.05),
             reraise=True,
         )
@@ -222,7 +228,7 @@ class LocalFederation:
             return read_port()
         except FileNotFoundError:
             raise NodeUnavailable(
-                f"{proc.node_id} did not bind a port within {START_TIMEOUT_S:.0f} s; see {proc.log_path}"
+                f"{proc.node_id} did not bind a port within {proc.start_timeout_s:.0f} s; see {proc.log_path}"
             ) from None
 
 

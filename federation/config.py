@@ -26,6 +26,7 @@ import yaml
 
 from federation.errors import ConfigError
 from federation.identity import Identity, is_node_id
+from federation.stores import StoreLocation, parse_store
 
 FORMAT_VERSION = 1
 NODE_KINDS = ("telecom", "health", "transport")
@@ -79,6 +80,8 @@ class NodeConfig:
     id: str
     kind: str
     address: str
+    #: The DuckDB file; for a PostgreSQL or Spark store, ``<id>.<engine>`` beside the node's audit log: where
+    #: the node's own local files kept "beside the store" go (the store itself is ``store_location``).
     store: Path
     cert: Path
     key: Path
@@ -86,6 +89,12 @@ class NodeConfig:
     policy: PolicyConfig
     limits: LimitsConfig = LimitsConfig()
     metrics: MetricsConfig = MetricsConfig()
+    #: None: DuckDB at ``store`` (so replacing ``store`` moves a DuckDB node's data, as tests do).
+    store_location: StoreLocation | None = None
+
+    def location(self) -> StoreLocation:
+        """Where this node's raw tables live (``federation.stores``)."""
+        return self.store_location or StoreLocation("duckdb", path=self.store)
 
 
 @dataclass(frozen=True)
@@ -274,7 +283,7 @@ def dump_federation(cfg: FederationConfig, path: Path) -> None:
                 "id": node.id,
                 "kind": node.kind,
                 "address": node.address,
-                "store": rel(node.store),
+                **_dump_store(node, path.absolute().parent),
                 "cert": rel(node.cert),
                 "key": rel(node.key),
                 "audit_log": rel(node.audit_log),
@@ -307,6 +316,11 @@ def _dump_limits(limits: LimitsConfig, keys: tuple[str, ...]) -> dict[str, Any]:
 
 def _dump_metrics(metrics: MetricsConfig) -> dict[str, Any]:
     return {} if metrics.port is None else {"metrics": {"port": metrics.port, "host": metrics.host}}
+
+
+def _dump_store(node: NodeConfig, base: Path) -> dict[str, Any]:
+    value, spark = node.location().roster_value(base)
+    return {"store": value} if spark is None else {"store": value, "spark": spark}
 
 
 def _dump_coordinator(coordinator: CoordinatorConfig, rel: Any) -> dict[str, Any]:
@@ -507,16 +521,33 @@ class _Reader:
 
     def node(self, value: object, key: str, coordinator_ids: tuple[str, ...]) -> NodeConfig:
         node = self.section(
-            value, key, ("id", "kind", "address", "store", "cert", "key", "audit_log", "policy"), ("limits", "metrics")
+            value,
+            key,
+            ("id", "kind", "address", "store", "cert", "key", "audit_log", "policy"),
+            ("limits", "metrics", "spark"),
         )
+        node_id = self.member_id(node["id"], f"{key}.id")
+        location = parse_store(
+            self.text(node["store"], f"{key}.store"),
+            base=self.base,
+            where=f"{self.file}: {key}.store",
+            spark=node.get("spark"),
+        )
+        audit_log = self.path(node["audit_log"], f"{key}.audit_log")
+        if location.engine == "duckdb":
+            assert location.path is not None
+            store, store_location = location.path, None
+        else:
+            store, store_location = audit_log.with_name(f"{node_id}.{location.engine}"), location
         return NodeConfig(
-            id=self.member_id(node["id"], f"{key}.id"),
+            id=node_id,
             kind=self.choice(node["kind"], f"{key}.kind", NODE_KINDS),
             address=self.address(node["address"], f"{key}.address"),
-            store=self.path(node["store"], f"{key}.store"),
+            store=store,
+            store_location=store_location,
             cert=self.path(node["cert"], f"{key}.cert", must_exist=True),
             key=self.path(node["key"], f"{key}.key"),
-            audit_log=self.path(node["audit_log"], f"{key}.audit_log"),
+            audit_log=audit_log,
             policy=self.policy(node["policy"], f"{key}.policy", coordinator_ids),
             limits=self.limits(node.get("limits", {}), f"{key}.limits", ("max_live_rounds",)),
             metrics=self.metrics(node.get("metrics", {}), f"{key}.metrics"),

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from tests.federation_fixtures import SMALL_DAYS, SMALL_PROVINCES, SMALL_SEED, SMALL_SUBSCRIBERS
+
+# Test stores are tiny: one shuffle partition saves Spark most of its per-statement job set-up.
+os.environ.setdefault("FEDBROKER_SPARK_SHUFFLE_PARTITIONS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,9 @@
 Each function reads whole tables with ``SELECT * FROM table`` and recomputes docs/protocol.md §6's
 definitions with dicts, sets and sorted lists; it shares no code with the SQL path (``adapters.aggregates``), so
 agreement between the two is evidence that both are right. Each returns the same ``uint64`` vector layout as the
-aggregate it checks. Slow on purpose: for small test stores only.
+aggregate it checks. Slow on purpose: for small test stores only. A source is a DuckDB connection or any
+backend store (``adapters.backends.Store``): the rows are then read from that very store (PostgreSQL, Spark's
+Parquet), so the oracle checks each backend against its own raw tables.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 import duckdb
 import numpy as np
 import numpy.typing as npt
+
+from adapters.backends import Store
 
 __all__ = [
     "oracle_cases",
@@ -33,9 +37,14 @@ STATUS_ORDER = ("confirmed", "suspected", "close_contact")
 MODES = ("rail", "air", "coach")
 
 
-def _rows(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[Any, ...]]:
-    rows: list[tuple[Any, ...]] = con.execute(f"SELECT * FROM {table}").fetchall()
-    return rows
+Source = duckdb.DuckDBPyConnection | Store
+
+
+def _rows(con: Source, table: str) -> list[tuple[Any, ...]]:
+    if isinstance(con, duckdb.DuckDBPyConnection):
+        rows: list[tuple[Any, ...]] = con.execute(f"SELECT * FROM {table}").fetchall()
+        return rows
+    return [tuple(row.values()) for batch in con.read_table(table, 1 << 16) for row in batch.to_pylist()]
 
 
 def _positions(domain: Iterable[int]) -> dict[int, int]:
@@ -53,12 +62,12 @@ def _in_window(day: dt.date, start: dt.date, end: dt.date) -> bool:
     return start <= day <= end
 
 
-def _cell_districts(con: duckdb.DuckDBPyConnection) -> dict[int, int]:
+def _cell_districts(con: Source) -> dict[int, int]:
     return {cell_id: district for cell_id, district in _rows(con, "cells")}
 
 
 def _last_events_of_days(
-    con: duckdb.DuckDBPyConnection, start: dt.date, end: dt.date, subscribers: set[int] | None
+    con: Source, start: dt.date, end: dt.date, subscribers: set[int] | None
 ) -> dict[tuple[int, dt.date], tuple[dt.datetime, int]]:
     """(subscriber, day) -> the (ts, cell_id) that is greatest, i.e. the day's last event."""
     last: dict[tuple[int, dt.date], tuple[dt.datetime, int]] = {}
@@ -75,7 +84,7 @@ def _last_events_of_days(
 
 
 def _district_day_counts(
-    con: duckdb.DuckDBPyConnection,
+    con: Source,
     domain: Sequence[int] | npt.NDArray[np.int32],
     start: dt.date,
     end: dt.date,
@@ -94,14 +103,14 @@ def _district_day_counts(
 
 
 def oracle_presence(
-    con: duckdb.DuckDBPyConnection, domain: Sequence[int] | npt.NDArray[np.int32], start: dt.date, end: dt.date
+    con: Source, domain: Sequence[int] | npt.NDArray[np.int32], start: dt.date, end: dt.date
 ) -> npt.NDArray[np.uint64]:
     """District × day: distinct subscribers whose last event (by (ts, cell_id)) of day t is in district d."""
     return _district_day_counts(con, domain, start, end, subscribers=None)
 
 
 def oracle_roamers(
-    con: duckdb.DuckDBPyConnection,
+    con: Source,
     domain: Sequence[int] | npt.NDArray[np.int32],
     start: dt.date,
     end: dt.date,
@@ -116,9 +125,7 @@ def oracle_roamers(
     return _district_day_counts(con, domain, start, end, subscribers=roaming)
 
 
-def oracle_residents(
-    con: duckdb.DuckDBPyConnection, domain: Sequence[int] | npt.NDArray[np.int32]
-) -> npt.NDArray[np.uint64]:
+def oracle_residents(con: Source, domain: Sequence[int] | npt.NDArray[np.int32]) -> npt.NDArray[np.uint64]:
     """Per district: distinct subscribers whose home_district is d."""
     position = _positions(domain)
     people: dict[int, set[int]] = defaultdict(set)
@@ -129,7 +136,7 @@ def oracle_residents(
 
 
 def oracle_trips(
-    con: duckdb.DuckDBPyConnection, domain: Sequence[int] | npt.NDArray[np.int32], start: dt.date, end: dt.date
+    con: Source, domain: Sequence[int] | npt.NDArray[np.int32], start: dt.date, end: dt.date
 ) -> npt.NDArray[np.uint64]:
     """Origin × destination: consecutive events (whole history, by (ts, cell_id)) in different districts,
     counted when the later event's day is in the window."""
@@ -152,12 +159,12 @@ def oracle_trips(
 
 
 def oracle_cases(
-    con: duckdb.DuckDBPyConnection, domain: Sequence[int] | npt.NDArray[np.int32], start: dt.date, end: dt.date
+    con: Source, domain: Sequence[int] | npt.NDArray[np.int32], start: dt.date, end: dt.date
 ) -> npt.NDArray[np.uint64]:
     """District × status (confirmed, suspected, close_contact): case rows with report_date in the window."""
     position = _positions(domain)
     counts: dict[int, int] = defaultdict(int)
-    rows = con.execute("SELECT status, district, report_date FROM cases").fetchall()
+    rows = [(row[2], row[3], row[5]) for row in _rows(con, "cases")]
     for status, district, report_date in rows:
         if district in position and status in STATUS_ORDER and _in_window(report_date, start, end):
             counts[position[district] * len(STATUS_ORDER) + STATUS_ORDER.index(status)] += 1
@@ -165,7 +172,7 @@ def oracle_cases(
 
 
 def oracle_transport_trips(
-    con: duckdb.DuckDBPyConnection,
+    con: Source,
     domain: Sequence[int] | npt.NDArray[np.int32],
     start: dt.date,
     end: dt.date,
@@ -185,7 +192,7 @@ def oracle_transport_trips(
 
 
 def oracle_confirmed_daily(
-    con: duckdb.DuckDBPyConnection,
+    con: Source,
     domain: Sequence[int] | npt.NDArray[np.int32],
     start: dt.date,
     end: dt.date,
@@ -196,7 +203,7 @@ def oracle_confirmed_daily(
     position = _positions(domain)
     days = (end - start).days + 1
     counts: dict[int, int] = defaultdict(int)
-    rows = con.execute("SELECT status, district, onset_date, report_date, imported FROM cases").fetchall()
+    rows = [(row[2], row[3], row[4], row[5], row[6]) for row in _rows(con, "cases")]
     for status, district, onset_date, report_date, imported in rows:
         day = report_date if date == "report" else onset_date
         if status != "confirmed" or district not in position or day is None or not _in_window(day, start, end):
@@ -206,14 +213,14 @@ def oracle_confirmed_daily(
 
 
 def oracle_clusters(
-    con: duckdb.DuckDBPyConnection, domain: Sequence[int] | npt.NDArray[np.int32], start: dt.date, end: dt.date
+    con: Source, domain: Sequence[int] | npt.NDArray[np.int32], start: dt.date, end: dt.date
 ) -> npt.NDArray[np.uint64]:
     """District × day t: cluster ids with >= 2 confirmed rows of that district reported in [t - 13, t] and in
     the window [start, end]."""
     position = _positions(domain)
     days = (end - start).days + 1
     reported: dict[tuple[int, int], list[dt.date]] = defaultdict(list)
-    rows = con.execute("SELECT status, district, report_date, cluster_id FROM cases").fetchall()
+    rows = [(row[2], row[3], row[5], row[7]) for row in _rows(con, "cases")]
     for status, district, report_date, cluster_id in rows:
         if (
             status == "confirmed"

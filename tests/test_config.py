@@ -149,6 +149,25 @@ def test_round_trip_through_another_directory(scenario: Path, tmp_path: Path) ->
     assert yaml.safe_load(text)["domain"]["provinces"] == [34, 36, 41, 42, 43, 50, 61]
 
 
+def test_postgresql_and_spark_stores_load_and_round_trip(scenario: Path, tmp_path: Path) -> None:
+    document = roster()
+    document["nodes"][2]["store"] = "postgresql://health@127.0.0.1:5432/cases?service=net1"
+    document["nodes"][0]["store"] = "spark:"
+    document["nodes"][0]["spark"] = {"master": "local[2]", "tables": "parquet/telecom-a"}
+    cfg = load_federation(write(scenario, document, "engines.yaml"))
+    health, telecom = cfg.node("health-net-1"), cfg.node("telecom-a")
+    assert health.location().engine == "postgresql" and health.location().url is not None
+    assert telecom.location().spark_tables == str(scenario.absolute() / "parquet" / "telecom-a")
+    assert telecom.store == scenario.absolute() / "audit" / "telecom-a.spark"  # local files, beside the audit log
+    assert cfg.node("telecom-b").location().path == cfg.node("telecom-b").store
+    target = tmp_path / "moved" / "federation.yaml"
+    dump_federation(cfg, target)
+    assert dataclasses.replace(load_federation(target), path=cfg.path) == cfg
+    document["nodes"][2]["store"] = "postgresql://health:pw@127.0.0.1:5432/cases"
+    with pytest.raises(ConfigError, match=r"nodes\[2\]\.store: the PostgreSQL URL carries a password"):
+        load_federation(write(scenario, document, "password.yaml"))
+
+
 def test_lookups_and_with_addresses(scenario: Path) -> None:
     cfg = load_federation(write(scenario, roster()))
     moved = cfg.with_addresses({"broker": "127.0.0.1:40001", "telecom-b": "127.0.0.1:40002"})

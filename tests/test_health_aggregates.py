@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from adapters.aggregates import AggregateRequest, compute_aggregate, vector_length
+from adapters.backends import Store
 from adapters.store import create_tables, open_store
 from federation.epi.tiers import HIGH, LOW, MEDIUM, tier_history, tier_since
 from federation.errors import InvalidQuery
+from tests.backends import ENGINES, as_backend
 from tests.oracle import oracle_clusters, oracle_confirmed_daily
 
 A, B, C = 420102, 420106, 421002
@@ -38,21 +40,34 @@ def store(path: Path, rows: list[tuple[Any, ...]]) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def compute(con: duckdb.DuckDBPyConnection, name: str, start: dt.date, end: dt.date, **params: str) -> np.ndarray:
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    engine: str = request.param
+    return engine
+
+
+def compute(
+    con: duckdb.DuckDBPyConnection | Store, name: str, start: dt.date, end: dt.date, **params: str
+) -> np.ndarray:
     return compute_aggregate(con, AggregateRequest(name=name, domain=DOMAIN, start=start, end=end, params=params))
 
 
-def test_daily_confirmed_splits_local_and_imported_by_report_or_onset(tmp_path: Path) -> None:
-    con = store(
-        tmp_path / "h.duckdb",
-        [
-            (1, "confirmed", A, day(0), day(2), False, None),
-            (2, "confirmed", A, day(1), day(2), True, None),
-            (3, "confirmed", A, None, day(3), None, None),  # NULL imported counts as local; no onset date
-            (4, "suspected", A, day(1), day(2), True, None),  # not confirmed
-            (5, "confirmed", OUTSIDE, day(1), day(2), False, None),  # outside the domain
-            (6, "confirmed", C, day(4), day(9), True, 7),  # reported after the window
-        ],
+def test_daily_confirmed_splits_local_and_imported_by_report_or_onset(tmp_path: Path, engine: str) -> None:
+    con = as_backend(
+        store(
+            tmp_path / "h.duckdb",
+            [
+                (1, "confirmed", A, day(0), day(2), False, None),
+                (2, "confirmed", A, day(1), day(2), True, None),
+                (3, "confirmed", A, None, day(3), None, None),  # NULL imported counts as local; no onset date
+                (4, "suspected", A, day(1), day(2), True, None),  # not confirmed
+                (5, "confirmed", OUTSIDE, day(1), day(2), False, None),  # outside the domain
+                (6, "confirmed", C, day(4), day(9), True, 7),  # reported after the window
+            ],
+        ),
+        "health",
+        engine,
+        tmp_path,
     )
     start, end = day(0), day(4)
     by_report = compute(con, "health.confirmed_daily", start, end).reshape(3, 5, 2)
@@ -71,30 +86,35 @@ def test_daily_confirmed_splits_local_and_imported_by_report_or_onset(tmp_path: 
         compute(con, "health.confirmed_daily", start, end, date="symptoms")
 
 
-def test_cluster_boundaries(tmp_path: Path) -> None:
-    con = store(
-        tmp_path / "h.duckdb",
-        [
-            # Cluster 1 in A: cases on days 0 and 13 -> both in the 14 days ending day 13 only.
-            (1, "confirmed", A, None, day(0), False, 1),
-            (2, "confirmed", A, None, day(13), False, 1),
-            # Cluster 2 in A: cases on days 0 and 14 -> never two in one 14-day window.
-            (3, "confirmed", A, None, day(0), False, 2),
-            (4, "confirmed", A, None, day(14), False, 2),
-            # Cluster 3 in B: one case only in the window (the other before it): straddles the window's start.
-            (5, "confirmed", B, None, day(-1), False, 3),
-            (6, "confirmed", B, None, day(2), False, 3),
-            # Cluster 4 in C: two cases on day 20 (one is suspected: not counted), then a third on day 21.
-            (7, "confirmed", C, None, day(20), True, 4),
-            (8, "suspected", C, None, day(20), False, 4),
-            (9, "confirmed", C, None, day(21), False, 4),
-            # Cluster 5: its two cases are in different districts: a cluster of neither.
-            (10, "confirmed", A, None, day(5), False, 5),
-            (11, "confirmed", B, None, day(5), False, 5),
-            # Cluster 6 straddles the window's end: one case inside, one after.
-            (12, "confirmed", C, None, day(29), False, 6),
-            (13, "confirmed", C, None, day(31), False, 6),
-        ],
+def test_cluster_boundaries(tmp_path: Path, engine: str) -> None:
+    con = as_backend(
+        store(
+            tmp_path / "h.duckdb",
+            [
+                # Cluster 1 in A: cases on days 0 and 13 -> both in the 14 days ending day 13 only.
+                (1, "confirmed", A, None, day(0), False, 1),
+                (2, "confirmed", A, None, day(13), False, 1),
+                # Cluster 2 in A: cases on days 0 and 14 -> never two in one 14-day window.
+                (3, "confirmed", A, None, day(0), False, 2),
+                (4, "confirmed", A, None, day(14), False, 2),
+                # Cluster 3 in B: one case only in the window (the other before it): straddles the window's start.
+                (5, "confirmed", B, None, day(-1), False, 3),
+                (6, "confirmed", B, None, day(2), False, 3),
+                # Cluster 4 in C: two cases on day 20 (one is suspected: not counted), then a third on day 21.
+                (7, "confirmed", C, None, day(20), True, 4),
+                (8, "suspected", C, None, day(20), False, 4),
+                (9, "confirmed", C, None, day(21), False, 4),
+                # Cluster 5: its two cases are in different districts: a cluster of neither.
+                (10, "confirmed", A, None, day(5), False, 5),
+                (11, "confirmed", B, None, day(5), False, 5),
+                # Cluster 6 straddles the window's end: one case inside, one after.
+                (12, "confirmed", C, None, day(29), False, 6),
+                (13, "confirmed", C, None, day(31), False, 6),
+            ],
+        ),
+        "health",
+        engine,
+        tmp_path,
     )
     start, end = day(0), day(29)
     clusters = compute(con, "health.clusters", start, end).reshape(3, 30)

@@ -7,7 +7,6 @@ import datetime as dt
 import re
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -65,21 +64,25 @@ cell_id,district
     )
     store = tmp_path / "telecom.duckdb"
     summary = ingest("telecom", store, csv=source, domain=DOMAIN, table="cells")
-    assert (summary.loaded, summary.rejected, summary.duplicates) == (2, 6, 1)
+    assert (summary.loaded, summary.rejected, summary.duplicates) == (2, 7, 0)
     assert summary.rejected_by_reason == {
         "unknown district in district": 1,
         "null cell_id": 1,
         "unparsable cell_id": 2,
         "null district": 1,
         "unparsable district": 1,
+        "conflict": 1,
     }
     assert_adds_up(summary, 9)
-    # The first occurrence of cell 1 in the file wins.
+    # The first occurrence of cell 1 in the file wins; the later one with another district is a conflict.
     assert rows(store, "SELECT * FROM cells ORDER BY cell_id") == [(1, A), (2, B)]
-    rejected = rows(store, "SELECT cell_id, district, reason, source FROM rejected_cells ORDER BY reason, cell_id")
-    assert ("3", str(OUTSIDE), "unknown district in district", str(source)) in rejected
-    assert ("12.5", str(A), "unparsable cell_id", str(source)) in rejected
-    assert (None, str(A), "null cell_id", str(source)) in rejected
+    rejected = rows(
+        store, "SELECT line, cell_id, district, reason, source FROM rejected_cells ORDER BY reason, cell_id"
+    )
+    assert (4, "3", str(OUTSIDE), "unknown district in district", str(source)) in rejected
+    assert (6, "12.5", str(A), "unparsable cell_id", str(source)) in rejected
+    assert (5, None, str(A), "null cell_id", str(source)) in rejected
+    assert (10, "1", str(C), "conflict: same key as line 2 of this file with other content", str(source)) in rejected
 
 
 def test_signalling_rejections_and_key(tmp_path: Path) -> None:
@@ -255,9 +258,17 @@ def test_overlapping_files_count_duplicates(tmp_path: Path) -> None:
     second = write_csv(tmp_path / "b.csv", f"subscriber_id,home_district\n2,{C}\n3,{C}\n3,{A}")
     ingest("telecom", store, csv=first, domain=DOMAIN, table="subscribers")
     summary = ingest("telecom", store, csv=second, domain=DOMAIN, table="subscribers")
-    assert (summary.loaded, summary.rejected, summary.duplicates) == (1, 0, 2)
-    # A key already in the table is never replaced; within a file the first row wins.
+    assert (summary.loaded, summary.rejected, summary.duplicates) == (1, 2, 0)
+    # A key already stored with other content is a conflict naming the stored row's line; within a file the
+    # first row wins and a later one with other content is a conflict naming the first one's line.
     assert rows(store, "SELECT * FROM subscribers ORDER BY subscriber_id") == [(1, A), (2, B), (3, C)]
+    assert rows(store, "SELECT line, reason FROM rejected_subscribers ORDER BY line") == [
+        (2, f"conflict: key already stored with other content ({first} line 3); use --update to replace it"),
+        (4, "conflict: same key as line 3 of this file with other content"),
+    ]
+    again = write_csv(tmp_path / "c.csv", f"subscriber_id,home_district\n1,{A}\n4,{B}")
+    summary = ingest("telecom", store, csv=again, domain=DOMAIN, table="subscribers")
+    assert (summary.loaded, summary.rejected, summary.duplicates) == (1, 0, 1)  # the same row again: a duplicate
 
 
 def test_ingested_store_answers_aggregates(tmp_path: Path) -> None:
@@ -306,10 +317,15 @@ def test_refusals_say_what_to_fix(tmp_path: Path) -> None:
         ingest("health", store, csv=write_csv(tmp_path / "c.csv", "case_id,person_id,status,district\n1,2,x,3"))
     with pytest.raises(ConfigError, match=r"cannot read .* as PARQUET"):
         ingest("telecom", store, parquet=source, domain=DOMAIN, table="cells")
-    # Nothing half-done was left behind by the refused loads.
-    con = duckdb.connect(str(store), read_only=True)
-    tables = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    assert "ingest_log" not in tables and "cases" not in tables
+    # Nothing half-done was left behind by the refused loads: not even an empty store file.
+    assert not store.exists() and not Path(f"{store}.wal").exists()
+    # On an existing store, a refused load changes nothing.
+    ingest("telecom", store, csv=source, domain=DOMAIN, table="cells")
+    before = rows(store, "SELECT table_name FROM information_schema.tables ORDER BY 1")
+    with pytest.raises(ConfigError, match=r"lacks column.*onset_date, report_date"):
+        ingest("health", store, csv=write_csv(tmp_path / "c.csv", "case_id,person_id,status,district\n1,2,x,3"))
+    assert rows(store, "SELECT table_name FROM information_schema.tables ORDER BY 1") == before
+    assert rows(store, "SELECT count(*) FROM cells") == [(1,)]
 
 
 # -- the CLI -------------------------------------------------------------------------------------------------
@@ -346,3 +362,144 @@ def test_cli_reports_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "fedbroker ingest:" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parser().parse_args(["telecom", "--store", "s.duckdb"])  # no source file
+
+
+# -- a data engineer's checks --------------------------------------------------------------------------------
+
+
+def test_short_row_is_rejected_with_its_line(tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "cells.csv", f"cell_id,district\n1,{A}\n2\n3,{B}")
+    summary = ingest("telecom", tmp_path / "t.duckdb", csv=source, domain=DOMAIN, table="cells")
+    assert (summary.loaded, summary.rejected) == (2, 1)
+    assert [(line, reason) for line, reason, _ in summary.rejected_rows] == [(3, "null district")]
+
+
+def test_show_rejected_prints_line_reason_and_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = write_csv(tmp_path / "cells.csv", f"cell_id,district\n1,{A}\nx,{B}\n3,{OUTSIDE}")
+    argv = ["telecom", "--store", str(tmp_path / "t.duckdb"), "--csv", str(source), "--table", "cells"]
+    assert run(parser().parse_args([*argv, "--show-rejected"])) == 0
+    out = capsys.readouterr().out
+    assert f"line 3: unparsable cell_id: x,{B}" in out
+    assert f"line 4: unknown district in district: 3,{OUTSIDE}" in out
+
+
+def test_update_replaces_a_conflicting_row_and_audits_it(tmp_path: Path) -> None:
+    store = tmp_path / "h.duckdb"
+    first = write_csv(
+        tmp_path / "a.csv",
+        f"case_id,person_id,status,district,onset_date,report_date\n1,101,suspected,{A},,2024-03-02\n"
+        f"2,102,confirmed,{B},2024-03-01,2024-03-02",
+    )
+    ingest("health", store, csv=first, domain=DOMAIN)
+    second = write_csv(
+        tmp_path / "b.csv",
+        f"case_id,person_id,status,district,onset_date,report_date\n1,101,confirmed,{A},2024-03-01,2024-03-03",
+    )
+    refused = ingest("health", store, csv=second, domain=DOMAIN)
+    assert refused.rejected_by_reason == {"conflict": 1} and refused.loaded == 0
+    assert f"({first} line 2)" in refused.rejected_rows[0][1]
+    # The same file again, with --update: a load already logged is read again when it may update.
+    applied = ingest("health", store, csv=second, domain=DOMAIN, update=True)
+    assert (applied.loaded, applied.updated, applied.rejected) == (1, 1, 0)
+    assert rows(store, "SELECT status, report_date FROM cases WHERE case_id = 1") == [
+        ("confirmed", dt.date(2024, 3, 3))
+    ]
+    ((old, new, audited_source, line),) = rows(store, "SELECT old_row, new_row, source, line FROM ingest_updates")
+    assert "suspected" in str(old) and "confirmed" in str(new) and audited_source == str(second) and line == 2
+    assert rows(store, "SELECT count(*) FROM cases") == [(2,)]
+
+
+def test_signalling_needs_known_cells_and_subscribers(tmp_path: Path) -> None:
+    store = tmp_path / "t.duckdb"
+    ingest(
+        "telecom", store, csv=write_csv(tmp_path / "c.csv", f"cell_id,district\n1,{A}"), table="cells", domain=DOMAIN
+    )
+    events = write_csv(
+        tmp_path / "s.csv", "subscriber_id,ts,cell_id\n7,2024-03-01 08:00:00,1\n7,2024-03-01 09:00:00,99"
+    )
+    summary = ingest("telecom", store, csv=events, table="signalling", domain=DOMAIN)
+    # cells is loaded, so cell 99 is unknown; subscribers is empty, so subscriber ids are not checked yet.
+    assert summary.rejected_by_reason == {"unknown cell_id": 1} and summary.loaded == 1
+    assert any("subscribers is empty" in note for note in summary.notes)
+    ingest(
+        "telecom",
+        store,
+        csv=write_csv(tmp_path / "u.csv", f"subscriber_id,home_district\n8,{B}"),
+        table="subscribers",
+        domain=DOMAIN,
+    )
+    later = write_csv(tmp_path / "s2.csv", "subscriber_id,ts,cell_id\n7,2024-03-02 08:00:00,1")
+    assert ingest("telecom", store, csv=later, table="signalling", domain=DOMAIN).rejected_by_reason == {
+        "unknown subscriber_id": 1
+    }
+
+
+def test_onset_after_report_is_flagged_and_loaded(tmp_path: Path) -> None:
+    source = write_csv(
+        tmp_path / "c.csv",
+        f"case_id,person_id,status,district,onset_date,report_date\n1,101,confirmed,{A},2024-03-05,2024-03-02\n"
+        f"2,102,confirmed,{A},2024-03-01,2024-03-02",
+    )
+    store = tmp_path / "h.duckdb"
+    summary = ingest("health", store, csv=source, domain=DOMAIN)
+    assert summary.loaded == 2 and dict(summary.flagged) == {"onset after report": (2,)}
+    assert rows(store, "SELECT line, reason FROM flagged_cases") == [(2, "onset after report")]
+    assert "flagged (onset after report), loaded: 1 (lines 2)" in "\n".join(summary.lines())
+
+
+def test_timestamp_offsets_become_shanghai_time(tmp_path: Path) -> None:
+    source = write_csv(
+        tmp_path / "t.csv",
+        f"ticket_id,passenger_id,mode,origin,destination,departure\n"
+        f"1,11,rail,{A},{B},2024-03-01T16:30:00Z\n2,12,rail,{A},{B},2024-03-01 09:00:00-05:00\n"
+        f"3,13,air,{A},{B},2024-03-01 09:00:00+08:00\n4,14,air,{A},{B},2024-03-01 09:00:00",
+    )
+    store = tmp_path / "x.duckdb"
+    ingest("transport", store, csv=source, domain=DOMAIN)
+    assert rows(store, "SELECT departure FROM tickets ORDER BY ticket_id") == [
+        (dt.datetime(2024, 3, 2, 0, 30),),  # 16:30 UTC is 00:30 the next day in Shanghai: another day's trip
+        (dt.datetime(2024, 3, 1, 22, 0),),
+        (dt.datetime(2024, 3, 1, 9, 0),),
+        (dt.datetime(2024, 3, 1, 9, 0),),  # no offset: already local time
+    ]
+
+
+def test_strict_loads_nothing_when_a_row_is_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "t.duckdb"
+    source = write_csv(tmp_path / "cells.csv", f"cell_id,district\n1,{A}\n2,{OUTSIDE}")
+    argv = ["telecom", "--store", str(store), "--csv", str(source), "--table", "cells", "--strict"]
+    assert run(parser().parse_args(argv)) == 1
+    assert "nothing was loaded" in capsys.readouterr().out
+    assert not store.exists()  # it did not exist before: a refused strict load leaves none
+    clean = write_csv(tmp_path / "ok.csv", f"cell_id,district\n1,{A}")
+    assert (
+        run(
+            parser().parse_args(["telecom", "--store", str(store), "--csv", str(clean), "--table", "cells", "--strict"])
+        )
+        == 0
+    )
+    assert run(parser().parse_args(argv)) == 1
+    assert rows(store, "SELECT count(*) FROM cells") == [(1,)] and rows(
+        store, "SELECT count(*) FROM rejected_cells"
+    ) == [(0,)]
+
+
+def test_federation_domain(tmp_path: Path, small_scenario: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inside = int(load_registry([42]).codes[0])
+    source = write_csv(tmp_path / "cells.csv", f"cell_id,district\n1,{inside}\n2,{A}")
+    argv = ["telecom", "--store", str(tmp_path / "t.duckdb"), "--csv", str(source), "--table", "cells"]
+    assert run(parser().parse_args([*argv, "--federation", str(small_scenario)])) == 0
+    assert "cells: 1 loaded, 1 rejected" in capsys.readouterr().out  # 110101 is outside Hubei's domain
+
+
+def test_ingest_refreshes_the_partials(tmp_path: Path) -> None:
+    from adapters.backends.duckdb_store import DuckDBStore
+    from adapters.partials import fresh
+
+    store = tmp_path / "x.duckdb"
+    ingest("transport", store, parquet=tickets_parquet(tmp_path / "t.parquet"), domain=DOMAIN)
+    con = open_store(store)
+    try:
+        assert fresh(DuckDBStore.wrap(con), "transport.trips")
+    finally:
+        con.close()

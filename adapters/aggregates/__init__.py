@@ -22,8 +22,13 @@ daily``                                (o: 0 local, 1 imported)
 
 The definitions are docs/protocol.md's ("Aggregates"); the lengths and accepted params are the catalog's
 (:mod:`federation.catalog.aggregates`), and :data:`SQL` maps every aggregate name to the function computing it
-in the store: one module per agency kind (the mobility cohorts, arrivals and exposure, in
-:mod:`adapters.aggregates.mobility`).
+in a DuckDB store: one module per agency kind (the mobility cohorts, arrivals and exposure, in
+:mod:`adapters.aggregates.mobility`). The same statements in PostgreSQL's and Spark's dialects are
+:data:`adapters.aggregates.postgresql.SQL` and :data:`adapters.aggregates.spark.SQL` (arrivals and exposure are
+DuckDB-only so far). :data:`IMPLEMENTATIONS` is the one dispatch table, aggregate name -> store dialect ->
+function; an aggregate with no SQL for a store's dialect is refused with a ConfigError naming both, never
+computed some other way. A windowed aggregate with fresh daily partials in the store is summed from them
+instead (:mod:`adapters.partials`: same answer).
 """
 
 from __future__ import annotations
@@ -38,15 +43,20 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
-from adapters.aggregates import health, mobility, telecom, transport
+from adapters import partials
+from adapters.aggregates import health, mobility, postgresql, spark, telecom, transport
+from adapters.backends import DIALECTS, Store
+from adapters.backends.duckdb_store import DuckDBStore
 from federation.catalog.aggregates import AGGREGATES, AggregateSpec, aggregate_spec
-from federation.errors import InvalidQuery, UnknownDistrict
+from federation.errors import ConfigError, InvalidQuery, UnknownDistrict
 from federation.vocabulary import AGENCY_KINDS, CASE_DATES, MAX_WINDOW_DAYS, TRANSPORT_MODE_CHOICES
 
 __all__ = [
     "AGGREGATES_BY_KIND",
+    "IMPLEMENTATIONS",
     "SQL",
     "AggregateRequest",
+    "Implementation",
     "compute_aggregate",
     "vector_length",
 ]
@@ -106,6 +116,37 @@ if set(SQL) != set(AGGREGATES):
         + ", ".join(sorted(set(SQL) - set(AGGREGATES)))
     )
 
+#: (store, checked request) -> the aggregate's vector, computed inside ``store``.
+Implementation = Callable[[Store, _Checked], npt.NDArray[np.uint64]]
+
+
+def _on_duckdb(compute: _Compute) -> Implementation:
+    def run(store: Store, checked: _Checked) -> npt.NDArray[np.uint64]:
+        assert isinstance(store, DuckDBStore)
+        return compute(store.con, checked)
+
+    return run
+
+
+def _on_store(compute: postgresql.Compute) -> Implementation:
+    return lambda store, c: compute(store, c.domain, c.start, c.end, c.params)
+
+
+#: Aggregate name -> dialect -> implementation: the one table a round's aggregate is looked up in.
+IMPLEMENTATIONS: Mapping[str, Mapping[str, Implementation]] = MappingProxyType(
+    {
+        name: MappingProxyType(
+            {
+                "duckdb": _on_duckdb(SQL[name]),
+                **({"postgresql": _on_store(postgresql.SQL[name])} if name in postgresql.SQL else {}),
+                **({"spark": _on_store(spark.SQL[name])} if name in spark.SQL else {}),
+            }
+        )
+        for name in SQL
+    }
+)
+assert all(set(by_dialect) <= set(DIALECTS) for by_dialect in IMPLEMENTATIONS.values())
+
 AGGREGATES_BY_KIND: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {kind: tuple(name for name, spec in AGGREGATES.items() if spec.agency_kind == kind) for kind in AGENCY_KINDS}
 )
@@ -117,14 +158,31 @@ def vector_length(req: AggregateRequest) -> int:
     return spec.length(len(checked.domain), checked.days)
 
 
-def compute_aggregate(con: duckdb.DuckDBPyConnection, req: AggregateRequest) -> npt.NDArray[np.uint64]:
-    """Validate the request and compute its vector in the store (layouts in the module docstring).
+def compute_aggregate(
+    store: Store | duckdb.DuckDBPyConnection, req: AggregateRequest, *, use_partials: bool = True
+) -> npt.NDArray[np.uint64]:
+    """Validate the request and compute its vector inside the store (layouts in the module docstring).
 
-    Raises InvalidQuery (an unknown aggregate, parameter, mode or home prefix; a missing or inverted window) or
-    UnknownDistrict (a domain that is not ascending six-digit codes).
+    ``store`` is any backend (``adapters.backends``); a bare DuckDB connection is taken as a DuckDB store. The
+    vector is summed from the store's daily partials when they are fresh (``adapters.partials``; same answer,
+    cost in days x districts) unless ``use_partials`` is False, and computed from the raw tables otherwise.
+    Raises InvalidQuery (an unknown aggregate, parameter, mode or home prefix; a missing or inverted window),
+    UnknownDistrict (a domain that is not ascending six-digit codes) or ConfigError (no SQL for this store).
     """
     spec, checked = _check(req)
-    vector = SQL[spec.name](con, checked)
+    if isinstance(store, duckdb.DuckDBPyConnection):
+        store = DuckDBStore.wrap(store)
+    if use_partials and spec.windowed and partials.fresh(store, spec.name):
+        c = checked
+        vector = partials.answer_from_partials(store, spec.name, c.domain, c.start, c.end, c.params)
+    else:
+        implementation = IMPLEMENTATIONS[spec.name].get(store.dialect)
+        if implementation is None:
+            raise ConfigError(
+                f"{spec.name} has no SQL for a {store.dialect} store yet: run this agency on an engine that has it "
+                f"({', '.join(IMPLEMENTATIONS[spec.name])}) or leave its query kinds out of the agency's policy"
+            )
+        vector = implementation(store, checked)
     expected = spec.length(len(checked.domain), checked.days)
     if vector.shape != (expected,):
         raise InvalidQuery(f"{spec.name} computed {vector.shape[0]} cells, its layout has {expected}")

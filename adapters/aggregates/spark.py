@@ -1,0 +1,238 @@
+"""The aggregates in Spark SQL's dialect: the same definitions as the DuckDB SQL beside it, statement for statement.
+
+Spark has no QUALIFY: the last event of a (subscriber, day) is ``row_number() = 1`` in a subquery, over the same
+``(ts DESC, cell_id DESC)`` order; the last event before the window is ``max(struct(ts, cell_id))``, which Spark
+orders field by field like DuckDB. The domain is ``posexplode`` of an array literal. Values are rendered into
+the statement by :func:`literal` (integers, dates and timestamps, and strings the request check already
+restricted to digits or a fixed mode name), so a statement is also readable in Spark's own logs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from adapters.aggregates.postgresql import Compute
+from adapters.backends import Store
+from federation.vocabulary import CASE_ORIGINS, CASE_STATUSES, CLUSTER_WINDOW_DAYS
+
+__all__ = ["SQL", "cases", "literal", "presence", "residents", "roamers", "telecom_trips", "transport_trips"]
+
+_SAFE_TEXT = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def literal(value: int | str | dt.date | dt.datetime) -> str:
+    """A Spark SQL literal; strings must be plain words (a request's checked mode or prefix), never free text."""
+    if isinstance(value, bool):
+        raise TypeError("booleans are not aggregate parameters")
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, dt.datetime):
+        return f"TIMESTAMP_NTZ '{value.isoformat(sep=' ')}'"
+    if isinstance(value, dt.date):
+        return f"DATE '{value.isoformat()}'"
+    if _SAFE_TEXT.fullmatch(value) is None:
+        raise ValueError("only checked words are rendered into Spark SQL")
+    return f"'{value}'"
+
+
+def _domain_cte(domain: npt.NDArray[np.int32]) -> str:
+    codes = ", ".join(str(int(code)) for code in domain)
+    return (
+        f"domain_index AS (SELECT CAST(idx AS BIGINT) AS idx, CAST(district AS INT) AS district "
+        f"FROM (SELECT posexplode(array({codes})) AS (idx, district)))"
+    )
+
+
+def _window(start: dt.date, end: dt.date) -> tuple[str, str]:
+    start_ts = literal(dt.datetime.combine(start, dt.time()))
+    end_excl_ts = literal(dt.datetime.combine(end + dt.timedelta(days=1), dt.time()))
+    return start_ts, end_excl_ts
+
+
+def _last_event_counts(
+    store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, home_prefix: str | None
+) -> npt.NDArray[np.uint64]:
+    days = (end - start).days + 1
+    start_ts, end_excl_ts = _window(start, end)
+    subscriber_filter = ""
+    if home_prefix is not None:
+        subscriber_filter = (
+            "AND subscriber_id IN (SELECT subscriber_id FROM subscribers "
+            f"WHERE startswith(CAST(home_district AS STRING), {literal(home_prefix)}))"
+        )
+    sql = f"""
+    WITH {_domain_cte(domain)},
+    last_event AS (
+        SELECT subscriber_id, day, cell_id FROM (
+            SELECT subscriber_id, CAST(ts AS DATE) AS day, cell_id,
+                   row_number() OVER (PARTITION BY subscriber_id, CAST(ts AS DATE)
+                                      ORDER BY ts DESC, cell_id DESC) AS rank
+            FROM signalling
+            WHERE ts >= {start_ts} AND ts < {end_excl_ts} {subscriber_filter}
+        ) WHERE rank = 1
+    )
+    SELECT dom.idx * {days} + datediff(last_event.day, {literal(start)}) AS pos, count(*) AS n
+    FROM last_event
+    JOIN cells ON cells.cell_id = last_event.cell_id
+    JOIN domain_index AS dom ON dom.district = cells.district
+    GROUP BY 1
+    """
+    return store.counts(sql, {}, len(domain) * days)
+
+
+def presence(
+    store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
+) -> npt.NDArray[np.uint64]:
+    return _last_event_counts(store, domain, start, end, None)
+
+
+def roamers(
+    store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
+) -> npt.NDArray[np.uint64]:
+    return _last_event_counts(store, domain, start, end, params["home_prefix"])
+
+
+def residents(
+    store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
+) -> npt.NDArray[np.uint64]:
+    sql = f"""
+    WITH {_domain_cte(domain)}
+    SELECT dom.idx AS pos, count(DISTINCT subscriber_id) AS n
+    FROM subscribers
+    JOIN domain_index AS dom ON dom.district = subscribers.home_district
+    GROUP BY 1
+    """
+    return store.counts(sql, {}, len(domain))
+
+
+def telecom_trips(
+    store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
+) -> npt.NDArray[np.uint64]:
+    n = len(domain)
+    start_ts, end_excl_ts = _window(start, end)
+    sql = f"""
+    WITH {_domain_cte(domain)},
+    cell_index AS (
+        SELECT cells.cell_id, dom.idx FROM cells JOIN domain_index AS dom ON dom.district = cells.district
+    ),
+    before_window AS (
+        SELECT subscriber_id, max(struct(ts, cell_id)) AS last
+        FROM signalling WHERE ts < {start_ts} GROUP BY subscriber_id
+    ),
+    events AS (
+        SELECT subscriber_id, ts, cell_id FROM signalling WHERE ts >= {start_ts} AND ts < {end_excl_ts}
+        UNION ALL
+        SELECT subscriber_id, last.ts, last.cell_id FROM before_window
+    ),
+    pairs AS (
+        SELECT events.ts, ci.idx,
+               lag(ci.idx) OVER (PARTITION BY events.subscriber_id ORDER BY events.ts, events.cell_id) AS prev_idx
+        FROM events LEFT JOIN cell_index AS ci ON ci.cell_id = events.cell_id
+    )
+    SELECT prev_idx * {n} + idx AS pos, count(*) AS n
+    FROM pairs
+    WHERE ts >= {start_ts} AND prev_idx IS NOT NULL AND idx IS NOT NULL AND prev_idx <> idx
+    GROUP BY 1
+    """
+    return store.counts(sql, {}, n * n)
+
+
+def cases(
+    store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
+) -> npt.NDArray[np.uint64]:
+    status_index = " ".join(f"WHEN '{status}' THEN {i}" for i, status in enumerate(CASE_STATUSES))
+    statuses = ", ".join(f"'{status}'" for status in CASE_STATUSES)
+    sql = f"""
+    WITH {_domain_cte(domain)}
+    SELECT dom.idx * {len(CASE_STATUSES)} + (CASE cases.status {status_index} END) AS pos, count(*) AS n
+    FROM cases
+    JOIN domain_index AS dom ON dom.district = cases.district
+    WHERE cases.report_date >= {literal(start)} AND cases.report_date <= {literal(end)}
+      AND cases.status IN ({statuses})
+    GROUP BY 1
+    """
+    return store.counts(sql, {}, len(domain) * len(CASE_STATUSES))
+
+
+def confirmed_daily(
+    store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
+) -> npt.NDArray[np.uint64]:
+    days = (end - start).days + 1
+    column = {"report": "report_date", "onset": "onset_date"}[params.get("date", "report")]
+    sql = f"""
+    WITH {_domain_cte(domain)}
+    SELECT (dom.idx * {days} + datediff(cases.{column}, {literal(start)})) * 2
+           + CASE WHEN cases.imported THEN 1 ELSE 0 END AS pos,
+           count(*) AS n
+    FROM cases
+    JOIN domain_index AS dom ON dom.district = cases.district
+    WHERE cases.status = 'confirmed'
+      AND cases.{column} >= {literal(start)} AND cases.{column} <= {literal(end)}
+    GROUP BY 1
+    """
+    return store.counts(sql, {}, len(domain) * days * len(CASE_ORIGINS))
+
+
+def clusters(
+    store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
+) -> npt.NDArray[np.uint64]:
+    days = (end - start).days + 1
+    lags = ", ".join(f"({k})" for k in range(CLUSTER_WINDOW_DAYS))
+    sql = f"""
+    WITH {_domain_cte(domain)},
+    lags AS (SELECT * FROM (VALUES {lags}) AS lags(k)),
+    spread AS (
+        SELECT cases.district, cases.cluster_id, date_add(cases.report_date, lags.k) AS day
+        FROM cases CROSS JOIN lags
+        WHERE cases.status = 'confirmed' AND cases.cluster_id IS NOT NULL
+          AND cases.report_date >= {literal(start)} AND cases.report_date <= {literal(end)}
+    ),
+    active AS (
+        SELECT district, cluster_id, day FROM spread
+        WHERE day <= {literal(end)}
+        GROUP BY district, cluster_id, day
+        HAVING count(*) >= 2
+    )
+    SELECT dom.idx * {days} + datediff(active.day, {literal(start)}) AS pos, count(*) AS n
+    FROM active
+    JOIN domain_index AS dom ON dom.district = active.district
+    GROUP BY 1
+    """
+    return store.counts(sql, {}, len(domain) * days)
+
+
+def transport_trips(
+    store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
+) -> npt.NDArray[np.uint64]:
+    n = len(domain)
+    start_ts, end_excl_ts = _window(start, end)
+    mode = params["mode"]
+    mode_filter = "" if mode == "all" else f"AND tickets.mode = {literal(mode)}"
+    sql = f"""
+    WITH {_domain_cte(domain)}
+    SELECT o.idx * {n} + d.idx AS pos, count(*) AS n
+    FROM tickets
+    JOIN domain_index AS o ON o.district = tickets.origin
+    JOIN domain_index AS d ON d.district = tickets.destination
+    WHERE tickets.departure >= {start_ts} AND tickets.departure < {end_excl_ts} {mode_filter}
+    GROUP BY 1
+    """
+    return store.counts(sql, {}, n * n)
+
+
+#: Aggregate name -> this dialect's implementation (``adapters.aggregates.IMPLEMENTATIONS`` reads it).
+SQL: Mapping[str, Compute] = {
+    "telecom.presence": presence,
+    "telecom.residents": residents,
+    "telecom.trips": telecom_trips,
+    "telecom.roamers": roamers,
+    "health.cases": cases,
+    "health.confirmed_daily": confirmed_daily,
+    "health.clusters": clusters,
+    "transport.trips": transport_trips,
+}
