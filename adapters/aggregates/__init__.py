@@ -147,6 +147,10 @@ IMPLEMENTATIONS: Mapping[str, Mapping[str, Implementation]] = MappingProxyType(
 )
 assert all(set(by_dialect) <= set(DIALECTS) for by_dialect in IMPLEMENTATIONS.values())
 
+#: Aggregates with SQL for DuckDB only so far (the mobility cohorts): an agency on PostgreSQL or Spark refuses
+#: their rounds with a ConfigError naming the aggregate and its store. Every other aggregate has every dialect.
+DUCKDB_ONLY: frozenset[str] = frozenset({"telecom.arrivals", "telecom.exposure"})
+
 AGGREGATES_BY_KIND: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {kind: tuple(name for name, spec in AGGREGATES.items() if spec.agency_kind == kind) for kind in AGENCY_KINDS}
 )
