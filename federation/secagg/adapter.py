@@ -8,11 +8,11 @@ both, and only after at least t members of U3 signed the same U3 it signed.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
-from Crypto.Random import get_random_bytes
 
 from federation.errors import AuthenticationFailed, RoundError, RoundReplayed, VectorMismatch
 from federation.secagg import keys
@@ -166,14 +166,14 @@ class AdapterRound:
         by_id = self._verify_adverts(adverts)
         u1 = sorted_ids(by_id)
         self._u1 = u1
-        self_mask_seed = get_random_bytes(SEED_BYTES)
+        self_mask_seed = secrets.token_bytes(SEED_BYTES)
         plaintexts = keys.split_secrets(self_mask_seed, self._s_key.private, self._threshold, len(u1))
         outgoing = []
         for position, recipient in enumerate(u1):
             if recipient == self._node_id:
                 self._own_plaintext = plaintexts[position]
                 continue
-            key = keys.share_key(self._c_key.private, by_id[recipient].c_public, self._round_id)
+            key = keys.share_key(self._c_key.key, by_id[recipient].c_public, self._round_id)
             self._share_keys[recipient] = key
             outgoing.append(keys.encrypt_share(key, self._round_id, self._node_id, recipient, plaintexts[position]))
         self._self_mask_seed = self_mask_seed
@@ -241,7 +241,7 @@ class AdapterRound:
             self._u2 = u2
             self._incoming_shares = frozenset(shares)
             self._pair_seeds = {
-                other: keys.pair_mask_seed(self._s_key.private, self._adverts[other].s_public, self._round_id)
+                other: keys.pair_mask_seed(self._s_key.key, self._adverts[other].s_public, self._round_id)
                 for other in u2
                 if other != self._node_id
             }

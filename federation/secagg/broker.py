@@ -300,15 +300,16 @@ class BrokerRound:
         collected = self._collect(revealed, dropped)
         wanted = [(owner, SecretKind.SELF_MASK_SEED) for owner in self._u3]
         wanted += [(owner, SecretKind.MASK_KEY) for owner in sorted_ids(dropped)]
-        secrets: dict[tuple[str, SecretKind], bytes] = {}
         for owner, kind in wanted:
-            shares = collected.get((owner, kind), [])
-            if len(shares) < self._threshold:
+            count = len(collected.get((owner, kind), []))
+            if count < self._threshold:
                 raise RoundAborted(
-                    f"round {round_label(self._round_id)} aborted at Unmask: {len(shares)} shares of "
+                    f"round {round_label(self._round_id)} aborted at Unmask: {count} shares of "
                     f"{owner}'s {kind.name}, threshold is {self._threshold}"
                 )
-            secrets[owner, kind] = keys.combine_secret(sorted(shares), self._threshold)
+        # Honest responders reveal a share of every wanted secret, so sorted shares put the same t indices
+        # first for all of them: one set of Lagrange coefficients serves the whole Unmask.
+        secrets = keys.combine_secrets({w: sorted(collected[w]) for w in wanted}, self._threshold)
         masks: list[tuple[bytes, int]] = [(secrets[u, SecretKind.SELF_MASK_SEED], -1) for u in self._u3]
         for v in sorted_ids(dropped):
             key = secrets[v, SecretKind.MASK_KEY]

@@ -1,4 +1,4 @@
-"""The mask generator of docs/protocol.md, "Secure aggregation": AES-128-CTR keystream read as little-endian uint64.
+"""The secure-aggregation mask generator: AES-128-CTR keystream read as little-endian uint64.
 
 ``PRG(seed, m)`` is the first ``8·m`` bytes of AES-128-CTR keyed by the 16-byte ``seed``, with an initial
 counter block of all zeros incremented as one 128-bit big-endian integer, read as ``m`` little-endian
@@ -10,6 +10,10 @@ mask: :func:`apply_masks` walks the vector in cache-sized blocks and, for each b
 keystream into one small scratch buffer and adds or subtracts it. One vector block stays in cache while all
 masks touch it, so the additions cost little beyond the keystream itself: measured at m = 8,000,000 with 8
 masks, about 1.15x the time of 8 bare one-call keystreams into a preallocated buffer (AES-NI, one thread).
+
+The keystream comes from OpenSSL's AES-128-CTR through ``cryptography`` (about 1.6x faster than pycryptodome's
+on an AES-NI core, BENCHMARKS.md §1). Only the bytes are pinned: any library giving the same keystream may
+compute it, and the tests check these bytes against pycryptodome's for many seeds and lengths.
 """
 
 from __future__ import annotations
@@ -19,8 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-from Crypto.Cipher import AES
-from Crypto.Cipher._mode_ctr import CtrMode
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from federation.errors import VectorMismatch
 
@@ -39,11 +42,15 @@ _ZEROS = memoryview(bytes(_BLOCK_BYTES))
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
 
 
-def _keystream_cipher(seed: bytes) -> CtrMode:
-    """AES-128-CTR with an empty nonce: the whole 16-byte counter block is the counter, starting at 0."""
+_INITIAL_COUNTER_BLOCK = bytes(16)
+
+
+def _keystream_cipher(seed: bytes) -> CipherContext:
+    """AES-128-CTR whose whole 16-byte counter block is the counter, starting at 0 (OpenSSL increments it as
+    one 128-bit big-endian integer); ``update_into`` of zeros writes the keystream."""
     if len(seed) != SEED_BYTES:
         raise ValueError(f"a PRG seed is {SEED_BYTES} bytes, got {len(seed)}")
-    return AES.new(bytes(seed), AES.MODE_CTR, nonce=b"", initial_value=0)
+    return Cipher(algorithms.AES128(bytes(seed)), modes.CTR(_INITIAL_COUNTER_BLOCK)).encryptor()
 
 
 def _check_vector(vector: npt.NDArray[np.uint64], name: str) -> None:
@@ -74,7 +81,7 @@ def prg(seed: bytes, length: int, out: npt.NDArray[np.uint64] | None = None) -> 
     out_bytes = out.data.cast("B")
     for start in range(0, len(out_bytes), _BLOCK_BYTES):
         block = out_bytes[start : start + _BLOCK_BYTES]
-        cipher.encrypt(_ZEROS[: len(block)], output=block)
+        cipher.update_into(_ZEROS[: len(block)], block)
     if _BIG_ENDIAN_HOST:
         out.byteswap(inplace=True)
     return out
@@ -119,7 +126,7 @@ def apply_masks(
         # Every cipher continues its own keystream where the previous block stopped; the block of the
         # vector stays in cache while all masks pass over it.
         for cipher, operation in operations:
-            cipher.encrypt(zeros, output=keystream_bytes)
+            cipher.update_into(zeros, keystream_bytes)
             if _BIG_ENDIAN_HOST:
                 keystream.byteswap(inplace=True)
             operation(source, keystream, out=target)
