@@ -25,7 +25,7 @@ from adapters.stages import NO_HOOKS, StageHooks
 from federation import __version__, metrics
 from federation.audit import AuditLog
 from federation.catalog import KINDS
-from federation.chunking import CHUNK_BYTES, iter_chunks, payload_digest
+from federation.chunking import CHUNK_BYTES, iter_chunks
 from federation.config import FederationConfig, NodeConfig
 from federation.errors import FederationError, InvalidQuery, PermissionDenied
 from federation.identity import Identity, Roster
@@ -203,7 +203,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         live = self._rounds.get(request.round_id)
         survivors = list(request.survivors)
         async with live.lock:
-            masked, digest = await asyncio.to_thread(self._mask, live.state, survivors, shares_from_pb(request.shares))
+            masked = await asyncio.to_thread(live.state.masked_input, survivors, shares_from_pb(request.shares))
         await self._audit.append_async(
             "round.masked-input",
             peer=peer,
@@ -213,7 +213,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         )
         yield adapter_pb2.MaskedInputChunk(
             header=adapter_pb2.MaskedInputHeader(
-                round_id=request.round_id, length=int(masked.size), sha256=digest, chunk_bytes=CHUNK_BYTES
+                round_id=request.round_id, length=int(masked.size), chunk_bytes=CHUNK_BYTES
             )
         )
         for chunk in iter_chunks(masked, CHUNK_BYTES):
@@ -310,11 +310,6 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
             )
         finally:
             store.close()
-
-    @staticmethod
-    def _mask(state: AdapterRound, survivors: list[str], shares: list[Any]) -> tuple[npt.NDArray[np.uint64], bytes]:
-        masked = state.masked_input(survivors, shares)
-        return masked, payload_digest(masked)
 
     def _data_window(self) -> tuple[dt.date, dt.date] | None:
         store = open_backend(self._node.location())

@@ -311,6 +311,8 @@ async def _collect_masked(
             try:
                 async for message in peer.stub.MaskedInput(request, timeout=stage.timeout()):
                     if message.HasField("header"):
+                        if header is not None:
+                            raise VectorMismatch(f"{peer.node_id} sent a second header in its masked-input stream")
                         header = message.header
                         if header.length != length or header.round_id != round_id:
                             raise VectorMismatch(
@@ -328,7 +330,7 @@ async def _collect_masked(
                     offset += cells.size
                 if header is None:
                     raise VectorMismatch(f"{peer.node_id} closed its stream without a header")
-                state.finish_masked(peer.node_id, int(header.length), bytes(header.sha256))
+                state.finish_masked(peer.node_id, int(header.length))
             except BaseException:
                 if offset:
                     poisoned = True

@@ -1,13 +1,13 @@
 """Vector chunking for streaming masked contributions.
 
-Vectors travel as little-endian uint64 bytes in 1–4 MiB chunks behind a header carrying the length
-(cells) and the sha256 of the whole payload: far faster than a packed ``repeated uint64`` (STYLE §11)
-and bounded in memory.
+Vectors travel as little-endian uint64 bytes in 1–4 MiB chunks behind a header carrying the length m
+(cells): far faster than a packed ``repeated uint64`` and bounded in memory. The length closes the stream (the
+receiver refuses a stream that ends short or runs past m); there is no payload digest, since TLS already
+authenticates every byte.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -26,11 +26,6 @@ def le_bytes(vector: npt.NDArray[np.uint64]) -> memoryview:
     """The vector's payload as little-endian uint64 bytes (a view, no copy on little-endian hosts)."""
     little = np.ascontiguousarray(vector, dtype="<u8")
     return little.data.cast("B")
-
-
-def payload_digest(vector: npt.NDArray[np.uint64]) -> bytes:
-    """sha256 of the vector's little-endian uint64 payload."""
-    return hashlib.sha256(le_bytes(vector)).digest()
 
 
 def iter_chunks(vector: npt.NDArray[np.uint64], chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:

@@ -442,7 +442,7 @@ def test_refused_interference_loses_nothing(fed: LocalFederation) -> None:
         for chunk in chunks[1:]:
             state.add_masked_chunk(node, offset, chunk.data)
             offset += len(chunk.data) // 8
-        state.finish_masked(node, int(chunks[0].header.length), chunks[0].header.sha256)
+        state.finish_masked(node, int(chunks[0].header.length))
     signatures = run(evil.signatures(round_id, state.survivors))
     state.receive_consistency({s.node_id: s.signature for s in signatures})
     unmask = adapter_pb2.UnmaskRequest(round_id=round_id, survivors=state.survivors, signatures=signatures)

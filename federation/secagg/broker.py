@@ -1,14 +1,13 @@
 """The broker's side of one secure-aggregation round: it relays, sums and unmasks, and never sees an
 unmasked individual vector.
 
-Memory: one running sum of m uint64 cells; masked inputs are added chunk by chunk as they stream in, each
-sender's chunks hashed incrementally (sha256 over the little-endian payload bytes, in order).
+Memory: one running sum of m uint64 cells; masked inputs are added chunk by chunk as they stream in. A sender's
+stream is closed by its length: it is complete when exactly m cells arrived in order (the transport, mutual TLS,
+authenticates every byte, so no payload digest is kept).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -86,7 +85,6 @@ class BrokerRound:
     def _reset_masked(self) -> None:
         self._sum: npt.NDArray[np.uint64] | None = None
         self._cells_received: dict[str, int] = {}
-        self._digests: dict[str, hashlib._Hash] = {}
         self._finished: set[str] = set()
         self._failed: set[str] = set()
 
@@ -204,23 +202,19 @@ class BrokerRound:
             self._sum = np.zeros(self._length, dtype=np.uint64)
         target = self._sum[offset : offset + cells]
         np.add(target, np.frombuffer(data, dtype=_WIRE_DTYPE), out=target)
-        self._digests.setdefault(sender, hashlib.sha256()).update(data)
         self._cells_received[sender] = offset + cells
         self._stage.advance("MaskedInput")
 
-    def finish_masked(self, sender: str, length: int, sha256: bytes) -> None:
-        """End ``sender``'s stream: it must have sent exactly ``length`` == m cells whose bytes hash to
-        ``sha256``; otherwise :class:`VectorMismatch` (the partial sum then needs :meth:`discard_masked`)."""
+    def finish_masked(self, sender: str, length: int) -> None:
+        """End ``sender``'s stream, whose header announced ``length`` cells: that must be m, and exactly m cells
+        must have arrived; otherwise :class:`VectorMismatch` (the partial sum then needs :meth:`discard_masked`)."""
         self._check_streaming("finish_masked", sender)
         received = self._cells_received.get(sender, 0)
-        digest = self._digests.get(sender, hashlib.sha256()).digest()
         problem = None
         if length != self._length:
             problem = f"announces {length} cells, the round's vector has {self._length}"
         elif received != length:
             problem = f"sent {received} cells of the {length} announced"
-        elif not hmac.compare_digest(digest, bytes(sha256)):
-            problem = "has a sha256 checksum that does not match its chunks"
         if problem is not None:
             if received:
                 self._failed.add(sender)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from federation.v1 import common_pb2 as federation_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x64\x65ration/v1/adapter.proto\x12\rfederation.v1\x1a\x1a\x66\x65\x64\x65ration/v1/common.proto\"\x11\n\x0f\x44\x65scribeRequest\"\xb3\x01\n\x0fNodeDescription\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x15\n\rregistry_hash\x18\x03 \x01(\t\x12\x12\n\naggregates\x18\x04 \x03(\t\x12\x17\n\x0f\x61llowed_queries\x18\x05 \x03(\t\x12\x17\n\x0fmax_window_days\x18\x06 \x01(\r\x12\x12\n\ndata_start\x18\x07 \x01(\t\x12\x10\n\x08\x64\x61ta_end\x18\x08 \x01(\t\"\x9c\x01\n\x0bOpenRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x0c\x12)\n\x05query\x18\x02 \x01(\x0b\x32\x1a.federation.v1.SignedQuery\x12\'\n\x04spec\x18\x03 \x01(\x0b\x32\x19.federation.v1.VectorSpec\x12\x14\n\x0cparticipants\x18\x04 \x03(\t\x12\x11\n\tthreshold\x18\x05 \x01(\r\"S\n\tKeyAdvert\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x63_public\x18\x02 \x01(\x0c\x12\x10\n\x08s_public\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"8\n\x0cOpenResponse\x12(\n\x06\x61\x64vert\x18\x01 \x01(\x0b\x32\x18.federation.v1.KeyAdvert\"O\n\x10ShareKeysRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x0c\x12)\n\x07\x61\x64verts\x18\x02 \x03(\x0b\x32\x18.federation.v1.KeyAdvert\"V\n\x0e\x45ncryptedShare\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x12\n\nciphertext\x18\x04 \x01(\x0c\"B\n\x11ShareKeysResponse\x12-\n\x06shares\x18\x01 \x03(\x0b\x32\x1d.federation.v1.EncryptedShare\"h\n\x12MaskedInputRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x0c\x12\x11\n\tsurvivors\x18\x02 \x03(\t\x12-\n\x06shares\x18\x03 \x03(\x0b\x32\x1d.federation.v1.EncryptedShare\"Z\n\x11MaskedInputHeader\x12\x10\n\x08round_id\x18\x01 \x01(\x0c\x12\x0e\n\x06length\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\x0c\x12\x13\n\x0b\x63hunk_bytes\x18\x04 \x01(\r\"^\n\x10MaskedInputChunk\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .federation.v1.MaskedInputHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"9\n\x12\x43onsistencyRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x0c\x12\x11\n\tsurvivors\x18\x02 \x03(\t\"(\n\x13\x43onsistencyResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\"7\n\x11SurvivorSignature\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"j\n\rUnmaskRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x0c\x12\x11\n\tsurvivors\x18\x02 \x03(\t\x12\x34\n\nsignatures\x18\x03 \x03(\x0b\x32 .federation.v1.SurvivorSignature\"\xb5\x01\n\rRevealedShare\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x33\n\x06secret\x18\x02 \x01(\x0e\x32#.federation.v1.RevealedShare.Secret\x12\r\n\x05index\x18\x03 \x01(\r\x12\r\n\x05share\x18\x04 \x01(\x0c\"B\n\x06Secret\x12\x16\n\x12SECRET_UNSPECIFIED\x10\x00\x12\x12\n\x0eSELF_MASK_SEED\x10\x01\x12\x0c\n\x08MASK_KEY\x10\x02\">\n\x0eUnmaskResponse\x12,\n\x06shares\x18\x01 \x03(\x0b\x32\x1c.federation.v1.RevealedShare\" \n\x0c\x41\x62ortRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x0c\" \n\rAbortResponse\x12\x0f\n\x07\x61\x62orted\x18\x01 \x01(\x08\x32\xe5\x04\n\rAgencyAdapter\x12J\n\x08\x44\x65scribe\x12\x1e.federation.v1.DescribeRequest\x1a\x1e.federation.v1.NodeDescription\x12?\n\x04Open\x12\x1a.federation.v1.OpenRequest\x1a\x1b.federation.v1.OpenResponse\x12N\n\tShareKeys\x12\x1f.federation.v1.ShareKeysRequest\x1a .federation.v1.ShareKeysResponse\x12S\n\x0bMaskedInput\x12!.federation.v1.MaskedInputRequest\x1a\x1f.federation.v1.MaskedInputChunk0\x01\x12T\n\x0b\x43onsistency\x12!.federation.v1.ConsistencyRequest\x1a\".federation.v1.ConsistencyResponse\x12\x45\n\x06Unmask\x12\x1c.federation.v1.UnmaskRequest\x1a\x1d.federation.v1.UnmaskResponse\x12\x42\n\x05\x41\x62ort\x12\x1b.federation.v1.AbortRequest\x1a\x1c.federation.v1.AbortResponse\x12\x41\n\x06Status\x12\x1c.federation.v1.StatusRequest\x1a\x19.federation.v1.NodeStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x64\x65ration/v1/adapter.proto\x12\rfederation.v1\x1a\x1a\x66\x65\x64\x65ration/v1/common.proto\"\x11\n\x0f\x44\x65scribeRequest\"\xb3\x01\n\x0fNodeDescription\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x15\n\rregistry_hash\x18\x03 \x01(\t\x12\x12\n\naggregates\x18\x04 \x03(\t\x12\x17\n\x0f\x61llowed_queries\x18\x05 \x03(\t\x12\x17\n\x0fmax_window_days\x18\x06 \x01(\r\x12\x12\n\ndata_start\x18\x07 \x01(\t\x12\x10\n\x08\x64\x61ta_end\x18\x08 \x01(\t\"\x9c\x01\n\x0bOpenRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x0c\x12)\n\x05query\x18\x02 \x01(\x0b\x32\x1a.federation.v1.SignedQuery\x12\'\n\x04spec\x18\x03 \x01(\x0b\x32\x19.federation.v1.VectorSpec\x12\x14\n\x0cparticipants\x18\x04 \x03(\t\x12\x11\n\tthreshold\x18\x05 \x01(\r\"S\n\tKeyAdvert\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x63_public\x18\x02 \x01(\x0c\x12\x10\n\x08s_public\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"8\n\x0cOpenResponse\x12(\n\x06\x61\x64vert\x18\x01 \x01(\x0b\x32\x18.federation.v1.KeyAdvert\"O\n\x10ShareKeysRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x0c\x12)\n\x07\x61\x64verts\x18\x02 \x03(\x0b\x32\x18.federation.v1.KeyAdvert\"V\n\x0e\x45ncryptedShare\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x12\n\nciphertext\x18\x04 \x01(\x0c\"B\n\x11ShareKeysResponse\x12-\n\x06shares\x18\x01 \x03(\x0b\x32\x1d.federation.v1.EncryptedShare\"h\n\x12MaskedInputRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x0c\x12\x11\n\tsurvivors\x18\x02 \x03(\t\x12-\n\x06shares\x18\x03 \x03(\x0b\x32\x1d.federation.v1.EncryptedShare\"X\n\x11MaskedInputHeader\x12\x10\n\x08round_id\x18\x01 \x01(\x0c\x12\x0e\n\x06length\x18\x02 \x01(\x04\x12\x13\n\x0b\x63hunk_bytes\x18\x04 \x01(\rJ\x04\x08\x03\x10\x04R\x06sha256\"^\n\x10MaskedInputChunk\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .federation.v1.MaskedInputHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"9\n\x12\x43onsistencyRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x0c\x12\x11\n\tsurvivors\x18\x02 \x03(\t\"(\n\x13\x43onsistencyResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\"7\n\x11SurvivorSignature\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"j\n\rUnmaskRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x0c\x12\x11\n\tsurvivors\x18\x02 \x03(\t\x12\x34\n\nsignatures\x18\x03 \x03(\x0b\x32 .federation.v1.SurvivorSignature\"\xb5\x01\n\rRevealedShare\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x33\n\x06secret\x18\x02 \x01(\x0e\x32#.federation.v1.RevealedShare.Secret\x12\r\n\x05index\x18\x03 \x01(\r\x12\r\n\x05share\x18\x04 \x01(\x0c\"B\n\x06Secret\x12\x16\n\x12SECRET_UNSPECIFIED\x10\x00\x12\x12\n\x0eSELF_MASK_SEED\x10\x01\x12\x0c\n\x08MASK_KEY\x10\x02\">\n\x0eUnmaskResponse\x12,\n\x06shares\x18\x01 \x03(\x0b\x32\x1c.federation.v1.RevealedShare\" \n\x0c\x41\x62ortRequest\x12\x10\n\x08round_id\x18\x01 \x01(\x0c\" \n\rAbortResponse\x12\x0f\n\x07\x61\x62orted\x18\x01 \x01(\x08\x32\xe5\x04\n\rAgencyAdapter\x12J\n\x08\x44\x65scribe\x12\x1e.federation.v1.DescribeRequest\x1a\x1e.federation.v1.NodeDescription\x12?\n\x04Open\x12\x1a.federation.v1.OpenRequest\x1a\x1b.federation.v1.OpenResponse\x12N\n\tShareKeys\x12\x1f.federation.v1.ShareKeysRequest\x1a .federation.v1.ShareKeysResponse\x12S\n\x0bMaskedInput\x12!.federation.v1.MaskedInputRequest\x1a\x1f.federation.v1.MaskedInputChunk0\x01\x12T\n\x0b\x43onsistency\x12!.federation.v1.ConsistencyRequest\x1a\".federation.v1.ConsistencyResponse\x12\x45\n\x06Unmask\x12\x1c.federation.v1.UnmaskRequest\x1a\x1d.federation.v1.UnmaskResponse\x12\x42\n\x05\x41\x62ort\x12\x1b.federation.v1.AbortRequest\x1a\x1c.federation.v1.AbortResponse\x12\x41\n\x06Status\x12\x1c.federation.v1.StatusRequest\x1a\x19.federation.v1.NodeStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,27 +51,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MASKEDINPUTREQUEST']._serialized_start=814
   _globals['_MASKEDINPUTREQUEST']._serialized_end=918
   _globals['_MASKEDINPUTHEADER']._serialized_start=920
-  _globals['_MASKEDINPUTHEADER']._serialized_end=1010
-  _globals['_MASKEDINPUTCHUNK']._serialized_start=1012
-  _globals['_MASKEDINPUTCHUNK']._serialized_end=1106
-  _globals['_CONSISTENCYREQUEST']._serialized_start=1108
-  _globals['_CONSISTENCYREQUEST']._serialized_end=1165
-  _globals['_CONSISTENCYRESPONSE']._serialized_start=1167
-  _globals['_CONSISTENCYRESPONSE']._serialized_end=1207
-  _globals['_SURVIVORSIGNATURE']._serialized_start=1209
-  _globals['_SURVIVORSIGNATURE']._serialized_end=1264
-  _globals['_UNMASKREQUEST']._serialized_start=1266
-  _globals['_UNMASKREQUEST']._serialized_end=1372
-  _globals['_REVEALEDSHARE']._serialized_start=1375
-  _globals['_REVEALEDSHARE']._serialized_end=1556
-  _globals['_REVEALEDSHARE_SECRET']._serialized_start=1490
-  _globals['_REVEALEDSHARE_SECRET']._serialized_end=1556
-  _globals['_UNMASKRESPONSE']._serialized_start=1558
-  _globals['_UNMASKRESPONSE']._serialized_end=1620
-  _globals['_ABORTREQUEST']._serialized_start=1622
-  _globals['_ABORTREQUEST']._serialized_end=1654
-  _globals['_ABORTRESPONSE']._serialized_start=1656
-  _globals['_ABORTRESPONSE']._serialized_end=1688
-  _globals['_AGENCYADAPTER']._serialized_start=1691
-  _globals['_AGENCYADAPTER']._serialized_end=2304
+  _globals['_MASKEDINPUTHEADER']._serialized_end=1008
+  _globals['_MASKEDINPUTCHUNK']._serialized_start=1010
+  _globals['_MASKEDINPUTCHUNK']._serialized_end=1104
+  _globals['_CONSISTENCYREQUEST']._serialized_start=1106
+  _globals['_CONSISTENCYREQUEST']._serialized_end=1163
+  _globals['_CONSISTENCYRESPONSE']._serialized_start=1165
+  _globals['_CONSISTENCYRESPONSE']._serialized_end=1205
+  _globals['_SURVIVORSIGNATURE']._serialized_start=1207
+  _globals['_SURVIVORSIGNATURE']._serialized_end=1262
+  _globals['_UNMASKREQUEST']._serialized_start=1264
+  _globals['_UNMASKREQUEST']._serialized_end=1370
+  _globals['_REVEALEDSHARE']._serialized_start=1373
+  _globals['_REVEALEDSHARE']._serialized_end=1554
+  _globals['_REVEALEDSHARE_SECRET']._serialized_start=1488
+  _globals['_REVEALEDSHARE_SECRET']._serialized_end=1554
+  _globals['_UNMASKRESPONSE']._serialized_start=1556
+  _globals['_UNMASKRESPONSE']._serialized_end=1618
+  _globals['_ABORTREQUEST']._serialized_start=1620
+  _globals['_ABORTREQUEST']._serialized_end=1652
+  _globals['_ABORTRESPONSE']._serialized_start=1654
+  _globals['_ABORTRESPONSE']._serialized_end=1686
+  _globals['_AGENCYADAPTER']._serialized_start=1689
+  _globals['_AGENCYADAPTER']._serialized_end=2302
 # @@protoc_insertion_point(module_scope)

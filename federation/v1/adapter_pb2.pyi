@@ -274,29 +274,29 @@ Global___MaskedInputRequest: _TypeAlias = MaskedInputRequest  # noqa: Y015
 
 @_typing.final
 class MaskedInputHeader(_message.Message):
+    """The stream is closed by its length: exactly `length` cells follow in order, and the broker refuses a stream
+    that ends short or runs past it. There is no payload digest: TLS already authenticates every byte.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ROUND_ID_FIELD_NUMBER: _builtins.int
     LENGTH_FIELD_NUMBER: _builtins.int
-    SHA256_FIELD_NUMBER: _builtins.int
     CHUNK_BYTES_FIELD_NUMBER: _builtins.int
     round_id: _builtins.bytes
     length: _builtins.int
-    """Number of uint64 cells."""
-    sha256: _builtins.bytes
-    """sha256 of the whole little-endian uint64 payload."""
+    """Number of uint64 cells (m)."""
     chunk_bytes: _builtins.int
     def __init__(
         self,
         *,
         round_id: _builtins.bytes = ...,
         length: _builtins.int = ...,
-        sha256: _builtins.bytes = ...,
         chunk_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_bytes", b"chunk_bytes", "length", b"length", "round_id", b"round_id", "sha256", b"sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_bytes", b"chunk_bytes", "length", b"length", "round_id", b"round_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
