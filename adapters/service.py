@@ -148,21 +148,27 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
     async def _open(self, request: adapter_pb2.OpenRequest, approval: Approval, peer: str) -> LiveRound:
         """Audit the approval, compute x_u off the event loop and make the round live."""
         query = approval.query
-        await self._audit.append_async(
-            "round.open",
-            peer=peer,
-            round=request.round_id.hex(),
-            coordinator=query.coordinator,
-            kind=query.kind,
-            start=query.start.isoformat(),
-            end=query.end.isoformat(),
-            nonce=query.nonce,
-            aggregate=approval.plan.aggregate,
-            participants=list(request.participants),
-            threshold=request.threshold,
-            decision="approved",
+        # The approval's record is fsynced while the aggregate is computed; both finish before the node answers.
+        approval_recorded = asyncio.ensure_future(
+            self._audit.append_async(
+                "round.open",
+                peer=peer,
+                round=request.round_id.hex(),
+                coordinator=query.coordinator,
+                kind=query.kind,
+                start=query.start.isoformat(),
+                end=query.end.isoformat(),
+                nonce=query.nonce,
+                aggregate=approval.plan.aggregate,
+                participants=list(request.participants),
+                threshold=request.threshold,
+                decision="approved",
+            )
         )
-        vector = await asyncio.to_thread(self._compute, approval)
+        try:
+            vector = await asyncio.to_thread(self._compute, approval)
+        finally:
+            await approval_recorded
         state = AdapterRound(
             node_id=self._node.id,
             round_id=request.round_id,

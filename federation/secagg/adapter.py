@@ -136,6 +136,8 @@ class AdapterRound:
             )
         for node_id in ids:
             advert = by_id[node_id]
+            if node_id == self._node_id:
+                continue  # equal to the advert this node signed (checked above): nothing to verify
             message = advert_message(self._round_id, self._query_hash, node_id, advert.c_public, advert.s_public)
             if not self._verifier(node_id, message, advert.signature):
                 raise AuthenticationFailed(
@@ -301,7 +303,12 @@ class AdapterRound:
         signers = check_members(list(signatures), u3, "consistency signatures", "U3")
         message = survivors_message(self._round_id, u3)
         for signer in signers:
-            if not self._verifier(signer, message, signatures[signer]):
+            # This node's own signature is the one it made; any other bytes under its name are refused.
+            if signer == self._node_id:
+                valid = signatures[signer] == self._survivors_signature
+            else:
+                valid = self._verifier(signer, message, signatures[signer])
+            if not valid:
                 raise AuthenticationFailed(f"consistency signature of {signer} over U3 does not verify")
         require_threshold(self._round_id, "Consistency", signers, u3, self._threshold, "signed U3")
         my_index = self._index(self._node_id)

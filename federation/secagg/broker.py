@@ -233,7 +233,8 @@ class BrokerRound:
 
     def receive_consistency(self, signatures: Mapping[str, bytes]) -> dict[str, bytes]:
         """Verify each signature over U3 (the finished senders); needs at least t. Returns the signatures to
-        hand every adapter in Unmask. A bad one raises :class:`AuthenticationFailed` naming its node."""
+        hand every adapter in Unmask: exactly t of them (the first t signers by id), since each adapter needs t
+        and checks every one it is given. A bad one raises :class:`AuthenticationFailed` naming its node."""
         self._stage.require("receive_consistency", "MaskedInput", "Consistency")
         if self._stage.current == "MaskedInput":
             partial = sorted_ids(set(self._cells_received) - self._finished)
@@ -253,7 +254,7 @@ class BrokerRound:
                 raise AuthenticationFailed(f"consistency signature of {signer} over U3 does not verify")
         require_threshold(self._round_id, "Consistency", signers, u3, self._threshold, "signed U3")
         self._u3 = u3
-        self._signatures = {signer: bytes(signatures[signer]) for signer in signers}
+        self._signatures = {signer: bytes(signatures[signer]) for signer in signers[: self._threshold]}
         self._stage.advance("Consistency")
         return dict(self._signatures)
 
