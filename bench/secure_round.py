@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -58,19 +58,17 @@ async def interleave_async(
 
 
 def _floor_row(n: int, length: int, cpu_plain: float, cpu_secure: float) -> list[object]:
-    """The secure round's extra work, timed alone: every adapter adds n masks (n − 1 pairwise + its self mask)
-    and hashes its y_u; the broker hashes every stream and removes n self masks."""
+    """The secure round's extra work, timed alone: every adapter adds n masks (n − 1 pairwise + its self mask);
+    the broker removes n self masks. (There is no payload digest: the stream is closed by its length.)"""
     vector = np.zeros(length, dtype=np.uint64)
     masks = [(bytes([i]) * 16, 1) for i in range(8)]
     mask_s = min(_timed(lambda: apply_masks(vector, masks)) for _ in range(3)) / len(masks)
-    hash_s = min(_timed(lambda: hashlib.sha256(vector.data).digest()) for _ in range(3))
-    masks_cpu, hash_cpu = (n * n + n) * mask_s, 2 * n * hash_s
-    floor = (cpu_plain + masks_cpu + hash_cpu) / cpu_plain
+    masks_cpu = (n * n + n) * mask_s
+    floor = (cpu_plain + masks_cpu) / cpu_plain
     return [
         n,
         f"{length:,}",
         f"{masks_cpu:.2f} s",
-        f"{hash_cpu:.2f} s",
         f"{cpu_plain:.2f} s",
         f"{floor:.2f}×",
         ratio(cpu_secure, cpu_plain),
@@ -83,12 +81,26 @@ def _timed(run: Callable[[], object]) -> float:
     return time.perf_counter() - began
 
 
+def _own_cpu() -> tuple[float, float]:
+    """(CPU seconds of this process, all threads; CPU seconds of the calling thread), µs resolution."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime, time.thread_time()
+
+
 @dataclass
 class _Accounting:
-    """Per-repetition CPU seconds of every process (driver + nodes) and per-stage wall seconds."""
+    """Per-repetition CPU seconds of every process (driver + nodes), of the broker (the driver process: all
+    its threads, and its event-loop thread alone) and per-stage wall seconds."""
 
     cpu: dict[str, list[float]] = field(default_factory=lambda: {"secure": [], "plaintext": []})
+    broker_cpu: dict[str, list[float]] = field(default_factory=lambda: {"secure": [], "plaintext": []})
+    broker_loop_cpu: dict[str, list[float]] = field(default_factory=lambda: {"secure": [], "plaintext": []})
     stages: list[dict[str, float]] = field(default_factory=list)
+
+    def broker(self, kind: str, before: tuple[float, float]) -> None:
+        after = _own_cpu()
+        self.broker_cpu[kind].append(after[0] - before[0])
+        self.broker_loop_cpu[kind].append(after[1] - before[1])
 
 
 async def _one_size(
@@ -102,23 +114,26 @@ async def _one_size(
     accounting = _Accounting()
 
     async def secure() -> None:
-        before = cpu_seconds(pids)
+        before, own = cpu_seconds(pids), _own_cpu()
         total, stages = await driver.secure_round(participants, aggregate)
+        accounting.broker("secure", own)
         accounting.cpu["secure"].append(cpu_seconds(pids) - before)
         accounting.stages.append(stages)
         if not np.array_equal(total, expected):
             raise AssertionError("the secure round did not release the exact sum")
 
     async def plaintext() -> None:
-        before = cpu_seconds(pids)
+        before, own = cpu_seconds(pids), _own_cpu()
         total = await driver.plaintext_round(participants, length)
+        accounting.broker("plaintext", own)
         accounting.cpu["plaintext"].append(cpu_seconds(pids) - before)
         if not np.array_equal(total, expected):
             raise AssertionError("the plaintext sum is wrong")
 
     samples = await interleave_async({"secure": secure, "plaintext": plaintext}, repetitions)
-    for key in accounting.cpu:
-        accounting.cpu[key] = accounting.cpu[key][-repetitions:]  # drop the warm-up
+    for series in (accounting.cpu, accounting.broker_cpu, accounting.broker_loop_cpu):
+        for key in series:
+            series[key] = series[key][-repetitions:]  # drop the warm-up
     accounting.stages = accounting.stages[-repetitions:]
     return samples, accounting
 
@@ -127,7 +142,7 @@ async def measure(roster: Path, nodes: NodeProcesses, repetitions: int) -> None:
     pids = [os.getpid(), *nodes.pids().values()]
     async with Driver(roster, nodes.ports) as driver:
         print(f"domain: {len(driver.registry):,} districts\n", flush=True)
-        rows, cpu_rows, stage_rows, floor_rows = [], [], [], []
+        rows, cpu_rows, stage_rows, floor_rows, broker_rows = [], [], [], [], []
         for aggregate in AGGREGATES:
             length = driver.length(aggregate)
             for n in CONTRIBUTORS:
@@ -149,6 +164,20 @@ async def measure(roster: Path, nodes: NodeProcesses, repetitions: int) -> None:
                 # /proc counts CPU in 10 ms ticks per process: below ~0.1 s in all the figure is noise.
                 cpu_ratio = ratio(cpu_secure, cpu_plain) if cpu_plain >= 0.1 else "(too small to count)"
                 cpu_rows.append([n, size, f"{cpu_secure:.2f} s", f"{cpu_plain:.2f} s", cpu_ratio])
+                broker_cpu = {k: statistics.median(v) for k, v in accounting.broker_cpu.items()}
+                loop_cpu = {k: statistics.median(v) for k, v in accounting.broker_loop_cpu.items()}
+                broker_rows.append(
+                    [
+                        n,
+                        size,
+                        seconds(broker_cpu["secure"]),
+                        seconds(broker_cpu["plaintext"]),
+                        ratio(broker_cpu["secure"], broker_cpu["plaintext"]),
+                        seconds(loop_cpu["secure"]),
+                        seconds(loop_cpu["plaintext"]),
+                        ratio(loop_cpu["secure"], loop_cpu["plaintext"]),
+                    ]
+                )
                 if aggregate == AGGREGATES[-1]:
                     floor_rows.append(_floor_row(n, length, cpu_plain, cpu_secure))
                 stage_rows.append(
@@ -158,12 +187,27 @@ async def measure(roster: Path, nodes: NodeProcesses, repetitions: int) -> None:
         print_table(["n", "m (cells)", "secure", "plaintext", "secure / plaintext", "min – max (secure / plain)"], rows)
         print(f"CPU seconds per round, all {len(pids)} processes (driver + every node), median\n")
         print_table(["n", "m (cells)", "secure CPU", "plaintext CPU", "ratio"], cpu_rows)
+        print("the broker's own work per round, median: CPU of the driver process (all threads: event loop, gRPC,")
+        print("the unmask thread), and of its event-loop thread alone; the adapters' work is in other processes\n")
+        print_table(
+            [
+                "n",
+                "m (cells)",
+                "broker CPU secure",
+                "broker CPU plaintext",
+                "ratio",
+                "event loop secure",
+                "event loop plaintext",
+                "ratio",
+            ],
+            broker_rows,
+        )
         print("secure round by stage (median wall time between the driver's progress callbacks)\n")
         print_table(["n", "m", *STAGES], stage_rows)
         print("CPU floor of the secure round: the plaintext round's CPU plus the work only secure aggregation does,")
-        print("timed alone in this process (n² + n masks of keystream + add, 2n sha256 passes over m cells)\n")
+        print("timed alone in this process (n² + n masks of keystream + add over m cells)\n")
         print_table(
-            ["n", "m", "masks (n² + n)", "sha256 (2n)", "plaintext CPU", "floor CPU ratio", "measured CPU ratio"],
+            ["n", "m", "masks (n² + n)", "plaintext CPU", "floor CPU ratio", "measured CPU ratio"],
             floor_rows,
         )
         large = [r for r in rows if r[0] == max(CONTRIBUTORS) and "trips" in str(r[1])]
