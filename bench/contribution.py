@@ -4,7 +4,7 @@ Side by side, interleaved, at m = 2849² = 8,116,801 cells (the national OD vect
 
 - ``AdapterRound.masked_input(..., out=)`` for n = 3, 8, 16 participants: n − 1 pairwise masks, the self
   mask and the adds into a preallocated buffer, against its limit, n bare AES-128-CTR keystreams into a
-  preallocated buffer (pycryptodome, in 256 KiB calls from a cached block of zeros, as prg does);
+  preallocated buffer (OpenSSL, in 256 KiB calls from a cached block of zeros, as prg does);
 - ``BrokerRound.unmask`` at n = 8 (t = 5) with no dropout (8 self masks to remove) and with one dropout
   (7 self masks and the dropped party's 7 pairwise masks), against 8 and 14 bare keystreams. Each unmask
   repetition uses a fresh round driven in process through every stage (real ECDSA identities, masked inputs
