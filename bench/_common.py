@@ -23,6 +23,21 @@ from dataclasses import dataclass, field
 VERSIONED_PACKAGES = ("numpy", "pycryptodome", "cryptography", "grpcio", "duckdb")
 
 
+CLOCK_ENV = "FEDBROKER_BENCH_CLOCK"
+"""``cpu`` makes :func:`interleave` (and the Flower worker) time each call by the calling thread's CPU time
+(``time.thread_time``) instead of wall time: on a shared, oversubscribed machine a single-threaded case's CPU
+time hardly depends on how often it was descheduled, its wall time does."""
+
+
+def clock() -> Callable[[], float]:
+    """The timer :func:`interleave` uses: ``time.thread_time`` if ``FEDBROKER_BENCH_CLOCK=cpu``, else wall."""
+    return time.thread_time if os.environ.get(CLOCK_ENV) == "cpu" else time.perf_counter
+
+
+def clock_name() -> str:
+    return "CPU time of the calling thread" if os.environ.get(CLOCK_ENV) == "cpu" else "wall time"
+
+
 class SelfTimed(float):
     """Returned by a case that times itself (e.g. in another process): the sample is this value in seconds,
     not the wall time of the call."""
@@ -47,7 +62,9 @@ class Samples:
 def interleave(cases: Mapping[str, Callable[[], object]], repetitions: int, *, warmup: int = 1) -> dict[str, Samples]:
     """Run every case ``warmup`` times untimed, then ``repetitions`` rounds of every case, rotating the order.
 
-    A case that returns :class:`SelfTimed` contributes that figure instead of the wall time of the call."""
+    A case that returns :class:`SelfTimed` contributes that figure instead of the time of the call; calls are
+    timed by :func:`clock`."""
+    timer = clock()
     names = list(cases)
     for _ in range(warmup):
         for name in names:
@@ -56,9 +73,9 @@ def interleave(cases: Mapping[str, Callable[[], object]], repetitions: int, *, w
     for repetition in range(repetitions):
         shift = repetition % len(names)
         for name in names[shift:] + names[:shift]:
-            began = time.perf_counter()
+            began = timer()
             result = cases[name]()
-            elapsed = time.perf_counter() - began
+            elapsed = timer() - began
             samples[name].seconds.append(float(result) if isinstance(result, SelfTimed) else elapsed)
     return samples
 
@@ -97,9 +114,12 @@ def _cpu_model() -> str:
 def print_header(benchmark: str, argv: Sequence[str], extra: Mapping[str, str] | None = None) -> None:
     """The exact command and the environment, as the first lines of a benchmark's output."""
     command = shlex.join(["python", "-m", "bench", benchmark, *argv])
+    if os.environ.get(CLOCK_ENV):
+        command = f"{CLOCK_ENV}={os.environ[CLOCK_ENV]} {command}"
     print(f"## {benchmark}\n")
     print(f"command: `{command}`  ")
     print("  ".join(f"{key} {value}" for key, value in environment(extra).items()))
+    print(f"timed by: {clock_name()}")
     print()
 
 

@@ -39,7 +39,9 @@ def test_known_answer_of_the_reference_library() -> None:
     "seed",
     [bytes(16), b"\xff" * 16, bytes(range(16)), bytes(range(16, 0, -1)), *(bytes([i]) * 16 for i in (1, 0x80))],
 )
-@pytest.mark.parametrize("length", [1, 2, 3, 5, 17, 1023, BLOCK_CELLS - 3, BLOCK_CELLS + 1, 3 * BLOCK_CELLS + 7])
+@pytest.mark.parametrize(
+    "length", [1, 2, 3, 5, 17, 1023, BLOCK_CELLS - 3, BLOCK_CELLS + 1, 3 * BLOCK_CELLS + 7, 9 * BLOCK_CELLS + 1]
+)
 def test_openssl_keystream_equals_pycryptodome(seed: bytes, length: int) -> None:
     # Odd lengths end mid-AES-block (8 of 16 bytes) and most cross the 256 KiB blocks of prg/apply_masks.
     expected = reference_prg(seed, length)
@@ -58,7 +60,9 @@ def test_known_answer_into_preallocated_buffer() -> None:
     assert out.tolist() == KNOWN_ANSWER
 
 
-@pytest.mark.parametrize("length", [0, 1, 3, BLOCK_CELLS - 1, BLOCK_CELLS, BLOCK_CELLS + 1, 2 * BLOCK_CELLS + 5])
+@pytest.mark.parametrize(
+    "length", [0, 1, 3, BLOCK_CELLS - 1, BLOCK_CELLS, BLOCK_CELLS + 1, 2 * BLOCK_CELLS + 5, 4 * BLOCK_CELLS + 5]
+)
 def test_prg_matches_reference_across_block_boundaries(length: int) -> None:
     seed = secrets.token_bytes(16)
     expected = reference_prg(seed, length)

@@ -37,8 +37,11 @@ BLOCK_CELLS = 32_768
 stay in a core's L2 cache; measured fastest between 128 KiB and 1 MiB."""
 
 _BLOCK_BYTES = BLOCK_CELLS * 8
+# prg writes straight into its output, so only the per-call overhead matters: 1 MiB calls come within 1 % of
+# one call over the whole buffer (256 KiB calls: 2 %), measured at m = 8,000,000.
+_PRG_CALL_BYTES = 4 * _BLOCK_BYTES
 # The keystream is the encryption of zeros; one shared read-only block of zeros feeds every cipher.
-_ZEROS = memoryview(bytes(_BLOCK_BYTES))
+_ZEROS = memoryview(bytes(_PRG_CALL_BYTES))
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
 
 
@@ -79,8 +82,8 @@ def prg(seed: bytes, length: int, out: npt.NDArray[np.uint64] | None = None) -> 
             raise VectorMismatch(f"prg output buffer has {out.shape[0]} cells, expected {length}")
     cipher = _keystream_cipher(seed)
     out_bytes = out.data.cast("B")
-    for start in range(0, len(out_bytes), _BLOCK_BYTES):
-        block = out_bytes[start : start + _BLOCK_BYTES]
+    for start in range(0, len(out_bytes), _PRG_CALL_BYTES):
+        block = out_bytes[start : start + _PRG_CALL_BYTES]
         cipher.update_into(_ZEROS[: len(block)], block)
     if _BIG_ENDIAN_HOST:
         out.byteswap(inplace=True)
