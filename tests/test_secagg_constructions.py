@@ -44,7 +44,7 @@ def agree_pycryptodome(private: bytes, public: bytes, info: bytes) -> bytes:
     def kdf(shared: bytes) -> bytes:
         return PycryptodomeHKDF(shared, 16, ROUND_ID, SHA256, context=info)
 
-    return key_agreement(  # type: ignore[no-any-return]
+    return key_agreement(
         kdf=kdf, static_priv=import_x25519_private_key(private), static_pub=import_x25519_public_key(public)
     )
 
@@ -54,7 +54,7 @@ def public_cryptography(private: bytes) -> bytes:
 
 
 def public_pycryptodome(private: bytes) -> bytes:
-    return import_x25519_private_key(private).public_key().export_key(format="raw")  # type: ignore[no-any-return]
+    return import_x25519_private_key(private).public_key().export_key(format="raw")
 
 
 REFERENCES = {
@@ -121,7 +121,7 @@ def gcm_pycryptodome(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> 
     cipher = AES.new(key, AES.MODE_GCM, nonce=nonce)
     cipher.update(aad)
     ciphertext, tag = cipher.encrypt_and_digest(plaintext)
-    return ciphertext + tag  # type: ignore[no-any-return]
+    return ciphertext + tag
 
 
 def gcm_cryptography(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
