@@ -61,18 +61,22 @@ async def serve_adapter(
     only (:mod:`fedbroker.faults`)."""
     service, identity = build_adapter(federation, node_id, stage_hooks=stage_hooks)
     address = listen or federation.node(node_id).address
-    await serve_node(
-        identity,
-        address,
-        lambda server: add_service(server, service, ADAPTER_SERVICE, Bounds(max_members=len(federation.nodes))),
-        SERVICE_NAME,
-        on_ready=on_ready,
-        stop=stop,
-        parent_pid=parent_pid,
-        max_concurrent_rpcs=federation.node(node_id).limits.max_concurrent_rpcs,
-        metrics=metrics_config or federation.node(node_id).metrics,
-        background=lambda serving: _note_metrics(service, serving),
-    )
+    try:
+        await serve_node(
+            identity,
+            address,
+            lambda server: add_service(server, service, ADAPTER_SERVICE, Bounds(max_members=len(federation.nodes))),
+            SERVICE_NAME,
+            on_ready=on_ready,
+            stop=stop,
+            parent_pid=parent_pid,
+            max_concurrent_rpcs=federation.node(node_id).limits.max_concurrent_rpcs,
+            metrics=metrics_config or federation.node(node_id).metrics,
+            background=lambda serving: _note_metrics(service, serving),
+        )
+    finally:
+        # Records of stages that release nothing are written without an fsync; make them durable on the way out.
+        service.close_audit()
 
 
 async def _note_metrics(service: AdapterService, serving: Serving) -> None:

@@ -71,6 +71,10 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         # operator who suspects a partial can rule it out without touching the store).
         self._use_partials = os.environ.get(PARTIALS_ENV, "on") != "off"
 
+    def close_audit(self) -> None:
+        """fsync the audit records still unsynced and close the log (the node is stopping)."""
+        self._audit.close()
+
     # -- boundary helpers -------------------------------------------------------------------------------
 
     async def on_rpc_error(self, method: str, context: Any, error: FederationError) -> None:
@@ -148,7 +152,9 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
     async def _open(self, request: adapter_pb2.OpenRequest, approval: Approval, peer: str) -> LiveRound:
         """Audit the approval, compute x_u off the event loop and make the round live."""
         query = approval.query
-        # The approval's record is fsynced while the aggregate is computed; both finish before the node answers.
+        # The approval's record is written while the aggregate is computed; both finish before the node answers.
+        # It is fsynced with MaskedInput's record, before anything derived from the data leaves the node (Open
+        # releases only public keys).
         approval_recorded = asyncio.ensure_future(
             self._audit.append_async(
                 "round.open",
@@ -163,6 +169,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
                 participants=list(request.participants),
                 threshold=request.threshold,
                 decision="approved",
+                durable=False,
             )
         )
         try:
@@ -194,8 +201,13 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         )
         async with live.lock:
             shares = await asyncio.to_thread(live.state.share_keys, adverts)
+        # Encrypted key shares for the other parties leave here, nothing the broker can read: fsynced later.
         await self._audit.append_async(
-            "round.share-keys", peer=peer, round=request.round_id.hex(), u1=sorted(a.node_id for a in adverts)
+            "round.share-keys",
+            peer=peer,
+            round=request.round_id.hex(),
+            u1=sorted(a.node_id for a in adverts),
+            durable=False,
         )
         self._stages.after("share-keys")
         return adapter_pb2.ShareKeysResponse(shares=shares_to_pb(shares))
@@ -237,7 +249,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         async with live.lock:
             signature = live.state.sign_survivors(list(request.survivors))
         await self._audit.append_async(
-            "round.consistency", peer=peer, round=request.round_id.hex(), u3=sorted(request.survivors)
+            "round.consistency", peer=peer, round=request.round_id.hex(), u3=sorted(request.survivors), durable=False
         )
         self._stages.after("consistency")
         return adapter_pb2.ConsistencyResponse(signature=signature)

@@ -110,6 +110,8 @@ class NodeProcesses:
 
     federation_path: Path
     ids: Sequence[str]
+    #: extra arguments for every node process (e.g. ``("--audit-fsync", "every")``)
+    node_args: Sequence[str] = ()
     ports: dict[str, int] = field(default_factory=dict)
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -122,6 +124,7 @@ class NodeProcesses:
                 ready.unlink(missing_ok=True)
                 args = [sys.executable, "-m", "bench._round_node", "--federation", str(self.federation_path)]
                 args += ["--id", node_id, "--ready-file", str(ready), "--parent-pid", str(os.getpid())]
+                args += list(self.node_args)
                 with (run_dir / f"{node_id}.log").open("ab") as log:
                     self._processes[node_id] = subprocess.Popen(
                         args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL

@@ -42,6 +42,14 @@ PLAINTEXT_SERVICE = "bench.v1.PlaintextSum"
 PLAINTEXT_METHOD = f"/{PLAINTEXT_SERVICE}/Fetch"
 
 
+class EveryRecordFsynced(AuditLog):
+    """The audit log as it was before stages that release nothing skipped their fsync (the bench's baseline for
+    that change, ``--audit-fsync every``)."""
+
+    def append(self, event: str, *, durable: bool = True, **fields: Any) -> dict[str, Any]:
+        return super().append(event, durable=True, **fields)
+
+
 class SyntheticAdapterService(AdapterService):
     """The real adapter service; only the vector source is replaced (seeded, cached per length)."""
 
@@ -81,12 +89,13 @@ def plaintext_handler(service: SyntheticAdapterService, broker_id: str, roster: 
     return grpc.method_handlers_generic_handler(PLAINTEXT_SERVICE, {"Fetch": method})
 
 
-async def serve(roster_path: Path, node_id: str, ready_file: Path, parent_pid: int) -> None:
+async def serve(roster_path: Path, node_id: str, ready_file: Path, parent_pid: int, audit_fsync: str) -> None:
     federation = load_federation(roster_path)
     node = federation.node(node_id)
     identity = Identity.load(node.id, node.cert, node.key, federation.ca)
     registry = load_registry(federation.domain.provinces)
-    service = SyntheticAdapterService(federation, node, identity, registry, AuditLog(node.audit_log, node.id))
+    log_class = EveryRecordFsynced if audit_fsync == "every" else AuditLog
+    service = SyntheticAdapterService(federation, node, identity, registry, log_class(node.audit_log, node.id))
     roster = Roster.from_files(federation.certificates(), ca=federation.ca)
 
     def register(server: grpc.aio.Server) -> None:
@@ -108,9 +117,15 @@ def main() -> int:
     parser.add_argument("--id", required=True)
     parser.add_argument("--ready-file", type=Path, required=True)
     parser.add_argument("--parent-pid", type=int, required=True, help="stop when this process is gone")
+    parser.add_argument(
+        "--audit-fsync",
+        choices=("release", "every"),
+        default="release",
+        help="fsync audit records where something leaves the node (the product's) or every record (the old way)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(serve(args.federation, args.id, args.ready_file, args.parent_pid))
+    asyncio.run(serve(args.federation, args.id, args.ready_file, args.parent_pid, args.audit_fsync))
     return 0
 
 

@@ -140,12 +140,12 @@ async def _one_size(
     return samples, accounting
 
 
-async def measure(roster: Path, nodes: NodeProcesses, repetitions: int) -> None:
+async def measure(roster: Path, nodes: NodeProcesses, repetitions: int, aggregates: tuple[str, ...]) -> None:
     pids = [os.getpid(), *nodes.pids().values()]
     async with Driver(roster, nodes.ports) as driver:
         print(f"domain: {len(driver.registry):,} districts\n", flush=True)
         rows, cpu_rows, stage_rows, floor_rows, broker_rows = [], [], [], [], []
-        for aggregate in AGGREGATES:
+        for aggregate in aggregates:
             length = driver.length(aggregate)
             for n in CONTRIBUTORS:
                 samples, accounting = await _one_size(driver, pids, aggregate, n, repetitions)
@@ -229,6 +229,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repetitions", type=int, default=None, help="timed pairs per size (default 5, quick 3)")
     parser.add_argument("--quick", action="store_true", help="Hubei and neighbours (730 districts), 3 repetitions")
     parser.add_argument("--workdir", type=Path, help="where to write the bench PKI and roster (default: a temp dir)")
+    parser.add_argument(
+        "--aggregate", action="append", choices=AGGREGATES, help="measure only this round size (repeatable)"
+    )
+    parser.add_argument(
+        "--audit-fsync",
+        choices=("release", "every"),
+        default="release",
+        help="adapters fsync audit records where something leaves the node (the product) or every record (before)",
+    )
     args = parser.parse_args(argv)
     default_domain = ",".join(map(str, DEFAULT_PROVINCES)) if args.quick else "all"
     provinces = _province_list(args.provinces or default_domain)
@@ -237,6 +246,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="fedbroker-bench-round-") as scratch:
         workdir = args.workdir or Path(scratch)
         roster = write_federation(workdir, max(CONTRIBUTORS), provinces)
-        with NodeProcesses(roster, telecom_ids(max(CONTRIBUTORS))) as nodes:
-            asyncio.run(measure(roster, nodes, repetitions))
+        node_args = ("--audit-fsync", args.audit_fsync)
+        with NodeProcesses(roster, telecom_ids(max(CONTRIBUTORS)), node_args) as nodes:
+            asyncio.run(measure(roster, nodes, repetitions, tuple(args.aggregate or AGGREGATES)))
     return 0

@@ -16,6 +16,13 @@ entries (the last one then says how many were left out). Async servers write wit
 which runs the write and its fsync on the log's own writer thread: the event loop keeps serving other calls,
 and the caller still answers only once the record is on disk.
 
+Durability: a record is written (in the kernel's page cache, so it survives the process) before ``append``
+returns; it is fsynced then too unless the caller passes ``durable=False``. An fsync makes every earlier record
+of the file durable as well, so a node fsyncs where something leaves it (a masked vector, the shares that
+unmask a sum, a refusal) and writes the records of the stages in between without one: they become durable
+with the next fsynced record, on :meth:`AuditLog.sync` / :meth:`AuditLog.close`, or by the kernel's writeback
+(about 30 s), and only a power loss or kernel crash in that gap can lose them, never a record of a release.
+
 Limits, stated so nobody over-trusts the chain: whoever can write the file can rewrite it from any point
 on, recomputing every later hash, and can cut entries off its end. Publishing the head (``seq`` and
 ``hash`` of the last record, :attr:`AuditReport.head`) somewhere the node cannot rewrite makes both visible.
@@ -97,6 +104,7 @@ class AuditLog:
         # One writer thread: records keep the order they were submitted in, and an fsync never runs on
         # (or waits for a slot behind long computations in) the event loop's default executor.
         self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"audit-{node_id}")
+        self._unsynced = False  # a record was written with durable=False and not fsynced since
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         self._file = os.fdopen(fd, "r+b", buffering=0)
@@ -120,8 +128,9 @@ class AuditLog:
         """``hash`` of the last record written (64 zeros for an empty log)."""
         return self._prev
 
-    def append(self, event: str, **fields: AuditValue) -> dict[str, Any]:
-        """Write one record and return it (with ``hash``); it is on disk (flushed, fsynced) on return.
+    def append(self, event: str, *, durable: bool = True, **fields: AuditValue) -> dict[str, Any]:
+        """Write one record and return it (with ``hash``); it is on disk (flushed, fsynced) on return, or with
+        ``durable=False`` written but not fsynced (see the module's "Durability").
 
         Field names must not be one of the reserved keys; values are str, int, float, bool, list[str] or None.
         Strings and lists are bounded (``MAX_FIELD_BYTES``, ``MAX_LIST_ITEMS``) before they are hashed.
@@ -154,19 +163,32 @@ class AuditLog:
                 written = 0
                 while written < len(data):
                     written += self._file.write(data[written:])
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)
+                self._unsynced = not durable
                 self._seq, self._prev, self._size = record["seq"], record["hash"], self._size + len(data)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         return record
 
-    async def append_async(self, event: str, **fields: AuditValue) -> dict[str, Any]:
-        """:meth:`append` on the log's writer thread; returns once the record is on disk (fsynced)."""
+    async def append_async(self, event: str, *, durable: bool = True, **fields: AuditValue) -> dict[str, Any]:
+        """:meth:`append` on the log's writer thread; returns once the record is written (and fsynced if
+        ``durable``)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, functools.partial(self.append, event, **fields))
+        return await loop.run_in_executor(
+            self._writer, functools.partial(self.append, event, durable=durable, **fields)
+        )
+
+    def sync(self) -> None:
+        """fsync records written with ``durable=False`` since the last fsync (a no-op when there are none)."""
+        with self._lock:
+            if self._unsynced and not self._file.closed:
+                os.fsync(self._file.fileno())
+                self._unsynced = False
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
+        self.sync()
         with self._lock:
             self._file.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -212,3 +213,31 @@ def test_reserved_and_unsupported_fields_are_refused(tmp_path: Path) -> None:
         with pytest.raises(TypeError, match="not an audit value"):
             log.append("x", blob=b"raw")  # type: ignore[arg-type]
     assert verify_audit(tmp_path / "log.jsonl").entries == 0
+
+
+def test_records_without_fsync_are_written_and_made_durable_by_the_next_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stages that release nothing skip their fsync; the next durable record, sync() or close() covers them."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    path = tmp_path / "telecom-a.jsonl"
+    log = AuditLog(path, "telecom-a")
+    log.append("round.open", round="01", durable=False)
+    log.append("round.share-keys", round="01", durable=False)
+    assert synced == []
+    assert len(lines_of(path)) == 2  # written (page cache) before append returned
+    log.append("round.masked-input", round="01")
+    assert len(synced) == 1
+    log.sync()
+    assert len(synced) == 1  # nothing pending: no second fsync
+    log.append("round.consistency", round="01", durable=False)
+    log.close()
+    assert len(synced) == 2  # close made the pending record durable
+    assert verify_audit(path).ok
