@@ -17,7 +17,10 @@
   line (``--update`` replaces the stored row instead, audited in ``ingest_updates``); an onset after the report
   date loads but is flagged;
 - the file's sha256 is recorded in ``ingest_log``; loading the same file into the same table again adds nothing
-  (unless ``--update``).
+  (unless ``--update``);
+- ``subscribers.msisdn`` (E.164, e.g. ``+8613800000000``) may be missing from the file (older exports: the column
+  loads as NULL) or empty; a number that is not E.164, or that another subscriber already holds (in the table or
+  on an earlier valid row of the file), rejects the row.
 
 A UTC offset in a timestamp (``Z``, ``+08``, ``-05:00``) is converted to the stores' zone, Asia/Shanghai, and
 kept naive like the raw tables' own TIMESTAMP columns; text without one is local time already. A load is one
@@ -48,6 +51,7 @@ from adapters.ingest_checks import KeyOutcome, check_keys, check_references, fla
 from adapters.partials import refresh as refresh_partials
 from adapters.store import ADDED_COLUMNS, AGENCY_KINDS, RAW_TABLES, create_tables, open_store
 from federation.errors import ConfigError, FederationError
+from federation.msisdn import E164_PATTERN
 from federation.vocabulary import CASE_STATUSES, TRANSPORT_MODES
 
 __all__ = ["PRIMARY_KEYS", "IngestSummary", "add_arguments", "ingest", "run"]
@@ -63,11 +67,12 @@ PRIMARY_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 )
 
 # How each column is checked: "id" (integer, required), "optional_id" (empty allowed), "district" (a domain
-# code), "timestamp", "date", "optional_date" (empty allowed), "flag" (a boolean), or a tuple of allowed values.
+# code), "timestamp", "date", "optional_date" (empty allowed), "flag" (a boolean), "msisdn" (E.164, empty
+# allowed), or a tuple of allowed values.
 _RULES: Mapping[str, Mapping[str, str | tuple[str, ...]]] = MappingProxyType(
     {
         "cells": {"cell_id": "id", "district": "district"},
-        "subscribers": {"subscriber_id": "id", "home_district": "district"},
+        "subscribers": {"subscriber_id": "id", "home_district": "district", "msisdn": "msisdn"},
         "signalling": {"subscriber_id": "id", "ts": "timestamp", "cell_id": "id"},
         "cases": {
             "case_id": "id",
@@ -90,6 +95,7 @@ _RULES: Mapping[str, Mapping[str, str | tuple[str, ...]]] = MappingProxyType(
     }
 )
 
+_E164_SQL = E164_PATTERN  # regexp_full_match anchors it
 _INTEGER_TEXT = r"[+-]?[0-9]+"  # TRY_CAST alone would accept '12.5' (rounded), '0x10' and '1_000'
 _FLAG_TEXT = ("true", "false", "t", "f", "1", "0", "yes", "no")
 _OFFSET_TEXT = r"[0-9](Z|[+-][0-9]{2}(:?[0-9]{2})?)$"  # a time followed by a UTC offset
@@ -371,6 +377,18 @@ def _validate_and_insert(
     for name in columns:
         rule = rules[name]
         raw = f"raw.{name}"
+        if rule == "msisdn":
+            # A number held by another subscriber in the table rejects the row; repeats within the file below.
+            typed.append(f"{raw} AS {name}")
+            joins.append(
+                f"LEFT JOIN (SELECT {name}, min(subscriber_id) AS holder FROM {table} GROUP BY {name}) AS taken "
+                f"ON taken.{name} = {raw} AND taken.holder IS DISTINCT FROM TRY_CAST(raw.subscriber_id AS BIGINT)"
+            )
+            checks.append(
+                f"CASE WHEN {raw} IS NOT NULL AND NOT regexp_full_match({raw}, '{_E164_SQL}') THEN 'bad {name}' "
+                f"WHEN taken.{name} IS NOT NULL THEN '{name} of another subscriber' END"
+            )
+            continue
         if isinstance(rule, tuple):
             allowed = ", ".join(f"'{value}'" for value in rule)
             typed.append(f"{raw} AS {name}")
@@ -414,6 +432,18 @@ def _validate_and_insert(
         f"NULLIF(concat_ws('; ', {', '.join(checks)}), '') AS reason "
         f"FROM ingest_raw AS raw CROSS JOIN (SELECT min(rowid) AS rowid FROM ingest_raw) AS first {' '.join(joins)}"
     )
+    if "msisdn" in columns:
+        con.execute(
+            """
+            UPDATE ingest_checked SET reason = 'msisdn of another subscriber'
+            WHERE reason IS NULL AND msisdn IS NOT NULL AND EXISTS (
+                SELECT 1 FROM ingest_checked AS earlier
+                WHERE earlier.msisdn = ingest_checked.msisdn AND earlier.source_row < ingest_checked.source_row
+                  AND earlier.reason IS NULL
+                  AND earlier.subscriber_id IS DISTINCT FROM ingest_checked.subscriber_id
+            )
+            """
+        )
     references = check_references(con, table)
     key = PRIMARY_KEYS[table]
     outcome = check_keys(con, table, columns, key, source=source, update=update)

@@ -39,7 +39,8 @@ RAW_TABLES: Mapping[str, Mapping[str, tuple[tuple[str, str], ...]]] = MappingPro
         "telecom": MappingProxyType(
             {
                 "cells": (("cell_id", "BIGINT"), ("district", "INTEGER")),
-                "subscribers": (("subscriber_id", "BIGINT"), ("home_district", "INTEGER")),
+                # msisdn: the subscriber's E.164 number, used only by the subscriber's own itinerary request.
+                "subscribers": (("subscriber_id", "BIGINT"), ("home_district", "INTEGER"), ("msisdn", "VARCHAR")),
                 "signalling": (("subscriber_id", "BIGINT"), ("ts", "TIMESTAMP"), ("cell_id", "BIGINT")),
             }
         ),
@@ -117,7 +118,10 @@ def open_store(path: Path, *, read_only: bool = True) -> duckdb.DuckDBPyConnecti
 
 # Columns added to a raw table after its first version, with the value the older rows get.
 ADDED_COLUMNS: Mapping[str, Mapping[str, str]] = MappingProxyType(
-    {"cases": MappingProxyType({"imported": "false", "cluster_id": "NULL"})}
+    {
+        "cases": MappingProxyType({"imported": "false", "cluster_id": "NULL"}),
+        "subscribers": MappingProxyType({"msisdn": "NULL"}),
+    }
 )
 
 

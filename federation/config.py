@@ -9,6 +9,10 @@ Checked at load: the format version, unique node ids (DNS names), kinds and role
 positive numbers, ISO dates, host:port addresses, and that the CA and every certificate exist. Private keys
 and agency stores are not checked here: on a multi-host federation each host holds only its own key and
 store, and the node that needs one fails at start-up with a clear error.
+
+The optional ``gateways`` list names each carrier's SMS gateway (``id``, ``kind: gateway``, ``carrier``: a
+telecom node id, ``cert``, optional ``key``): a client identity, the only caller of that carrier's itinerary
+service. A telecom node's policy may carry ``itinerary: {window_days, min_stay_hours}`` (default 14 and 4).
 """
 
 from __future__ import annotations
@@ -35,9 +39,22 @@ DEFAULT_ROUND_TIMEOUT_S = 60.0
 DEFAULT_STAGE_TIMEOUT_S = 30.0
 DEFAULT_MOBILITY_K = 15
 DEFAULT_CASES_K = 3
+GATEWAY_KIND = "gateway"
+DEFAULT_ITINERARY_WINDOW_DAYS = 14
+DEFAULT_ITINERARY_MIN_STAY_HOURS = 4.0
+MAX_ITINERARY_WINDOW_DAYS = 31
 _QUERY_NAME = re.compile(r"[a-z][a-z0-9-]*")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _ADDRESS = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})")
+
+
+@dataclass(frozen=True)
+class ItineraryPolicy:
+    """A carrier's rules for its subscribers' own itinerary (docs/security.md, "One person's itinerary"): the
+    window of whole days ending on the store's last data day, and the shortest stay in a city that counts."""
+
+    window_days: int = DEFAULT_ITINERARY_WINDOW_DAYS
+    min_stay_hours: float = DEFAULT_ITINERARY_MIN_STAY_HOURS
 
 
 @dataclass(frozen=True)
@@ -51,6 +68,7 @@ class PolicyConfig:
     min_contributors: int
     allowed_coordinators: tuple[str, ...]  # empty: any coordinator in the roster
     allowed_roles: tuple[str, ...]
+    itinerary: ItineraryPolicy = ItineraryPolicy()  # telecom nodes only
 
 
 @dataclass(frozen=True)
@@ -123,6 +141,17 @@ class CoordinatorConfig:
 
 
 @dataclass(frozen=True)
+class GatewayConfig:
+    """A carrier's SMS gateway: a client identity (no server) and the only caller of that carrier's itinerary
+    service. ``carrier`` is the id of a telecom node."""
+
+    id: str
+    carrier: str
+    cert: Path
+    key: Path | None  # absent when the gateway's key lives only on its own machine
+
+
+@dataclass(frozen=True)
 class DomainConfig:
     provinces: tuple[int, ...] | None  # two-digit province codes, ascending; None: every province
     registry_hash: str  # sha256 hex of the domain's district registry
@@ -142,6 +171,18 @@ class FederationConfig:
     coordinators: tuple[CoordinatorConfig, ...]
     #: The CA's revocation list (``pki.crl``), which every node re-reads when it changes; None: no CRL.
     crl: Path | None = None
+    gateways: tuple[GatewayConfig, ...] = ()
+
+    def gateway_of(self, carrier: str) -> GatewayConfig:
+        """The SMS gateway of the telecom node ``carrier``; ConfigError naming the fix when it has none."""
+        for gateway in self.gateways:
+            if gateway.carrier == carrier:
+                return gateway
+        carriers = ", ".join(g.carrier for g in self.gateways) or "none"
+        raise ConfigError(
+            f"{self.path}: no gateway with carrier {carrier!r} under gateways (carriers with one: {carriers}); "
+            "add one, or regenerate the scenario"
+        )
 
     def node(self, node_id: str) -> NodeConfig:
         for node in self.nodes:
@@ -188,12 +229,13 @@ class FederationConfig:
         if member is None:
             raise ConfigError(f"{self.path}: no member {member_id!r} (known: {', '.join(sorted(members))})")
         if member.key is None:
-            raise ConfigError(f"{self.path}: coordinator {member_id} has no key; add its key path")
+            raise ConfigError(f"{self.path}: {member_id} has no key in the roster; add its key path")
         return Identity.load(member_id, member.cert, member.key, self.ca)
 
-    def _members(self) -> dict[str, BrokerConfig | NodeConfig | CoordinatorConfig]:
-        members: list[BrokerConfig | NodeConfig | CoordinatorConfig] = [self.broker, *self.nodes]
+    def _members(self) -> dict[str, BrokerConfig | NodeConfig | CoordinatorConfig | GatewayConfig]:
+        members: list[BrokerConfig | NodeConfig | CoordinatorConfig | GatewayConfig] = [self.broker, *self.nodes]
         members += self.coordinators
+        members += self.gateways
         return {member.id: member for member in members}
 
 
@@ -293,6 +335,7 @@ def dump_federation(cfg: FederationConfig, path: Path) -> None:
                     "min_contributors": node.policy.min_contributors,
                     "allowed_coordinators": list(node.policy.allowed_coordinators),
                     "allowed_roles": list(node.policy.allowed_roles),
+                    **_dump_itinerary(node),
                 },
                 **_dump_limits(node.limits, ("max_live_rounds", "max_concurrent_rpcs")),
                 **_dump_metrics(node.metrics),
@@ -301,6 +344,8 @@ def dump_federation(cfg: FederationConfig, path: Path) -> None:
         ],
         "coordinators": [_dump_coordinator(c, rel) for c in cfg.coordinators],
     }
+    if cfg.gateways:
+        document["gateways"] = [_dump_gateway(g, rel) for g in cfg.gateways]
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     partial.write_text(yaml.safe_dump(document, sort_keys=False, default_flow_style=None), encoding="utf-8")
@@ -321,6 +366,21 @@ def _dump_metrics(metrics: MetricsConfig) -> dict[str, Any]:
 def _dump_store(node: NodeConfig, base: Path) -> dict[str, Any]:
     value, spark = node.location().roster_value(base)
     return {"store": value} if spark is None else {"store": value, "spark": spark}
+
+
+def _dump_itinerary(node: NodeConfig) -> dict[str, Any]:
+    if node.kind != "telecom":
+        return {}
+    policy = node.policy.itinerary
+    return {"itinerary": {"window_days": policy.window_days, "min_stay_hours": policy.min_stay_hours}}
+
+
+def _dump_gateway(gateway: GatewayConfig, rel: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": gateway.id, "kind": GATEWAY_KIND, "carrier": gateway.carrier}
+    entry["cert"] = rel(gateway.cert)
+    if gateway.key is not None:
+        entry["key"] = rel(gateway.key)
+    return entry
 
 
 def _dump_coordinator(coordinator: CoordinatorConfig, rel: Any) -> dict[str, Any]:
@@ -429,7 +489,10 @@ class _Reader:
 
     def federation(self, document: object) -> FederationConfig:
         top = self.section(
-            document, "", ("version", "name", "domain", "data", "pki", "broker", "nodes", "coordinators")
+            document,
+            "",
+            ("version", "name", "domain", "data", "pki", "broker", "nodes", "coordinators"),
+            ("gateways",),
         )
         if isinstance(top["version"], bool) or top["version"] != FORMAT_VERSION:
             self.fail(
@@ -453,7 +516,12 @@ class _Reader:
         )
         coordinator_ids = tuple(c.id for c in coordinators)
         nodes = tuple(self.node(entry, f"nodes[{i}]", coordinator_ids) for i, entry in enumerate(top["nodes"]))
-        self.unique(broker, nodes, coordinators)
+        gateways_list = top.get("gateways", [])
+        if not isinstance(gateways_list, list):
+            self.fail("gateways", f"expected a list, got {_shown(gateways_list)}", "list the carriers' SMS gateways")
+        carriers = tuple(node.id for node in nodes if node.kind == "telecom")
+        gateways = tuple(self.gateway(entry, f"gateways[{i}]", carriers) for i, entry in enumerate(gateways_list))
+        self.unique(broker, nodes, coordinators, gateways)
         return FederationConfig(
             path=self.file.absolute(),
             version=FORMAT_VERSION,
@@ -466,6 +534,7 @@ class _Reader:
             broker=broker,
             nodes=nodes,
             coordinators=coordinators,
+            gateways=gateways,
         )
 
     def domain(self, value: object) -> DomainConfig:
@@ -527,6 +596,9 @@ class _Reader:
             ("limits", "metrics", "spark"),
         )
         node_id = self.member_id(node["id"], f"{key}.id")
+        kind = self.choice(node["kind"], f"{key}.kind", NODE_KINDS)
+        if kind != "telecom" and isinstance(node["policy"], dict) and "itinerary" in node["policy"]:
+            self.fail(f"{key}.policy.itinerary", f"a {kind} node has no itinerary service", "remove the key")
         location = parse_store(
             self.text(node["store"], f"{key}.store"),
             base=self.base,
@@ -541,7 +613,7 @@ class _Reader:
             store, store_location = audit_log.with_name(f"{node_id}.{location.engine}"), location
         return NodeConfig(
             id=node_id,
-            kind=self.choice(node["kind"], f"{key}.kind", NODE_KINDS),
+            kind=kind,
             address=self.address(node["address"], f"{key}.address"),
             store=store,
             store_location=store_location,
@@ -575,7 +647,7 @@ class _Reader:
             value,
             key,
             ("allowed_queries", "max_window_days", "min_contributors"),
-            ("allowed_coordinators", "allowed_roles"),
+            ("allowed_coordinators", "allowed_roles", "itinerary"),
         )
         queries = self.strings(policy["allowed_queries"], f"{key}.allowed_queries")
         for i, query in enumerate(queries):
@@ -598,6 +670,37 @@ class _Reader:
             min_contributors=self.integer(policy["min_contributors"], f"{key}.min_contributors"),
             allowed_coordinators=tuple(allowed_coordinators),
             allowed_roles=tuple(roles),
+            itinerary=self.itinerary(policy.get("itinerary", {}), f"{key}.itinerary"),
+        )
+
+    def itinerary(self, value: object, key: str) -> ItineraryPolicy:
+        entry = self.section(value, key, (), ("window_days", "min_stay_hours"))
+        window_days = self.integer(entry.get("window_days", DEFAULT_ITINERARY_WINDOW_DAYS), f"{key}.window_days")
+        if window_days > MAX_ITINERARY_WINDOW_DAYS:
+            self.fail(
+                f"{key}.window_days",
+                f"{window_days} days is longer than the service's limit of {MAX_ITINERARY_WINDOW_DAYS}",
+                "use 14 (or 7, as the real service later did)",
+            )
+        min_stay = self.positive_number(
+            entry.get("min_stay_hours", DEFAULT_ITINERARY_MIN_STAY_HOURS), f"{key}.min_stay_hours"
+        )
+        return ItineraryPolicy(window_days=window_days, min_stay_hours=min_stay)
+
+    def gateway(self, value: object, key: str, carriers: tuple[str, ...]) -> GatewayConfig:
+        entry = self.section(value, key, ("id", "kind", "carrier", "cert"), ("key",))
+        self.choice(entry["kind"], f"{key}.kind", (GATEWAY_KIND,))
+        if entry["carrier"] not in carriers:
+            self.fail(
+                f"{key}.carrier",
+                f"{_shown(entry['carrier'])} is not a telecom node of the roster",
+                f"use one of {', '.join(carriers) or '(no telecom nodes)'}",
+            )
+        return GatewayConfig(
+            id=self.member_id(entry["id"], f"{key}.id"),
+            carrier=str(entry["carrier"]),
+            cert=self.path(entry["cert"], f"{key}.cert", must_exist=True),
+            key=None if entry.get("key") is None else self.path(entry["key"], f"{key}.key"),
         )
 
     def coordinator(self, value: object, key: str, domain: DomainConfig) -> CoordinatorConfig:
@@ -628,12 +731,17 @@ class _Reader:
         )
 
     def unique(
-        self, broker: BrokerConfig, nodes: tuple[NodeConfig, ...], coordinators: tuple[CoordinatorConfig, ...]
+        self,
+        broker: BrokerConfig,
+        nodes: tuple[NodeConfig, ...],
+        coordinators: tuple[CoordinatorConfig, ...],
+        gateways: tuple[GatewayConfig, ...] = (),
     ) -> None:
         ids: dict[str, str] = {broker.id: "broker.id"}
         addresses: dict[str, str] = {broker.address: "broker"}
         members: list[tuple[str, str, str | None]] = [(f"nodes[{i}]", n.id, n.address) for i, n in enumerate(nodes)]
         members += [(f"coordinators[{i}]", c.id, None) for i, c in enumerate(coordinators)]
+        members += [(f"gateways[{i}]", g.id, None) for i, g in enumerate(gateways)]
         for key, member_id, address in members:
             if member_id in ids:
                 self.fail(f"{key}.id", f"{member_id!r} is already the id at {ids[member_id]}", "ids must be unique")

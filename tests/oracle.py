@@ -119,7 +119,7 @@ def oracle_roamers(
     """Presence restricted to subscribers whose home_district code starts with home_prefix."""
     roaming = {
         subscriber_id
-        for subscriber_id, home in _rows(con, "subscribers")
+        for subscriber_id, home, *_ in _rows(con, "subscribers")
         if home is not None and str(home).startswith(home_prefix)
     }
     return _district_day_counts(con, domain, start, end, subscribers=roaming)
@@ -129,7 +129,7 @@ def oracle_residents(con: Source, domain: Sequence[int] | npt.NDArray[np.int32])
     """Per district: distinct subscribers whose home_district is d."""
     position = _positions(domain)
     people: dict[int, set[int]] = defaultdict(set)
-    for subscriber_id, home in _rows(con, "subscribers"):
+    for subscriber_id, home, *_ in _rows(con, "subscribers"):
         if home in position:
             people[position[home]].add(subscriber_id)
     return _vector({pos: len(ids) for pos, ids in people.items()}, len(position))

@@ -306,7 +306,7 @@ def build_random_stores(path: Path) -> tuple[duckdb.DuckDBPyConnection, ...]:
         {"ids": list(range(n_cells)), "districts": cell_districts.tolist()},
     )
     telecom.execute(
-        "INSERT INTO subscribers SELECT unnest($ids), unnest($homes)",
+        "INSERT INTO subscribers (subscriber_id, home_district) SELECT unnest($ids), unnest($homes)",
         {"ids": list(range(n_subs)), "homes": districts[rng.integers(0, len(districts), n_subs)].tolist()},
     )
     telecom.execute(

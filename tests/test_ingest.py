@@ -261,7 +261,7 @@ def test_overlapping_files_count_duplicates(tmp_path: Path) -> None:
     assert (summary.loaded, summary.rejected, summary.duplicates) == (1, 2, 0)
     # A key already stored with other content is a conflict naming the stored row's line; within a file the
     # first row wins and a later one with other content is a conflict naming the first one's line.
-    assert rows(store, "SELECT * FROM subscribers ORDER BY subscriber_id") == [(1, A), (2, B), (3, C)]
+    assert rows(store, "SELECT subscriber_id, home_district FROM subscribers ORDER BY 1") == [(1, A), (2, B), (3, C)]
     assert rows(store, "SELECT line, reason FROM rejected_subscribers ORDER BY line") == [
         (2, f"conflict: key already stored with other content ({first} line 3); use --update to replace it"),
         (4, "conflict: same key as line 3 of this file with other content"),
@@ -269,6 +269,38 @@ def test_overlapping_files_count_duplicates(tmp_path: Path) -> None:
     again = write_csv(tmp_path / "c.csv", f"subscriber_id,home_district\n1,{A}\n4,{B}")
     summary = ingest("telecom", store, csv=again, domain=DOMAIN, table="subscribers")
     assert (summary.loaded, summary.rejected, summary.duplicates) == (1, 0, 1)  # the same row again: a duplicate
+
+
+def test_subscriber_numbers_are_e164_and_unique(tmp_path: Path) -> None:
+    store = tmp_path / "telecom.duckdb"
+    old = write_csv(tmp_path / "old.csv", f"subscriber_id,home_district\n1,{A}")
+    summary = ingest("telecom", store, csv=old, domain=DOMAIN, table="subscribers")
+    assert summary.loaded == 1  # an export without msisdn still loads; the number is NULL
+    source = write_csv(
+        tmp_path / "numbers.csv",
+        f"""
+subscriber_id,home_district,msisdn
+2,{A},+8613800000002
+3,{B},13800000003
+4,{B},+8613800000002
+5,{C},
+6,{C},+86138000000061234567
+7,{A},+8613800000007
+""",
+    )
+    summary = ingest("telecom", store, csv=source, domain=DOMAIN, table="subscribers")
+    assert_adds_up(summary, 6)
+    assert dict(summary.rejected_by_reason) == {"bad msisdn": 2, "msisdn of another subscriber": 1}
+    again = write_csv(tmp_path / "again.csv", f"subscriber_id,home_district,msisdn\n8,{A},+8613800000007")
+    assert dict(ingest("telecom", store, csv=again, domain=DOMAIN, table="subscribers").rejected_by_reason) == {
+        "msisdn of another subscriber": 1
+    }
+    assert rows(store, "SELECT subscriber_id, msisdn FROM subscribers ORDER BY 1") == [
+        (1, None),
+        (2, "+8613800000002"),
+        (5, None),
+        (7, "+8613800000007"),
+    ]
 
 
 def test_ingested_store_answers_aggregates(tmp_path: Path) -> None:

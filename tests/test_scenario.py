@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +29,7 @@ AGENCIES = (*CARRIERS, *HEALTH, *TRANSPORT)
 RAW_TABLES_AS_SPECIFIED = {
     "telecom": {
         "cells": [("cell_id", "BIGINT"), ("district", "INTEGER")],
-        "subscribers": [("subscriber_id", "BIGINT"), ("home_district", "INTEGER")],
+        "subscribers": [("subscriber_id", "BIGINT"), ("home_district", "INTEGER"), ("msisdn", "VARCHAR")],
         "signalling": [("subscriber_id", "BIGINT"), ("ts", "TIMESTAMP"), ("cell_id", "BIGINT")],
     },
     "health": {
@@ -155,6 +156,22 @@ def test_each_person_subscribes_to_exactly_one_carrier(world: duckdb.DuckDBPyCon
         assert _scalar(world, strangers) == 0
         assert _scalar(world, unknown_cells) == 0
         assert _scalar(world, f'SELECT count(*) - count(DISTINCT cell_id) FROM "{carrier}".cells') == 0
+
+
+def test_every_subscriber_has_a_unique_number_in_its_carriers_prefixes(world: duckdb.DuckDBPyConnection) -> None:
+    numbers = world.execute(_union("subscribers", CARRIERS, "msisdn")).fetchall()
+    assert len(numbers) == PERSONS and len(set(numbers)) == PERSONS
+    for carrier in CARRIERS:
+        rows = world.execute(f'SELECT msisdn FROM "{carrier}".subscribers').fetchall()
+        assert all(re.fullmatch(r"\+861[3-9][0-9]{9}", m) for (m,) in rows), carrier
+        prefixes = {m[3:6] for (m,) in rows}
+        others = {
+            m[3:6]
+            for c in CARRIERS
+            if c != carrier
+            for (m,) in world.execute(f'SELECT msisdn FROM "{c}".subscribers').fetchall()
+        }
+        assert prefixes and not prefixes & others, carrier
 
 
 def test_everyone_is_seen_every_day(world: duckdb.DuckDBPyConnection) -> None:

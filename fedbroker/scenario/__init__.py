@@ -73,7 +73,9 @@ departure on the trip's day, to the minute. Operators transport-a/b/c each sell 
 :func:`.records.ticket_records` for why there is no one-operator-per-mode split.
 
 Ids: subscriber, passenger and case-list person ids are all the person's id (index + 1); no federated query
-joins across agencies, tests use them to check the world's coherence.
+joins across agencies, tests use them to check the world's coherence. Each subscriber has a unique E.164
+number (``subscribers.msisdn``) in its carrier's own mobile prefixes (:data:`.records.CARRIER_PREFIXES`), for
+the subscriber's own itinerary request.
 """
 
 from __future__ import annotations

@@ -105,8 +105,12 @@ def write_telecom(path: Path, records: TelecomRecords, start: date) -> dict[str,
             "subscribers": _insert(
                 con,
                 "subscribers",
-                "subscriber_id, home_district",
-                {"subscriber_id": records.subscriber_id, "home_district": records.home_district},
+                "subscriber_id, home_district, msisdn",
+                {
+                    "subscriber_id": records.subscriber_id,
+                    "home_district": records.home_district,
+                    "msisdn": records.msisdn,
+                },
             ),
             "signalling": _insert(
                 con,

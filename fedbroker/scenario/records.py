@@ -37,6 +37,17 @@ OPERATOR_SHARES = (0.5, 0.3, 0.2)
 
 HEALTH_NETWORK_SHARES = (0.45, 0.35, 0.20)
 
+# Mobile number prefixes (after +86) of the three carriers, shaped on China Mobile, China Unicom and China
+# Telecom's real number blocks. A subscriber's number is +86, the prefix (subscriber_id mod the carrier's prefix
+# count) and eight digits (subscriber_id × MSISDN_MULTIPLIER mod 10^8): the multiplier is coprime with 10^8, so
+# the numbers are unique per carrier for ids below 10^8 and the carriers' prefixes never overlap.
+CARRIER_PREFIXES = (
+    ("134", "135", "136", "137", "138", "139", "150", "151", "152", "157", "158", "159", "182", "187", "188"),
+    ("130", "131", "132", "155", "156", "166", "176", "185", "186"),
+    ("133", "153", "173", "177", "180", "181", "189", "199"),
+)
+MSISDN_MULTIPLIER = 48_271
+
 
 @dataclass(frozen=True)
 class TelecomRecords:
@@ -46,6 +57,7 @@ class TelecomRecords:
     cell_district: npt.NDArray[np.int32]
     subscriber_id: npt.NDArray[np.int64]
     home_district: npt.NDArray[np.int32]
+    msisdn: npt.NDArray[np.str_]  # E.164, one per subscriber
     event_subscriber: npt.NDArray[np.int64]
     event_second: npt.NDArray[np.int64]
     event_cell: npt.NDArray[np.int64]
@@ -144,10 +156,20 @@ def telecom_records(world: World, rng: np.random.Generator) -> Iterator[TelecomR
             cell_district=np.repeat(codes, cells[c]).astype(np.int32),
             subscriber_id=members.astype(np.int64) + 1,
             home_district=codes[home[members]].astype(np.int32),
+            msisdn=msisdns(c, members.astype(np.int64) + 1),
             event_subscriber=subscriber,
             event_second=second,
             event_cell=cell_ids,
         )
+
+
+def msisdns(carrier: int, subscriber_id: npt.NDArray[np.int64]) -> npt.NDArray[np.str_]:
+    """The E.164 numbers of carrier ``carrier``'s subscribers (see CARRIER_PREFIXES), one per id."""
+    prefixes = np.array(CARRIER_PREFIXES[carrier])
+    prefix = prefixes[subscriber_id % len(prefixes)]
+    digits = np.char.zfill(((subscriber_id * MSISDN_MULTIPLIER) % 100_000_000).astype(str), 8)
+    numbers: npt.NDArray[np.str_] = np.char.add(np.char.add("+86", prefix), digits)
+    return numbers
 
 
 def ticket_records(world: World, rng: np.random.Generator) -> tuple[TicketRecords, ...]:

@@ -5,7 +5,9 @@ Layout of a scenario directory::
     federation.yaml            the roster (federation.config format), paths relative to this directory
     scenario.json              manifest: parameters, model constants, rows per table, content hash
     agencies/<agency-id>.duckdb  each agency's raw tables (docs/protocol.md, "Raw tables")
-    pki/                       dev CA + certificate and key of the broker, every node, every coordinator
+    pki/                       dev CA + certificate and key of the broker, every node, every coordinator and
+                               each carrier's SMS gateway (telecom-a-gateway, ...)
+    sms/outbox.jsonl           the local SMS sender's outbox (written by the carriers' itinerary service)
     audit/                     where the nodes append their audit logs
 """
 
@@ -158,6 +160,7 @@ def generate_scenario(
     name = scenario_name(domain)
     coordinators = _coordinators(domain)
     ids = [BROKER_ID, *CARRIERS, *HEALTH_NETWORKS, *TRANSPORT_OPERATORS, *(c["id"] for c in coordinators)]
+    ids += [gateway_id(carrier) for carrier in CARRIERS]
     generate_dev_pki(out / "pki", ids)
     end = start + timedelta(days=days - 1)
     roster = out / "federation.yaml"
@@ -235,6 +238,11 @@ def _describe(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{key} {value}" for key, value in params.items())
 
 
+def gateway_id(carrier: str) -> str:
+    """The id of a carrier's SMS gateway in the generated roster (the only caller of its itinerary service)."""
+    return f"{carrier}-gateway"
+
+
 def _coordinators(domain: tuple[int, ...] | None) -> list[dict[str, Any]]:
     """The national coordinator and one provincial coordinator: Hubei's if in the domain, else the first."""
     province = HUBEI if domain is None or HUBEI in domain else domain[0]
@@ -275,6 +283,7 @@ def _roster_text(
                         "min_contributors": policy["min_contributors"],
                         "allowed_coordinators": [],
                         "allowed_roles": ["national", "provincial"],
+                        **({"itinerary": {"window_days": 14, "min_stay_hours": 4}} if kind == "telecom" else {}),
                     },
                 }
             )
@@ -295,6 +304,16 @@ def _roster_text(
         },
         "nodes": nodes,
         "coordinators": [{**c, "cert": f"pki/{c['id']}.pem", "key": f"pki/{c['id']}.key"} for c in coordinators],
+        "gateways": [
+            {
+                "id": gateway_id(carrier),
+                "kind": "gateway",
+                "carrier": carrier,
+                "cert": f"pki/{gateway_id(carrier)}.pem",
+                "key": f"pki/{gateway_id(carrier)}.key",
+            }
+            for carrier in CARRIERS
+        ],
     }
     header = (
         f"# fedbroker federation roster for the synthetic scenario {name!r} (fedbroker scenario generate).\n"
