@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics here (0: any free port)"
     )
     serve.add_argument("--metrics-host", default="127.0.0.1", help="metrics bind address (default loopback)")
+    serve.add_argument(
+        "--risk-list", type=Path, metavar="FILE", help="carrier: district codes to flag in itineraries (JSON/CSV)"
+    )
 
     status = commands.add_parser("status", help="each node's health, version, registry, data window, live rounds")
     status.add_argument("--federation", type=Path, required=True, help="the roster (federation.yaml)")
@@ -94,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="bind ephemeral ports; the roster with the real "
         "addresses is written beside the file as federation.runtime.yaml",
     )
+    up.add_argument("--risk-list", type=Path, metavar="FILE", help="every carrier's itinerary risk list (JSON/CSV)")
+
+    itinerary = commands.add_parser("itinerary", help="a subscriber's own places visited, as phone and SMS gateway")
+    from fedbroker.itinerary import add_arguments as itinerary_arguments
+
+    itinerary_arguments(itinerary)
 
     from fedbroker.query_cli import add_query_parser
 
@@ -187,6 +196,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from fedbroker.commands import run_query_command
 
         return run_query_command(args)
+    if args.command == "itinerary":
+        from fedbroker.itinerary import run as run_itinerary
+
+        return run_itinerary(args)
     if args.command == "demo":
         from fedbroker.demo import run_demo
 
@@ -234,6 +247,7 @@ def _serve(args: argparse.Namespace) -> int:
                 on_ready=ready,
                 parent_pid=args.exit_with_parent,
                 metrics_config=metrics,
+                risk_list=args.risk_list,
             )
         )
     else:
@@ -262,4 +276,4 @@ def ready_file_writer(path: Path | None) -> Callable[[int], None]:
 def _up(args: argparse.Namespace) -> int:
     from fedbroker.supervise import run_up
 
-    return run_up(args.federation, ephemeral=args.ephemeral)
+    return run_up(args.federation, ephemeral=args.ephemeral, risk_list=args.risk_list)

@@ -1,23 +1,31 @@
-"""``fedbroker demo``: the default scenario, a whole federation on loopback, one importation-risk query."""
+"""``fedbroker demo``: the default scenario, a whole federation on loopback, one importation-risk query, and one
+subscriber's own itinerary through its carrier's SMS gateway (with how to try it by hand)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 import sys
 import time
 from pathlib import Path
 
+from adapters.itinerary.sms import local_outbox
+from adapters.store import open_store
 from fedbroker.client import Client
 from fedbroker.harness import LocalFederation
 from fedbroker.html_report import gather, render_report
+from fedbroker.itinerary import answer_table, get_itinerary, request_code
 from fedbroker.report import format_json, importation_summary, tier_summary
 from federation.catalog import agency_query_kinds
-from federation.config import load_federation
-from federation.errors import FederationError
+from federation.config import FederationConfig, load_federation
+from federation.errors import ConfigError, FederationError, NodeUnavailable
 from federation.registry import load_registry
 from federation.v1 import broker_pb2
 
 NATIONAL_COORDINATOR = "nhc-national"
 DEMO_KINDS = ("importation-risk", "warning")
+DEMO_CARRIER = "telecom-a"
 
 
 def _say(message: str) -> None:
@@ -34,6 +42,8 @@ def ensure_scenario(workdir: Path, *, fresh: bool, subscribers: int | None) -> P
     if roster.exists() and not fresh:
         try:
             config = load_federation(roster)
+            if not config.gateways:
+                raise ConfigError(f"{roster} predates the carriers' SMS gateways")
             stale = sorted(
                 {
                     k
@@ -80,6 +90,10 @@ def run_demo(workdir: Path, *, fresh: bool = False, subscribers: int | None = No
         client = Client(config, NATIONAL_COORDINATOR, on_progress=progress)
         inputs = gather(client, config.data_end, load_registry(config.domain.provinces))
         _say(f"  answered in {time.perf_counter() - asked:.1f} s")
+        # The day's tiers, saved below, are what a carrier would load as its risk list (medium and high).
+        itinerary = show_one_itinerary(
+            config, risk_list=roster.parent / "reports" / f"warning-{config.data_end.isoformat()}.json"
+        )
     _say("every node stopped")
     day = config.data_end.isoformat()
     reports = roster.parent / "reports"
@@ -96,4 +110,76 @@ def run_demo(workdir: Path, *, fresh: bool = False, subscribers: int | None = No
     page.write_text(render_report(inputs), encoding="utf-8")
     print(f"\nthe whole answers (every released district) are in {' and '.join(str(p) for p in saved)}")
     print(f"the day's report (maps, flows, tiers and Rt curves) is in {page}")
+    print(itinerary)
     return 0
+
+
+def show_one_itinerary(config: FederationConfig, *, risk_list: Path, carrier: str = DEMO_CARRIER) -> str:
+    """One subscriber who travelled, asking its carrier for its own itinerary as phone and gateway would: the
+    code is read back from the local SMS outbox. Returns the text to print, with how to try it by hand (with
+    ``risk_list`` loaded by every carrier, so that cities holding a listed district are starred)."""
+    msisdn = _a_traveller(config, carrier)
+    if msisdn is None:
+        return f"\n(no {carrier} subscriber with a number in this scenario: regenerate it to try the itinerary)"
+    outbox = local_outbox(config.ca)
+    before = _outbox_size(outbox)
+    asyncio.run(request_code(config, carrier, msisdn))
+    code = _await_code(outbox, before, msisdn)
+    answer = asyncio.run(get_itinerary(config, carrier, msisdn, code))
+    roster = config.path.with_name("federation.yaml")
+    return "\n".join(
+        [
+            "",
+            f"The consented itinerary service, for one {carrier} subscriber (code read from {outbox}):",
+            answer_table(answer),
+            "",
+            "Try it yourself (a number may ask for 3 codes an hour; a code lasts 5 minutes, once):",
+            f"  fedbroker up --federation {roster} --risk-list {risk_list} &",
+            f"  fedbroker itinerary request --federation {roster} --carrier {carrier} --msisdn {msisdn}",
+            f"  tail -n 1 {outbox}",
+            f"  fedbroker itinerary show --federation {roster} --carrier {carrier} --msisdn {msisdn} "
+            "--code CODE [--format json]",
+        ]
+    )
+
+
+def _a_traveller(config: FederationConfig, carrier: str) -> str | None:
+    """The number of a subscriber seen in at least two prefectures in the last week of data (the demo's pick)."""
+    con = open_store(config.node(carrier).store)
+    try:
+        row = con.execute(
+            """
+            SELECT subscribers.msisdn
+            FROM signalling JOIN cells USING (cell_id) JOIN subscribers USING (subscriber_id)
+            WHERE signalling.ts >= (SELECT max(ts) FROM signalling) - INTERVAL 7 DAY AND subscribers.msisdn IS NOT NULL
+            GROUP BY subscribers.subscriber_id, subscribers.msisdn
+            HAVING count(DISTINCT CAST(floor(cells.district / 100.0) AS INTEGER)) >= 2
+            ORDER BY subscribers.subscriber_id
+            LIMIT 1
+            """
+        ).fetchone()
+    finally:
+        con.close()
+    return None if row is None else str(row[0])
+
+
+def _outbox_size(outbox: Path) -> int:
+    return outbox.stat().st_size if outbox.exists() else 0
+
+
+def _await_code(outbox: Path, after: int, msisdn: str) -> str:
+    """The code of the first SMS to ``msisdn`` written past byte ``after``; the carrier sends it just after
+    answering, so poll for the line (bounded)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if _outbox_size(outbox) > after:
+            with outbox.open("rb") as stream:
+                stream.seek(after)
+                for line in stream.read().decode("utf-8").splitlines():
+                    message = json.loads(line)
+                    if message.get("to") == msisdn:
+                        found = re.search(r"\b([0-9]{6})\b", str(message.get("text", "")))
+                        if found:
+                            return found.group(1)
+        time.sleep(0.05)
+    raise NodeUnavailable(f"no SMS reached {outbox} within 30 s")

@@ -7,7 +7,9 @@ adapters through the test-only fault entry point (:mod:`fedbroker.faults`).
 
 Everything a federation writes at run time (ready files, logs, the runtime roster and, with ``audit_dir``, the
 audit logs) goes into its own ``run_dir``, so two federations over the same scenario share nothing but the
-read-only stores and certificates.
+read-only stores and certificates. Carriers also serve their
+subscribers' itinerary, callable by each carrier's SMS gateway of the roster (``gateways``; the generated
+scenario has one per carrier), with the risk list given in ``risk_lists``.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class LocalFederation:
     log_format: str = "text"  # the nodes' --log-format
     runtime_path: Path | None = None  # the runtime roster (default: run_dir / federation.runtime.yaml)
     audit_dir: Path | None = None  # if set, every node's audit log is written here instead of the roster's path
+    risk_lists: Mapping[str, Path] = field(default_factory=dict)  # carrier id -> its itinerary risk list file
     processes: dict[str, NodeProcess] = field(default_factory=dict)
     _config: FederationConfig | None = None
 
@@ -198,6 +201,8 @@ class LocalFederation:
             args += ["--metrics-port", "0"]
         if role == "adapter":
             args += ["--id", node_id]
+            if node_id in self.risk_lists:
+                args += ["--risk-list", str(self.risk_lists[node_id])]
         # The node watches this process and stops if it dies, so a crashed test run or demo never leaves
         # nodes behind holding ports.
         args += ["--listen", listen, "--ready-file", str(ready), "--exit-with-parent", str(os.getpid())]

@@ -16,12 +16,14 @@ from pathlib import Path
 from types import FrameType
 
 from fedbroker.harness import LocalFederation
+from federation.config import load_federation
 
 WATCH_INTERVAL_S = 0.5
 LOG_TAIL_LINES = 15
 
 
-def run_up(federation_path: Path, *, ephemeral: bool) -> int:
+def run_up(federation_path: Path, *, ephemeral: bool, risk_list: Path | None = None) -> int:
+    """Run every node until a signal; with ``risk_list``, every carrier flags itinerary cities from it."""
     stop = threading.Event()
     received: list[str] = []
 
@@ -32,7 +34,13 @@ def run_up(federation_path: Path, *, ephemeral: bool) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         runtime = federation_path.parent / "federation.runtime.yaml"  # where --ephemeral's help says it is
-        with LocalFederation(federation_path, ephemeral_ports=ephemeral, runtime_path=runtime) as federation:
+        risk_lists = {}
+        if risk_list is not None:
+            carriers = load_federation(federation_path).nodes_of_kind("telecom")
+            risk_lists = {node.id: risk_list for node in carriers}
+        with LocalFederation(
+            federation_path, ephemeral_ports=ephemeral, runtime_path=runtime, risk_lists=risk_lists
+        ) as federation:
             _announce(federation)
             exited = _watch(federation, stop)
             running = [n for n, p in federation.processes.items() if p.process.poll() is None]
@@ -52,6 +60,8 @@ def _announce(federation: LocalFederation) -> None:
     for node in config.nodes:
         if node.id in federation.processes:
             print(f"  {node.kind:<9} {node.id:<14} {node.address:<21} pid {federation.pid(node.id)}")
+    for gateway in config.gateways:
+        print(f"  gateway   {gateway.id:<14} SMS gateway of {gateway.carrier} (fedbroker itinerary request|show)")
     print(
         f"query it with: fedbroker query importation-risk --federation {config.path} --as "
         f"{config.coordinators[0].id}\nCtrl-C (or SIGTERM) stops every node.",

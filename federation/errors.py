@@ -21,9 +21,11 @@ docs/protocol.md §10), so a client rebuilds the exact subclass a node raised.
     ├── IntegrityFault       DATA_LOSS              8   the federation's own fault: a sum whose masks did not cancel,
     │                                                   a rebuilt key that does not match its advert
     ├── AuthenticationFailed UNAUTHENTICATED        5   a bad signature, an unknown peer
+    │   └── CodeRejected     UNAUTHENTICATED        5   an itinerary code that is wrong, expired, used or burnt
     ├── PermissionDenied     PERMISSION_DENIED      5   outside a coordinator's jurisdiction or role
     │   └── PolicyRefused    PERMISSION_DENIED      5   an adapter's own policy refuses the query
     ├── ResourceExhausted    RESOURCE_EXHAUSTED     9   a node's cap (live rounds, in-flight queries) is reached
+    │   └── RateLimited      RESOURCE_EXHAUSTED     9   a limit per number reached (itinerary codes per hour)
     └── NodeUnavailable      UNAVAILABLE            6   a node cannot be reached
 
 The root itself (INTERNAL, exit 1) is any other failure. Messages are written for the person who must fix the
@@ -104,6 +106,10 @@ class AuthenticationFailed(FederationError):
     exit_code = 5
 
 
+class CodeRejected(AuthenticationFailed):
+    status = "UNAUTHENTICATED"
+
+
 class PermissionDenied(FederationError):
     status = "PERMISSION_DENIED"
     exit_code = 5
@@ -116,6 +122,10 @@ class PolicyRefused(PermissionDenied):
 class ResourceExhausted(FederationError):
     status = "RESOURCE_EXHAUSTED"
     exit_code = 9
+
+
+class RateLimited(ResourceExhausted):
+    status = "RESOURCE_EXHAUSTED"
 
 
 class NodeUnavailable(FederationError):

@@ -237,3 +237,42 @@ def oracle_clusters(
             if sum(1 for d in dates if first <= d <= day) >= 2:
                 counts[position[district] * days + offset] += 1
     return _vector(counts, len(position) * days)
+
+
+def oracle_itinerary(
+    con: duckdb.DuckDBPyConnection,
+    msisdn: str,
+    window_days: int,
+    min_stay: dt.timedelta,
+    *,
+    last_day: dt.date | None = None,
+) -> list[int]:
+    """One subscriber's prefectures (code // 100) by last visit, latest first, ties by code.
+
+    A stay is a maximal run of the subscriber's events (sorted by (ts, cell_id)) in one prefecture, from its
+    first event to the first event after the run (its own last event if none); an unknown cell is an area of
+    its own that never counts. A prefecture counts when one of its stays lasts at least ``min_stay`` and overlaps
+    the ``window_days`` whole days ending on ``last_day`` (default: the latest signalling day); its last visit
+    is the latest end of such a stay.
+    """
+    cells = {cell_id: district for cell_id, district in _rows(con, "cells")}
+    subscriber = next((s for s, _home, number in _rows(con, "subscribers") if number == msisdn), None)
+    if last_day is None:
+        last_day = max(ts for _, ts, _ in _rows(con, "signalling")).date()
+    start = dt.datetime.combine(last_day - dt.timedelta(days=window_days - 1), dt.time())
+    end_excl = dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time())
+    rows = con.execute("SELECT * FROM signalling WHERE subscriber_id = ?", [subscriber]).fetchall()
+    events = sorted((ts, cell_id) for _, ts, cell_id in rows)
+    areas = [None if cells.get(cell) is None else cells[cell] // 100 for _, cell in events]
+    last_visit: dict[int, dt.datetime] = {}
+    i = 0
+    while i < len(events):
+        j = i
+        while j + 1 < len(events) and areas[j + 1] == areas[i]:
+            j += 1
+        area, stay_start = areas[i], events[i][0]
+        stay_end = events[j + 1][0] if j + 1 < len(events) else events[j][0]
+        if area is not None and stay_end - stay_start >= min_stay and stay_end > start and stay_start < end_excl:
+            last_visit[area] = max(last_visit.get(area, stay_end), stay_end)
+        i = j + 1
+    return [area for area, _ in sorted(last_visit.items(), key=lambda item: (-item[1].timestamp(), item[0]))]

@@ -1,0 +1,1 @@
+"""A carrier's consented itinerary service: one subscriber's own cities, for that subscriber only."""
