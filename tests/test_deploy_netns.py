@@ -203,6 +203,7 @@ def deployment(small_scenario: Path, tmp_path_factory: pytest.TempPathFactory) -
         ),
         nodes=nodes,
         coordinators=(coordinator,),
+        gateways=(),  # no SMS gateway in this deployment: the itinerary service then has no caller
     )
     dump_federation(roster, shared / "federation.yaml")
     for member in members:
