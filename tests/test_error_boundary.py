@@ -199,11 +199,11 @@ def test_each_error_group_has_its_own_exit_code() -> None:
     groups: dict[int, set[type[errors.FederationError]]] = {
         3: {errors.ConfigError, errors.RegistryMismatch},
         4: {errors.InvalidQuery, errors.UnknownDistrict, errors.VectorMismatch},
-        5: {errors.AuthenticationFailed, errors.PermissionDenied, errors.PolicyRefused},
+        5: {errors.AuthenticationFailed, errors.CodeRejected, errors.PermissionDenied, errors.PolicyRefused},
         6: {errors.NodeUnavailable},
         7: {errors.RoundError, errors.RoundAborted, errors.RoundReplayed, errors.UnknownRound},
         8: {errors.IntegrityFault},
-        9: {errors.ResourceExhausted},
+        9: {errors.ResourceExhausted, errors.RateLimited},
         1: {errors.FederationError},
     }
     assert {cls for classes in groups.values() for cls in classes} == set(errors.ERROR_CLASSES.values())
