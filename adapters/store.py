@@ -25,6 +25,7 @@ __all__ = [
     "AGENCY_KINDS",
     "DOMAIN_CTE",
     "RAW_TABLES",
+    "added_columns_sql",
     "count_vector",
     "create_tables",
     "data_window",
@@ -125,6 +126,16 @@ ADDED_COLUMNS: Mapping[str, Mapping[str, str]] = MappingProxyType(
 )
 
 
+def added_columns_sql(table: str) -> list[str]:
+    """``ALTER TABLE`` statements (DuckDB and PostgreSQL) giving a table made before a column was added that
+    column, older rows taking its default (``ADDED_COLUMNS``); none for a table that never gained one."""
+    types = {name: sql_type for kind_tables in RAW_TABLES.values() for name, sql_type in kind_tables.get(table, ())}
+    return [
+        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {types[name]} DEFAULT {default}"
+        for name, default in ADDED_COLUMNS.get(table, {}).items()
+    ]
+
+
 def create_tables(con: duckdb.DuckDBPyConnection, kind: str) -> None:
     """Create the raw tables of an agency kind ('telecom' | 'health' | 'transport') if they do not exist.
 
@@ -133,9 +144,8 @@ def create_tables(con: duckdb.DuckDBPyConnection, kind: str) -> None:
     for table, columns in _raw_tables_of(kind).items():
         body = ", ".join(f"{name} {sql_type}" for name, sql_type in columns)
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
-        types = dict(columns)
-        for name, default in ADDED_COLUMNS.get(table, {}).items():
-            con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {types[name]} DEFAULT {default}")
+        for statement in added_columns_sql(table):
+            con.execute(statement)
 
 
 def data_window(con: duckdb.DuckDBPyConnection, kind: str) -> tuple[dt.date, dt.date] | None:

@@ -240,7 +240,7 @@ def oracle_clusters(
 
 
 def oracle_itinerary(
-    con: duckdb.DuckDBPyConnection,
+    con: Source,
     msisdn: str,
     window_days: int,
     min_stay: dt.timedelta,
@@ -261,8 +261,7 @@ def oracle_itinerary(
         last_day = max(ts for _, ts, _ in _rows(con, "signalling")).date()
     start = dt.datetime.combine(last_day - dt.timedelta(days=window_days - 1), dt.time())
     end_excl = dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time())
-    rows = con.execute("SELECT * FROM signalling WHERE subscriber_id = ?", [subscriber]).fetchall()
-    events = sorted((ts, cell_id) for _, ts, cell_id in rows)
+    events = sorted((ts, cell_id) for who, ts, cell_id in _rows(con, "signalling") if who == subscriber)
     areas = [None if cells.get(cell) is None else cells[cell] // 100 for _, cell in events]
     last_visit: dict[int, dt.datetime] = {}
     i = 0

@@ -11,6 +11,7 @@ import pytest
 
 from adapters.backends import data_window, open_backend
 from adapters.backends.duckdb_store import DuckDBStore
+from adapters.backends.postgresql_store import PostgreSQLStore
 from adapters.store import create_tables, open_store
 from adapters.store_copy import copy_store, detect_kind
 from fedbroker.cli import main
@@ -60,7 +61,7 @@ def _telecom_store(path: Path) -> duckdb.DuckDBPyConnection:
     con = open_store(path, read_only=False)
     create_tables(con, "telecom")
     con.execute("INSERT INTO cells VALUES (1, 420102), (2, 420103), (3, NULL)")
-    con.execute("INSERT INTO subscribers VALUES (10, 420102), (11, NULL)")
+    con.execute("INSERT INTO subscribers VALUES (10, 420102, '+8613800000010'), (11, NULL, NULL)")
     con.execute(
         "INSERT INTO signalling VALUES (10, TIMESTAMP '2024-03-01 23:59:59.250', 1), "
         "(10, TIMESTAMP '2024-03-02 00:00:00', 2), (11, TIMESTAMP '2024-03-05 08:00:00', NULL)"
@@ -93,6 +94,8 @@ def test_copy_round_trip_through_every_engine(tmp_path: Path) -> None:
     for table in ("cells", "subscribers", "signalling"):
         assert _rows(hops[-1], table) == _rows(hops[0], table), table
     assert _rows(hops[-1], "signalling")[0][1] == dt.datetime(2024, 3, 1, 23, 59, 59, 250000)
+    for hop in hops[1:]:  # the itinerary service finds a subscriber by number on every engine
+        assert _rows(hop, "subscribers") == [(10, 420102, "+8613800000010"), (11, None, None)], hop.engine
     # Copying again replaces the rows instead of appending them.
     copy_store(hops[0], hops[1])
     assert len(_rows(hops[1], "signalling")) == 3
@@ -128,3 +131,22 @@ def test_copy_needs_one_kind(tmp_path: Path) -> None:
         kind="health",
     )
     assert summary.rows == {"cases": 0}
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "postgresql"])
+def test_copy_into_a_table_from_before_msisdn_adds_the_column(tmp_path: Path, engine: str) -> None:
+    origin = tmp_path / "origin.duckdb"
+    _telecom_store(origin).close()
+    target = engine_location(engine, tmp_path)
+    old = open_backend(target, read_only=False)
+    try:
+        old_table = "CREATE TABLE subscribers (subscriber_id BIGINT, home_district INTEGER)"
+        if isinstance(old, DuckDBStore):
+            old.con.execute(old_table)
+        else:
+            assert isinstance(old, PostgreSQLStore)
+            old.conn.execute(old_table)
+    finally:
+        old.close()
+    copy_store(StoreLocation("duckdb", path=origin), target)
+    assert _rows(target, "subscribers") == [(10, 420102, "+8613800000010"), (11, None, None)]

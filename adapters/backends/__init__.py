@@ -57,8 +57,9 @@ class Store(Protocol):
 
     def has_table(self, table: str) -> bool: ...
 
-    def rows(self, sql: str) -> list[tuple[Any, ...]]:
-        """A small result as tuples (fingerprints, state rows): never raw rows on an aggregate path."""
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """A small result as tuples (fingerprints, state rows, one subscriber's own itinerary): never raw rows
+        on an aggregate path. ``params`` are bound in the dialect's markers (``$name``, ``%(name)s``, ``:name``)."""
 
     def materialize(self, table: str, sql: str) -> None:
         """Replace ``table`` with the result of ``sql``, atomically (a reader sees the old or the new table)."""

@@ -13,7 +13,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from adapters.backends import arrow_schema, scatter_counts
-from adapters.store import create_tables, open_store
+from adapters.store import added_columns_sql, create_tables, open_store
 from federation.stores import StoreLocation
 
 __all__ = ["DuckDBStore", "arrow_batches"]
@@ -59,8 +59,8 @@ class DuckDBStore:
         ).fetchone()
         return found is not None and found[0] > 0
 
-    def rows(self, sql: str) -> list[tuple[Any, ...]]:
-        result: list[tuple[Any, ...]] = self.con.execute(sql).fetchall()
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        result: list[tuple[Any, ...]] = self.con.execute(sql, dict(params) if params else None).fetchall()
         return result
 
     def materialize(self, table: str, sql: str) -> None:
@@ -85,6 +85,8 @@ class DuckDBStore:
         self.con.begin()
         try:
             self.con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
+            for statement in added_columns_sql(table):  # a table from before msisdn gains it
+                self.con.execute(statement)
             self.con.execute(f"DELETE FROM {table}")
             incoming = pa.RecordBatchReader.from_batches(schema, (batch.cast(schema) for batch in batches))
             self.con.register("incoming_rows", incoming)

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from adapters.backends import arrow_schema, scatter_counts
-from adapters.store import RAW_TABLES
+from adapters.store import RAW_TABLES, added_columns_sql
 from federation.errors import ConfigError, FederationError, NodeUnavailable
 from federation.stores import StoreLocation
 
@@ -85,8 +85,9 @@ class PostgreSQLStore:
         row = self._run("a table lookup", lambda: self.conn.execute("SELECT to_regclass(%s)", (table,)).fetchone())
         return row is not None and row[0] is not None
 
-    def rows(self, sql: str) -> list[tuple[Any, ...]]:
-        result: list[tuple[Any, ...]] = self._run("a query", lambda: self.conn.execute(sql).fetchall())
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        bound = dict(params) if params else None  # without parameters psycopg leaves a % in the SQL alone
+        result: list[tuple[Any, ...]] = self._run("a query", lambda: self.conn.execute(sql, bound).fetchall())
         return result
 
     def materialize(self, table: str, sql: str) -> None:
@@ -107,8 +108,8 @@ class PostgreSQLStore:
     def create_tables(self, kind: str) -> None:
         for table, columns in RAW_TABLES[kind].items():
             body = ", ".join(f"{name} {sql_type}" for name, sql_type in columns)
-            sql = f"CREATE TABLE IF NOT EXISTS {table} ({body})"
-            self._run("creating tables", lambda sql=sql: self.conn.execute(sql))
+            for sql in (f"CREATE TABLE IF NOT EXISTS {table} ({body})", *added_columns_sql(table)):
+                self._run("creating tables", lambda sql=sql: self.conn.execute(sql))
 
     def read_table(self, table: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
         columns = self._columns(table)
@@ -149,6 +150,8 @@ class PostgreSQLStore:
             written = 0
             with self.conn.transaction(), self.conn.cursor() as cur:
                 cur.execute(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
+                for statement in added_columns_sql(table):  # a table from before msisdn gains it
+                    cur.execute(statement)
                 cur.execute(f"TRUNCATE {table}")
                 with cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT csv)") as copy:
                     for batch in batches:

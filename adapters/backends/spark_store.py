@@ -136,8 +136,12 @@ class SparkStore:
             return table in _tables_in(Path(self.location.spark_tables))
         return bool(self._session().catalog.tableExists(table))
 
-    def rows(self, sql: str) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in self._run("a query", sql).collect()]
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        frame = self._run("a query", sql, params)
+        try:
+            return [tuple(row) for row in frame.collect()]
+        except Exception as exc:
+            raise FederationError(f"the Spark store failed during a query: {_first_line(exc)}") from None
 
     def materialize(self, table: str, sql: str) -> None:
         root = self._files("building tables")

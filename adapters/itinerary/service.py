@@ -15,12 +15,12 @@ from typing import Any
 
 import grpc
 
+from adapters.backends import open_backend
 from adapters.itinerary.codes import CODE_DIGITS, CodeBook
 from adapters.itinerary.pseudonyms import NumberPseudonyms, key_path_for
-from adapters.itinerary.query import SubscriberItinerary, itinerary_of
+from adapters.itinerary.query import SubscriberItinerary, is_subscriber, itinerary_of
 from adapters.itinerary.risk import RiskList
 from adapters.itinerary.sms import SmsSender, code_text
-from adapters.store import open_store
 from federation.audit import AuditLog
 from federation.config import FederationConfig, NodeConfig
 from federation.errors import ConfigError, FederationError, InvalidQuery, PermissionDenied
@@ -168,12 +168,12 @@ class ItineraryService(itinerary_pb2_grpc.ItineraryServicer):
             log.error("itinerary SMS delivery failed: %s", type(task.exception()).__name__)
 
     def _deliver(self, msisdn: str, code: str) -> None:
-        con = open_store(self._node.store)
+        store = open_backend(self._node.location())
         try:
-            row = con.execute("SELECT count(*) FROM subscribers WHERE msisdn = $msisdn", {"msisdn": msisdn}).fetchone()
+            known = is_subscriber(store, msisdn)
         finally:
-            con.close()
-        if row is None or row[0] == 0:
+            store.close()
+        if not known:
             return  # not a subscriber: nothing to send, and nobody is told
         policy = self._node.policy.itinerary
         text = code_text(self._node.id, code, ttl_min=int(self._codes.ttl_s // 60), window_days=policy.window_days)
@@ -181,16 +181,16 @@ class ItineraryService(itinerary_pb2_grpc.ItineraryServicer):
 
     def _itinerary(self, msisdn: str) -> SubscriberItinerary:
         policy = self._node.policy.itinerary
-        con = open_store(self._node.store)
+        store = open_backend(self._node.location())
         try:
             return itinerary_of(
-                con,
+                store,
                 msisdn,
                 window_days=policy.window_days,
                 min_stay=dt.timedelta(hours=policy.min_stay_hours),
             )
         finally:
-            con.close()
+            store.close()
 
     def _answer(self, msisdn: str, found: SubscriberItinerary, risky: frozenset[int]) -> itinerary_pb2.ItineraryAnswer:
         policy = self._node.policy.itinerary
