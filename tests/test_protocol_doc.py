@@ -1,8 +1,10 @@
-"""docs/protocol.md against the code: its worked examples byte for byte, and its table of every query kind's
-parameters and rounds against the catalog.
+"""docs/protocol.md against the code: its worked examples byte for byte, its table of every query kind's
+parameters and rounds against the catalog, its raw tables against the stores', and the Itinerary service's RPCs
+and message fields against the generated descriptors.
 
 Each example is a fenced block right after a ``<!-- example: NAME -->`` marker; each kind has a table after
-``<!-- params: KIND -->`` and one after ``<!-- rounds: KIND -->``. If one of these fails, the code and the
+``<!-- params: KIND -->`` and one after ``<!-- rounds: KIND -->``; the other tables follow ``<!-- raw-tables -->``,
+``<!-- rpcs: Itinerary -->`` and ``<!-- messages: Itinerary -->``. If one of these fails, the code and the
 specification disagree: fix whichever is wrong (and say so in the commit), never just the expected bytes.
 """
 
@@ -17,14 +19,19 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf.descriptor import FieldDescriptor
 
+from adapters.itinerary.sms import OutboxSender, code_text
+from adapters.store import RAW_TABLES
 from federation.catalog import KINDS, new_query, parse_query
 from federation.errors import InvalidQuery
+from federation.msisdn import mask_msisdn
 from federation.queries import Query
 from federation.registry import Registry, load_registry
 from federation.secagg.keys import encrypt_share
 from federation.secagg.messages import advert_message, survivors_message
 from federation.secagg.prg import prg
+from federation.v1 import itinerary_pb2
 
 PROTOCOL = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 _EXAMPLE = re.compile(r"<!-- example: (?P<name>[a-z0-9-]+) -->\n```[a-z]*\n(?P<body>.*?)\n```", re.DOTALL)
@@ -53,6 +60,8 @@ def test_every_example_is_checked(doc: dict[str, list[str]]) -> None:
         "survivors",
         "share-ad",
         "prg",
+        "msisdn-mask",
+        "sms-outbox",
     }
 
 
@@ -199,3 +208,71 @@ def test_each_kind_documents_its_rounds(name: str) -> None:
     }
     documented = {(_code(r[0]), r[1], _code(r[2]), r[3].startswith("none")) for r in table_after(f"rounds: {name}")}
     assert documented == planned
+
+
+# -- raw tables and the itinerary service ----------------------------------------------------------------------
+
+
+def test_raw_tables_are_the_stores_tables() -> None:
+    documented = {(_code(kind), _code(table)): _code(columns) for kind, table, columns in table_after("raw-tables")}
+    assert documented == {
+        (kind, table): ", ".join(f"{name} {sql_type}" for name, sql_type in columns)
+        for kind, tables in RAW_TABLES.items()
+        for table, columns in tables.items()
+    }
+
+
+def test_msisdn_masking(doc: dict[str, list[str]]) -> None:
+    for line in doc["msisdn-mask"]:
+        number, masked = line.split(" ", 1)
+        assert mask_msisdn(number) == masked, line
+
+
+def test_sms_outbox_line(doc: dict[str, list[str]], tmp_path: Path) -> None:
+    (line,) = doc["sms-outbox"]
+    outbox = tmp_path / "sms" / "outbox.jsonl"
+    OutboxSender(outbox).send(
+        "telecom-a", "+8613800000000", code_text("telecom-a", "042817", ttl_min=5, window_days=14)
+    )
+    assert outbox.read_text(encoding="utf-8") == line + "\n"
+
+
+_ITINERARY = itinerary_pb2.DESCRIPTOR.services_by_name["Itinerary"]
+_SCALARS = {
+    FieldDescriptor.TYPE_STRING: "string",
+    FieldDescriptor.TYPE_INT32: "int32",
+    FieldDescriptor.TYPE_BOOL: "bool",
+    FieldDescriptor.TYPE_DOUBLE: "double",
+}
+
+
+def test_itinerary_rpcs_are_the_services() -> None:
+    documented = [
+        (_code(rpc), _code(request), _code(answer.split(":")[0]))
+        for rpc, request, answer, _ in table_after("rpcs: Itinerary")
+    ]
+    assert documented == [(m.name, m.input_type.name, m.output_type.name) for m in _ITINERARY.methods]
+
+
+def _proto_type(field: FieldDescriptor) -> str:
+    """The field's type as a .proto file spells it (the scalar types the Itinerary messages use)."""
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        assert field.message_type is not None
+        base = field.message_type.name
+    else:
+        base = _SCALARS[field.type]
+    return f"repeated {base}" if field.is_repeated else base
+
+
+def test_itinerary_messages_are_the_protos() -> None:
+    """Every field of every Itinerary message, with its number and type, and nothing else."""
+    documented = [
+        (_code(message), _code(field), int(number), _code(kind))
+        for message, field, number, kind, _ in table_after("messages: Itinerary")
+    ]
+    messages = [
+        itinerary_pb2.DESCRIPTOR.message_types_by_name[name]
+        for name in ("CodeRequest", "CodeSent", "ItineraryRequest", "ItineraryAnswer", "City")
+    ]
+    assert set(itinerary_pb2.DESCRIPTOR.message_types_by_name) == {m.name for m in messages}
+    assert documented == [(m.name, f.name, f.number, _proto_type(f)) for m in messages for f in m.fields]
