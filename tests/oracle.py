@@ -35,6 +35,8 @@ __all__ = [
 
 STATUS_ORDER = ("confirmed", "suspected", "close_contact")
 MODES = ("rail", "air", "coach")
+#: The default contribution bound: trips (tickets) counted per person and day.
+MAX_TRIPS_PER_DAY = 4
 
 
 Source = duckdb.DuckDBPyConnection | Store
@@ -136,10 +138,15 @@ def oracle_residents(con: Source, domain: Sequence[int] | npt.NDArray[np.int32])
 
 
 def oracle_trips(
-    con: Source, domain: Sequence[int] | npt.NDArray[np.int32], start: dt.date, end: dt.date
+    con: Source,
+    domain: Sequence[int] | npt.NDArray[np.int32],
+    start: dt.date,
+    end: dt.date,
+    max_trips_per_day: int = MAX_TRIPS_PER_DAY,
 ) -> npt.NDArray[np.uint64]:
     """Origin × destination: consecutive events (whole history, by (ts, cell_id)) in different districts,
-    counted when the later event's day is in the window."""
+    counted when the later event's day is in the window; at most ``max_trips_per_day`` per subscriber and day
+    (the first, in event order)."""
     position = _positions(domain)
     n = len(position)
     cells = _cell_districts(con)
@@ -149,11 +156,14 @@ def oracle_trips(
     counts: dict[int, int] = defaultdict(int)
     for events in history.values():
         events.sort()
+        per_day: dict[dt.date, int] = defaultdict(int)
         for (_, earlier_cell), (later_ts, later_cell) in itertools.pairwise(events):
             origin, destination = cells.get(earlier_cell), cells.get(later_cell)
             if origin == destination or origin not in position or destination not in position:
                 continue
-            if _in_window(later_ts.date(), start, end):
+            day = later_ts.date()
+            if _in_window(day, start, end) and per_day[day] < max_trips_per_day:
+                per_day[day] += 1
                 counts[position[origin] * n + position[destination]] += 1
     return _vector(counts, n * n)
 
@@ -161,13 +171,19 @@ def oracle_trips(
 def oracle_cases(
     con: Source, domain: Sequence[int] | npt.NDArray[np.int32], start: dt.date, end: dt.date
 ) -> npt.NDArray[np.uint64]:
-    """District × status (confirmed, suspected, close_contact): case rows with report_date in the window."""
+    """District × status (confirmed, suspected, close_contact): persons with a case row of that status reported
+    in the window, once per person and status, at their first such row by (report_date, case_id)."""
     position = _positions(domain)
-    counts: dict[int, int] = defaultdict(int)
-    rows = [(row[2], row[3], row[5]) for row in _rows(con, "cases")]
-    for status, district, report_date in rows:
+    first: dict[tuple[int, str], tuple[dt.date, int, int]] = {}
+    for row in _rows(con, "cases"):
+        case_id, person_id, status, district, _onset, report_date = row[:6]
         if district in position and status in STATUS_ORDER and _in_window(report_date, start, end):
-            counts[position[district] * len(STATUS_ORDER) + STATUS_ORDER.index(status)] += 1
+            key = (person_id, status)
+            if key not in first or (report_date, case_id) < first[key][:2]:
+                first[key] = (report_date, case_id, district)
+    counts: dict[int, int] = defaultdict(int)
+    for (_person, status), (_day, _case, district) in first.items():
+        counts[position[district] * len(STATUS_ORDER) + STATUS_ORDER.index(status)] += 1
     return _vector(counts, len(position) * len(STATUS_ORDER))
 
 
@@ -177,17 +193,24 @@ def oracle_transport_trips(
     start: dt.date,
     end: dt.date,
     mode: str = "all",
+    max_trips_per_day: int = MAX_TRIPS_PER_DAY,
 ) -> npt.NDArray[np.uint64]:
-    """Origin × destination: tickets of that mode (or any, for "all") departing on a day in the window."""
+    """Origin × destination: tickets of that mode (or any, for "all") departing on a day in the window; at most
+    ``max_trips_per_day`` per passenger and day (the first by (departure, ticket_id))."""
     position = _positions(domain)
     n = len(position)
     wanted = MODES if mode == "all" else (mode,)
-    counts: dict[int, int] = defaultdict(int)
-    for _ticket_id, _passenger_id, ticket_mode, origin, destination, departure in _rows(con, "tickets"):
+    by_passenger_day: dict[tuple[int, dt.date], list[tuple[dt.datetime, int, int]]] = defaultdict(list)
+    for ticket_id, passenger_id, ticket_mode, origin, destination, departure in _rows(con, "tickets"):
         if ticket_mode not in wanted or origin not in position or destination not in position:
             continue
         if _in_window(departure.date(), start, end):
-            counts[position[origin] * n + position[destination]] += 1
+            cell = position[origin] * n + position[destination]
+            by_passenger_day[passenger_id, departure.date()].append((departure, ticket_id, cell))
+    counts: dict[int, int] = defaultdict(int)
+    for tickets in by_passenger_day.values():
+        for _departure, _ticket, cell in sorted(tickets)[:max_trips_per_day]:
+            counts[cell] += 1
     return _vector(counts, n * n)
 
 

@@ -75,6 +75,7 @@ class AggregateRequest:
     start: dt.date | None  # inclusive whole-day window; None for window-free aggregates (residents)
     end: dt.date | None
     params: Mapping[str, str]  # {"mode": "rail"} for transport.trips, {"home_prefix": "4201"} for roamers
+    max_trips_per_day: int = telecom.DEFAULT_MAX_TRIPS_PER_DAY  # contribution bound of the trips aggregates
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class _Checked:
     end: dt.date
     days: int  # 0 for window-free aggregates
     params: Mapping[str, str]
+    max_trips_per_day: int
 
 
 _Compute = Callable[[duckdb.DuckDBPyConnection, _Checked], npt.NDArray[np.uint64]]
@@ -94,7 +96,7 @@ SQL: Mapping[str, _Compute] = MappingProxyType(
     {
         "telecom.presence": lambda con, c: telecom.presence(con, c.domain, c.start, c.end),
         "telecom.residents": lambda con, c: telecom.residents(con, c.domain),
-        "telecom.trips": lambda con, c: telecom.trips(con, c.domain, c.start, c.end),
+        "telecom.trips": lambda con, c: telecom.trips(con, c.domain, c.start, c.end, c.max_trips_per_day),
         "telecom.roamers": lambda con, c: telecom.roamers(con, c.domain, c.start, c.end, c.params["home_prefix"]),
         "telecom.arrivals": lambda con, c: mobility.arrivals(con, c.domain, c.start, c.end, c.params["home_prefix"]),
         "telecom.exposure": lambda con, c: mobility.exposure(
@@ -105,7 +107,9 @@ SQL: Mapping[str, _Compute] = MappingProxyType(
             con, c.domain, c.start, c.end, c.params["date"]
         ),
         "health.clusters": lambda con, c: health.clusters(con, c.domain, c.start, c.end),
-        "transport.trips": lambda con, c: transport.trips(con, c.domain, c.start, c.end, c.params["mode"]),
+        "transport.trips": lambda con, c: transport.trips(
+            con, c.domain, c.start, c.end, c.params["mode"], c.max_trips_per_day
+        ),
     }
 )
 if set(SQL) != set(AGGREGATES):
@@ -198,7 +202,7 @@ def _check(req: AggregateRequest) -> tuple[AggregateSpec, _Checked]:
     domain = _check_domain(req.domain)
     params = _check_params(spec, req.params)
     if not spec.windowed:
-        return spec, _Checked(domain, dt.date.min, dt.date.min, 0, params)
+        return spec, _Checked(domain, dt.date.min, dt.date.min, 0, params, req.max_trips_per_day)
     if req.start is None or req.end is None:
         raise InvalidQuery(f"{req.name} needs a window: give both a start and an end date")
     if req.end < req.start:
@@ -206,7 +210,7 @@ def _check(req: AggregateRequest) -> tuple[AggregateSpec, _Checked]:
     days = (req.end - req.start).days + 1
     if days > MAX_WINDOW_DAYS:
         raise InvalidQuery(f"{req.name}: window of {days} days exceeds the limit of {MAX_WINDOW_DAYS}; shorten it")
-    return spec, _Checked(domain, req.start, req.end, days, params)
+    return spec, _Checked(domain, req.start, req.end, days, params, req.max_trips_per_day)
 
 
 def _check_domain(domain: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:

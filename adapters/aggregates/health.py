@@ -29,15 +29,22 @@ __all__ = [
 
 _STATUS_INDEX = " ".join(f"WHEN '{status}' THEN {i}" for i, status in enumerate(CASE_STATUSES))
 
+# A person counts once per status in the window (the privacy unit's contribution bound): their first row of that
+# status by (report_date, case_id) among the rows this vector counts. row_number() in a derived table keeps this
+# standard SQL (no QUALIFY), so other store backends run it unchanged.
 _CASES = f"""
-WITH {DOMAIN_CTE}
-SELECT dom.idx::BIGINT * {len(CASE_STATUSES)} + (CASE cases.status {_STATUS_INDEX} END) AS pos,
-       count(*)::UBIGINT AS n
-FROM cases
-JOIN domain_index AS dom ON dom.district = cases.district
-WHERE cases.report_date >= $start AND cases.report_date <= $end
-  AND cases.status IN ({", ".join(f"'{status}'" for status in CASE_STATUSES)})
-GROUP BY ALL
+WITH {DOMAIN_CTE},
+numbered AS (
+    SELECT dom.idx::BIGINT * {len(CASE_STATUSES)} + (CASE cases.status {_STATUS_INDEX} END) AS pos,
+           row_number() OVER (
+               PARTITION BY cases.person_id, cases.status ORDER BY cases.report_date, cases.case_id
+           ) AS nth
+    FROM cases
+    JOIN domain_index AS dom ON dom.district = cases.district
+    WHERE cases.report_date >= $start AND cases.report_date <= $end
+      AND cases.status IN ({", ".join(f"'{status}'" for status in CASE_STATUSES)})
+)
+SELECT pos, count(*)::UBIGINT AS n FROM numbered WHERE nth = 1 GROUP BY pos
 """
 
 
@@ -85,7 +92,8 @@ GROUP BY dom.idx, active.day
 def cases(
     con: duckdb.DuckDBPyConnection, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date
 ) -> npt.NDArray[np.uint64]:
-    """District × status: rows of ``cases`` with report_date in [start, end]; index d_idx*3 + s_idx.
+    """District × status: persons with a ``cases`` row of that status reported in [start, end], each counted
+    once per status (at their first such row); index d_idx*3 + s_idx.
 
     Statuses are ordered as :data:`federation.vocabulary.CASE_STATUSES`; rows with any other status are ignored.
     """

@@ -16,7 +16,10 @@ import numpy.typing as npt
 
 from adapters.store import DOMAIN_CTE, count_vector, domain_param, window_params
 
-__all__ = ["presence", "residents", "roamers", "trips"]
+__all__ = ["DEFAULT_MAX_TRIPS_PER_DAY", "presence", "residents", "roamers", "trips"]
+
+#: Trips (tickets) one person contributes per day unless the agency's privacy policy says otherwise.
+DEFAULT_MAX_TRIPS_PER_DAY = 4
 
 # The last event of each (subscriber, day) in the window, mapped to its district's position; one row per pair,
 # so count(*) is a count of distinct subscribers. QUALIFY row_number() measured faster than arg_max here.
@@ -66,13 +69,19 @@ events AS (
     SELECT subscriber_id, last.ts, last.cell_id FROM before_window
 ),
 pairs AS (
-    SELECT events.ts, ci.idx,
+    SELECT events.subscriber_id, events.ts, events.cell_id, ci.idx,
            lag(ci.idx) OVER (PARTITION BY events.subscriber_id ORDER BY events.ts, events.cell_id) AS prev_idx
     FROM events LEFT JOIN cell_index AS ci USING (cell_id)
+),
+numbered AS (
+    SELECT prev_idx, idx,
+           row_number() OVER (PARTITION BY subscriber_id, CAST(ts AS DATE) ORDER BY ts, cell_id) AS nth
+    FROM pairs
+    WHERE ts >= $start_ts AND prev_idx IS NOT NULL AND idx IS NOT NULL AND prev_idx <> idx
 )
 SELECT prev_idx::BIGINT * $n + idx AS pos, count(*)::UBIGINT AS n
-FROM pairs
-WHERE ts >= $start_ts AND prev_idx IS NOT NULL AND idx IS NOT NULL AND prev_idx <> idx
+FROM numbered
+WHERE nth <= $max_trips
 GROUP BY ALL
 """
 
@@ -97,15 +106,21 @@ def residents(con: duckdb.DuckDBPyConnection, domain: npt.NDArray[np.int32]) -> 
 
 
 def trips(
-    con: duckdb.DuckDBPyConnection, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date
+    con: duckdb.DuckDBPyConnection,
+    domain: npt.NDArray[np.int32],
+    start: dt.date,
+    end: dt.date,
+    max_trips_per_day: int = DEFAULT_MAX_TRIPS_PER_DAY,
 ) -> npt.NDArray[np.uint64]:
     """Origin × destination over the window (length n*n, index o_idx*n + d_idx).
 
     Consecutive events (by ``(ts, cell_id)``, over the subscriber's whole history) in different districts are one
-    trip, dated by the later event's day; the earlier event may lie before the window.
+    trip, dated by the later event's day; the earlier event may lie before the window. Contribution bound (the
+    privacy unit is a person-day): only a subscriber's first ``max_trips_per_day`` trips of each day, by the
+    later event's ``(ts, cell_id)``, count.
     """
     n = len(domain)
-    params = {"domain": domain_param(domain), "n": n, **window_params(start, end)}
+    params = {"domain": domain_param(domain), "n": n, "max_trips": max_trips_per_day, **window_params(start, end)}
     return count_vector(con, _TRIPS, params, n * n)
 
 
