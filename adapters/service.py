@@ -29,6 +29,8 @@ from federation.chunking import CHUNK_BYTES, iter_chunks
 from federation.config import FederationConfig, NodeConfig
 from federation.errors import FederationError, InvalidQuery, PermissionDenied
 from federation.identity import Identity, Roster
+from federation.privacy.ledger import BudgetLedger, ledger_path
+from federation.privacy.release import ReleaseCost, add_noise, release_cost
 from federation.queries import query_hash
 from federation.registry import Registry
 from federation.rpc import rpc_errors
@@ -70,6 +72,8 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         # FEDBROKER_PARTIALS=off makes every round scan the raw tables (benchmarks compare the two paths; an
         # operator who suspects a partial can rule it out without touching the store).
         self._use_partials = os.environ.get(PARTIALS_ENV, "on") != "off"
+        privacy = node.policy.privacy
+        self._ledger = BudgetLedger(ledger_path(node), owner=node.id, rho_per_day=privacy.rho_per_day)
 
     def close_audit(self) -> None:
         """fsync the audit records still unsynced and close the log (the node is stopping)."""
@@ -138,9 +142,19 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
             threshold=request.threshold,
         )
         approval = approve_round(self._federation, self._verifier, self._node, self._registry, round_request)
+        cost = release_cost(
+            self._node.id,
+            self._node.policy.privacy,
+            approval.plan.aggregate,
+            approval.plan.start,
+            approval.plan.end,
+            request.spec.rho,
+            request.threshold,
+            int(request.spec.length),
+        )
         self._rounds.reserve(request.round_id, approval)
         try:
-            live = await self._open(request, approval, peer)
+            live = await self._open(request, approval, cost, peer)
         finally:
             self._rounds.release(request.round_id)
         async with live.lock:
@@ -149,9 +163,15 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         self._stages.after("open")
         return adapter_pb2.OpenResponse(advert=advert_to_pb(advert))
 
-    async def _open(self, request: adapter_pb2.OpenRequest, approval: Approval, peer: str) -> LiveRound:
-        """Audit the approval, compute x_u off the event loop and make the round live."""
+    async def _open(
+        self, request: adapter_pb2.OpenRequest, approval: Approval, cost: ReleaseCost, peer: str
+    ) -> LiveRound:
+        """Charge the budget, audit the approval, compute x_u plus noise off the event loop, make the round live."""
         query = approval.query
+        if cost.noisy:
+            # Charged at Open, before anything is computed: an aborted round has spent its budget too, so no
+            # sequence of aborts and retries ever releases more than the ledger shows.
+            await asyncio.to_thread(self._ledger.charge, request.round_id, approval.plan.aggregate, cost.days, cost.rho)
         # The approval's record is written while the aggregate is computed; both finish before the node answers.
         # It is fsynced with MaskedInput's record, before anything derived from the data leaves the node (Open
         # releases only public keys).
@@ -168,12 +188,15 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
                 aggregate=approval.plan.aggregate,
                 participants=list(request.participants),
                 threshold=request.threshold,
+                noise=self._node.policy.privacy.noise,
+                party_sigma2=str(cost.party_sigma2),
+                rho=cost.rho,
                 decision="approved",
                 durable=False,
             )
         )
         try:
-            vector = await asyncio.to_thread(self._compute, approval)
+            vector = await asyncio.to_thread(self._contribution, approval, cost)
         finally:
             await approval_recorded
         state = AdapterRound(
@@ -309,7 +332,28 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         """Rounds this node holds in memory now."""
         return len(self._rounds)
 
+    @rpc_errors()
+    async def Budget(
+        self, request: adapter_pb2.BudgetRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> common_pb2.BudgetReport:
+        """Ledger totals per data day, to the broker only (it asks on a coordinator's behalf)."""
+        self._caller(context, broker_only=True)
+        privacy = self._node.policy.privacy
+        return common_pb2.BudgetReport(
+            node_id=self._node.id,
+            noise=privacy.noise,
+            rho_per_day=privacy.rho_per_day,
+            days=[common_pb2.BudgetDay(day=d, spent=v) for d, v in sorted(self._ledger.spent().items())],
+        )
+
     # -- plain work, run in threads ----------------------------------------------------------------------
+
+    def _contribution(self, approval: Approval, cost: ReleaseCost) -> npt.NDArray[np.uint64]:
+        """x_u plus this agency's noise share: the vector the round masks (it never leaves unmasked)."""
+        vector = self._compute(approval)
+        if cost.noisy:
+            add_noise(vector, cost.party_sigma2)
+        return vector
 
     def _compute(self, approval: Approval) -> npt.NDArray[np.uint64]:
         plan = approval.plan
@@ -323,6 +367,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
                     start=plan.start,
                     end=plan.end,
                     params=dict(plan.params),
+                    max_trips_per_day=self._node.policy.privacy.max_trips_per_day,
                 ),
                 use_partials=self._use_partials,
             )

@@ -33,6 +33,8 @@ class Answer:
     notes: list[str]
     #: Further tables of kinds with several, each ``{"name", "columns", "rows", "suppressed"}``.
     tables: list[dict[str, Any]] = field(default_factory=list)
+    #: Per round: {"round", "aggregate", "noise", "sigma", "rho_spent", "rho_left"} (σ of each cell of its sum).
+    privacy: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json_dict(self) -> dict[str, Any]:
         document = {
@@ -42,6 +44,7 @@ class Answer:
             "suppressed": self.suppressed,
             "contributors": self.contributors,
             "notes": self.notes,
+            "privacy": self.privacy,
         }
         if self.tables:
             document["tables"] = self.tables
@@ -58,6 +61,7 @@ class Answer:
             contributors=document["contributors"],
             notes=document.get("notes", []),
             tables=document.get("tables", []),
+            privacy=document.get("privacy", []),
         )
 
     def table(self, name: str | None = None) -> dict[str, Any]:
@@ -150,6 +154,17 @@ def answer_from_pb(result: broker_pb2.QueryResult) -> Answer:
             {"name": t.name, "columns": list(t.columns), "rows": _rows(t.rows), "suppressed": int(t.suppressed)}
             for t in result.tables
         ],
+        privacy=[
+            {
+                "round": p.round,
+                "aggregate": p.aggregate,
+                "noise": p.noise,
+                "sigma": p.sigma,
+                "rho_spent": p.rho_spent,
+                "rho_left": p.rho_left,
+            }
+            for p in result.privacy
+        ],
     )
 
 
@@ -194,3 +209,22 @@ async def run_query(
     if result is None:
         raise NodeUnavailable(f"the broker {broker.id} closed the stream without a result; see its log")
     return answer_from_pb(result)
+
+
+async def fetch_budget(
+    federation: FederationConfig, coordinator_id: str, *, broker_address: str | None = None, timeout_s: float = 60.0
+) -> broker_pb2.FederationBudget:
+    """Every agency's privacy-budget ledger totals, as each agency reports them through the broker."""
+    identity = coordinator_identity(federation, coordinator_id)
+    broker = federation.broker
+    async with grpc.aio.secure_channel(
+        broker_address or broker.address, channel_credentials(identity), options=channel_options(broker.id)
+    ) as channel:
+        stub = broker_pb2_grpc.BrokerStub(channel)
+        try:
+            budget: broker_pb2.FederationBudget = await stub.Budget(
+                broker_pb2.FederationBudgetRequest(), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(error, node=broker.id) from None
+    return budget

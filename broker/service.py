@@ -6,14 +6,18 @@ The broker learns only each round's cross-agency sum; what it releases passes di
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
+import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import grpc
+import numpy as np
 
+from broker.budget import BudgetMirror, RoundBudget
 from broker.rounds import AdapterPeer, RoundOutcome, run_round
 from federation import __version__, metrics
 from federation.audit import AuditLog
@@ -22,12 +26,12 @@ from federation.catalog.jurisdiction import check_jurisdiction, scope_of
 from federation.config import CoordinatorConfig, FederationConfig
 from federation.errors import FederationError, InvalidQuery, PermissionDenied, ResourceExhausted
 from federation.identity import Roster
-from federation.queries import Query
+from federation.queries import Query, parse_envelope
 from federation.registry import Registry
-from federation.rpc import rpc_errors
+from federation.rpc import error_from_rpc, rpc_errors
 from federation.signed_query import QueryReplayGuard, verify_signed_query
 from federation.tls import peer_identity
-from federation.v1 import adapter_pb2_grpc, broker_pb2, broker_pb2_grpc, common_pb2
+from federation.v1 import adapter_pb2, adapter_pb2_grpc, broker_pb2, broker_pb2_grpc, common_pb2
 from federation.wire import kinds_to_pb
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self._verifier = Roster.from_files(federation.certificates(), ca=federation.ca, crl=federation.crl)
         self._replays = QueryReplayGuard()
         self._in_flight: dict[str, int] = {}  # coordinator id -> queries running now
+        self._budget = BudgetMirror(federation)
+        self._round_budgets: dict[tuple[str, str], RoundBudget] = {}  # (query nonce, round) -> budget
         self._rounds_running = 0
         #: Per agency kind, reachability at the last health check (kept current by broker.reachability).
         self.kind_health: list[common_pb2.KindHealth] = []
@@ -254,6 +260,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                 f"the {plan.name} round needs at least two {plan.agency_kind} agencies; the roster has "
                 f"{len(participants)}"
             )
+        threshold = round_threshold(self._federation, participants)
+        budget = self._budget.plan(participants, plan.aggregate, plan.start, plan.end, threshold, plan.length)
         spec = common_pb2.VectorSpec(
             aggregate=plan.aggregate,
             length=plan.length,
@@ -261,8 +269,10 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             start=plan.start.isoformat() if plan.start else "",
             end=plan.end.isoformat() if plan.end else "",
             params=dict(plan.params),
+            rho=budget.rho_text,
         )
-        threshold = round_threshold(self._federation, participants)
+        self._budget.charge(plan.name, secrets.token_bytes(16), plan.aggregate, budget, threshold)
+        self._round_budgets[query_nonce(signed), plan.name] = budget
         self._rounds_running += 1
         try:
             outcome = await run_round(
@@ -287,7 +297,15 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             missing=sorted(outcome.missing),
             missing_reasons=[f"{node}: {why}" for node, why in sorted(outcome.missing.items())],
             threshold=threshold,
+            rho=budget.rho_text,
+            sigma=self._budget.sigma(budget, outcome.contributors),
         )
+        if any(budget.costs[n].noisy for n in outcome.contributors):
+            # Noise can take a small count below zero (it wrapped mod 2^64): read the sum as signed and clip at 0.
+            # Clipping is post-processing, so it costs no privacy; it only biases counts near zero upwards.
+            as_signed = outcome.total.view(np.int64)
+            clipped = np.where(as_signed < 0, np.int64(0), as_signed).astype(np.uint64)
+            outcome = dataclasses.replace(outcome, total=clipped)
         return outcome
 
     async def _release(
@@ -315,7 +333,51 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             contributors=sorted({c for o in outcomes for c in o.contributors}),
             missing=sorted({m for o in outcomes for m in o.missing}),
         )
-        return result_to_pb(result, outcomes)
+        privacy = []
+        for outcome in outcomes:
+            budget = self._round_budgets.pop((query.nonce, outcome.name))
+            noisy = [n for n in outcome.contributors if budget.costs[n].noisy]
+            privacy.append(
+                broker_pb2.RoundPrivacy(
+                    round=outcome.name,
+                    aggregate=budget.aggregate,
+                    noise="discrete-gaussian" if noisy else "none",
+                    sigma=self._budget.sigma(budget, outcome.contributors),
+                    rho_spent=max((budget.costs[n].rho for n in noisy), default=0.0),
+                    rho_left=self._budget.rho_left(budget, noisy),
+                )
+            )
+        answer = result_to_pb(result, outcomes)
+        answer.privacy.extend(privacy)
+        return answer
+
+    @rpc_errors()
+    async def Budget(
+        self, request: broker_pb2.FederationBudgetRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> broker_pb2.FederationBudget:
+        """Every agency's ledger totals as the agency reports them, for a coordinator."""
+        self._coordinator(context)
+        timeout = self._federation.broker.stage_timeout_s
+
+        async def ask(node_id: str) -> common_pb2.BudgetReport | str:
+            try:
+                report: common_pb2.BudgetReport = await self._stubs[node_id].Budget(
+                    adapter_pb2.BudgetRequest(), timeout=timeout
+                )
+                return report
+            except grpc.aio.AioRpcError as error:
+                return f"{node_id}: {error_from_rpc(error, node=node_id).message}"
+
+        answers = await asyncio.gather(*(ask(n.id) for n in self._federation.nodes))
+        return broker_pb2.FederationBudget(
+            agencies=[a for a in answers if not isinstance(a, str)],
+            missing=[a for a in answers if isinstance(a, str)],
+        )
+
+
+def query_nonce(signed: common_pb2.SignedQuery) -> str:
+    """The nonce of a signed query the broker already verified (the key of its per-query bookkeeping)."""
+    return parse_envelope(signed.canonical).nonce
 
 
 def result_to_pb(result: QueryResult, outcomes: Sequence[RoundOutcome]) -> broker_pb2.QueryResult:

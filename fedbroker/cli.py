@@ -112,6 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", type=Path, default=Path("fedbroker-work"), help="where the scenario lives")
     demo.add_argument("--fresh", action="store_true", help="regenerate the scenario even if one exists")
     demo.add_argument("--subscribers", type=int, help="persons in the synthetic world")
+    demo.add_argument(
+        "--exact",
+        action="store_true",
+        help="every agency adds no noise (noise: none), so the answer can be checked against the raw tables",
+    )
+
+    budget = commands.add_parser("budget", help="every agency's privacy-budget ledger, as the agencies report it")
+    budget.add_argument("--federation", type=Path, required=True, help="the roster (federation.yaml)")
+    budget.add_argument("--as", dest="coordinator", required=True, help="coordinator id to ask as")
+    budget.add_argument("--broker", help="broker address, if not the roster's")
+    budget.add_argument("--format", choices=("table", "json"), default="table")
 
     pki = commands.add_parser("pki", help="the federation CA: init, request (a member's key), sign, revoke")
     from fedbroker.pki_cli import add_arguments as pki_arguments
@@ -203,7 +214,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from fedbroker.demo import run_demo
 
-        return run_demo(args.workdir, fresh=args.fresh, subscribers=args.subscribers)
+        return run_demo(args.workdir, fresh=args.fresh, subscribers=args.subscribers, exact=args.exact)
+    if args.command == "budget":
+        from fedbroker.commands import budget_command
+
+        return budget_command(args)
     if args.command == "audit":
         from fedbroker.commands import verify_audit_command
 

@@ -9,10 +9,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from broker.client import run_query
+from broker.client import fetch_budget, run_query
 from fedbroker.progress import ProgressView
 from fedbroker.query_cli import query_params
-from fedbroker.report import format_grid, render
+from fedbroker.report import format_budget, format_grid, render
 from fedbroker.results import list_results, load_answer, save_answer
 from federation.audit import verify_audit
 from federation.catalog import new_query
@@ -88,6 +88,14 @@ def results_command(args: argparse.Namespace) -> int:
         return 0
     answer = load_answer(args.dir, args.id)
     print(render(answer, args.format, limit=args.limit))
+    return 0
+
+
+def budget_command(args: argparse.Namespace) -> int:
+    """Print every agency's ledger (ρ spent and left per data day), as the agencies report it."""
+    federation = load_federation(args.federation)
+    budget = asyncio.run(fetch_budget(federation, args.coordinator, broker_address=args.broker))
+    print(format_budget(budget, fmt=args.format))
     return 0
 
 

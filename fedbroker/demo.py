@@ -4,6 +4,7 @@ subscriber's own itinerary through its carrier's SMS gateway (with how to try it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import sys
@@ -18,7 +19,7 @@ from fedbroker.html_report import gather, render_report
 from fedbroker.itinerary import answer_table, get_itinerary, request_code
 from fedbroker.report import format_json, importation_summary, tier_summary
 from federation.catalog import agency_query_kinds
-from federation.config import FederationConfig, load_federation
+from federation.config import FederationConfig, PrivacyPolicy, dump_federation, load_federation
 from federation.errors import ConfigError, FederationError, NodeUnavailable
 from federation.registry import load_registry
 from federation.v1 import broker_pb2
@@ -68,8 +69,23 @@ def ensure_scenario(workdir: Path, *, fresh: bool, subscribers: int | None) -> P
     return roster
 
 
-def run_demo(workdir: Path, *, fresh: bool = False, subscribers: int | None = None) -> int:
+def exact_roster(roster: Path) -> Path:
+    """A copy of the roster beside it in which every agency adds no noise (``privacy.noise: none``)."""
+    config = load_federation(roster)
+    nodes = tuple(
+        dataclasses.replace(n, policy=dataclasses.replace(n.policy, privacy=PrivacyPolicy(noise="none")))
+        for n in config.nodes
+    )
+    exact = roster.with_name("federation.exact.yaml")
+    dump_federation(dataclasses.replace(config, nodes=nodes), exact)
+    return exact
+
+
+def run_demo(workdir: Path, *, fresh: bool = False, subscribers: int | None = None, exact: bool = False) -> int:
     roster = ensure_scenario(workdir, fresh=fresh, subscribers=subscribers)
+    if exact:
+        roster = exact_roster(roster)
+        _say("exact sums: every agency's noise is off for this run (noise: none)")
     started = time.perf_counter()
     _say("starting every node on loopback with mutual TLS ...")
     with LocalFederation(roster) as federation:

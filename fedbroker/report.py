@@ -8,6 +8,7 @@ from typing import Any
 
 from broker.client import Answer
 from fedbroker.exports import csv_text
+from federation.v1 import broker_pb2
 
 SUPPRESSED = "·"  # shown where disclosure control suppressed a cell
 
@@ -80,6 +81,21 @@ def coverage_lines(answer: Answer) -> list[str]:
         if cover["missing"]:
             line += f"; MISSING {'; '.join(cover['missing'])}"
         out.append(line)
+    out += privacy_lines(answer)
+    return out
+
+
+def privacy_lines(answer: Answer) -> list[str]:
+    """One line per round: the noise on its sum (σ per cell) and the privacy budget it spent and left."""
+    out = []
+    for p in answer.privacy:
+        if p["noise"] == "none":
+            out.append(f"round {p['round']}: exact sums (noise: none)")
+            continue
+        out.append(
+            f"round {p['round']}: discrete Gaussian noise, sigma {p['sigma']:.2f} per cell; "
+            f"rho {p['rho_spent']:.4g} spent per data day, {p['rho_left']:.4g} left"
+        )
     return out
 
 
@@ -121,6 +137,7 @@ def importation_summary(answer: Answer, *, top: int = 10) -> str:
         suppressed=answer.suppressed,
         contributors=answer.contributors,
         notes=answer.notes,
+        privacy=answer.privacy,
     )
     return "\n".join(head) + format_table(shown)
 
@@ -144,5 +161,35 @@ def tier_summary(answer: Answer, *, top: int = 5) -> str:
         suppressed=answer.suppressed,
         contributors=answer.contributors,
         notes=[],
+        privacy=answer.privacy,
     )
     return "\n".join(head) + format_table(shown)
+
+
+def format_budget(budget: broker_pb2.FederationBudget, *, fmt: str = "table") -> str:
+    """The ledgers as the agencies report them: per agency, ρ spent and left on each data day it has charged."""
+    if fmt == "json":
+        document = {
+            "agencies": [
+                {
+                    "node_id": a.node_id,
+                    "noise": a.noise,
+                    "rho_per_day": a.rho_per_day,
+                    "days": {d.day: {"spent": d.spent, "left": max(0.0, a.rho_per_day - d.spent)} for d in a.days},
+                }
+                for a in budget.agencies
+            ],
+            "missing": list(budget.missing),
+        }
+        return json.dumps(document, indent=2)
+    lines = []
+    for agency in budget.agencies:
+        if agency.noise == "none":
+            lines.append(f"{agency.node_id}: noise none (exact sums), no budget kept")
+            continue
+        lines.append(f"{agency.node_id}: rho_per_day {agency.rho_per_day:g}, {len(agency.days)} day(s) charged")
+        for day in agency.days:
+            left = max(0.0, agency.rho_per_day - day.spent)
+            lines.append(f"  {day.day:<12} spent {day.spent:.4g}  left {left:.4g}")
+    lines += [f"MISSING {m}" for m in budget.missing]
+    return "\n".join(lines)

@@ -43,6 +43,10 @@ GATEWAY_KIND = "gateway"
 DEFAULT_ITINERARY_WINDOW_DAYS = 14
 DEFAULT_ITINERARY_MIN_STAY_HOURS = 4.0
 MAX_ITINERARY_WINDOW_DAYS = 31
+NOISE_MECHANISMS = ("discrete-gaussian", "none")
+DEFAULT_RHO_PER_DAY = 1.0
+DEFAULT_MAX_TRIPS_PER_DAY = 4
+DEFAULT_RHO_PER_ROUND = 0.05
 _QUERY_NAME = re.compile(r"[a-z][a-z0-9-]*")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _ADDRESS = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})")
@@ -58,6 +62,25 @@ class ItineraryPolicy:
 
 
 @dataclass(frozen=True)
+class PrivacyPolicy:
+    """An agency's differential-privacy policy (``policy.privacy``; docs/security.md, "Differential privacy").
+
+    ``noise``: ``discrete-gaussian`` (the agency adds its share of distributed discrete Gaussian noise to every
+    cell it contributes) or ``none`` (exact sums, for tests and closed exercises). ``rho_per_day``: the zCDP
+    budget the agency lets all releases together spend on each data day (and on window-free aggregates).
+    ``max_trips_per_day``: the contribution bound of the trips aggregates (trips per person-day).
+    """
+
+    noise: str = "discrete-gaussian"
+    rho_per_day: float = DEFAULT_RHO_PER_DAY
+    max_trips_per_day: int = DEFAULT_MAX_TRIPS_PER_DAY
+
+    @property
+    def noisy(self) -> bool:
+        return self.noise != "none"
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     """An adapter's own rules for contributing to a query (docs/security.md). A ``min_contributors`` below 3
     weakens secure aggregation: with 2, each contributor can subtract its own part from the sum; with 1 the
@@ -69,6 +92,7 @@ class PolicyConfig:
     allowed_coordinators: tuple[str, ...]  # empty: any coordinator in the roster
     allowed_roles: tuple[str, ...]
     itinerary: ItineraryPolicy = ItineraryPolicy()  # telecom nodes only
+    privacy: PrivacyPolicy = PrivacyPolicy()
 
 
 @dataclass(frozen=True)
@@ -129,6 +153,8 @@ class BrokerConfig:
     stage_timeout_s: float = 30.0
     limits: LimitsConfig = LimitsConfig()
     metrics: MetricsConfig = MetricsConfig()
+    #: zCDP ρ each noisy round spends on each data day it covers (``broker.privacy.rho_per_round``).
+    rho_per_round: float = DEFAULT_RHO_PER_ROUND
 
 
 @dataclass(frozen=True)
@@ -319,6 +345,7 @@ def dump_federation(cfg: FederationConfig, path: Path) -> None:
             "disclosure": {"mobility_k": cfg.broker.mobility_k, "cases_k": cfg.broker.cases_k},
             **_dump_limits(cfg.broker.limits, ("max_queries_per_coordinator", "max_concurrent_rpcs")),
             **_dump_metrics(cfg.broker.metrics),
+            "privacy": {"rho_per_round": cfg.broker.rho_per_round},
         },
         "nodes": [
             {
@@ -336,6 +363,11 @@ def dump_federation(cfg: FederationConfig, path: Path) -> None:
                     "allowed_coordinators": list(node.policy.allowed_coordinators),
                     "allowed_roles": list(node.policy.allowed_roles),
                     **_dump_itinerary(node),
+                    "privacy": {
+                        "noise": node.policy.privacy.noise,
+                        "rho_per_day": node.policy.privacy.rho_per_day,
+                        "max_trips_per_day": node.policy.privacy.max_trips_per_day,
+                    },
                 },
                 **_dump_limits(node.limits, ("max_live_rounds", "max_concurrent_rpcs")),
                 **_dump_metrics(node.metrics),
@@ -567,9 +599,10 @@ class _Reader:
             value,
             "broker",
             ("id", "address", "cert", "key", "audit_log"),
-            ("round_timeout_s", "stage_timeout_s", "disclosure", "limits", "metrics"),
+            ("round_timeout_s", "stage_timeout_s", "disclosure", "limits", "metrics", "privacy"),
         )
         disclosure = self.section(broker.get("disclosure", {}), "broker.disclosure", (), ("mobility_k", "cases_k"))
+        privacy = self.section(broker.get("privacy", {}), "broker.privacy", (), ("rho_per_round",))
         return BrokerConfig(
             id=self.member_id(broker["id"], "broker.id"),
             address=self.address(broker["address"], "broker.address"),
@@ -586,6 +619,9 @@ class _Reader:
             cases_k=self.integer(disclosure.get("cases_k", DEFAULT_CASES_K), "broker.disclosure.cases_k"),
             limits=self.limits(broker.get("limits", {}), "broker.limits", ("max_queries_per_coordinator",)),
             metrics=self.metrics(broker.get("metrics", {}), "broker.metrics"),
+            rho_per_round=self.positive_number(
+                privacy.get("rho_per_round", DEFAULT_RHO_PER_ROUND), "broker.privacy.rho_per_round"
+            ),
         )
 
     def node(self, value: object, key: str, coordinator_ids: tuple[str, ...]) -> NodeConfig:
@@ -647,7 +683,7 @@ class _Reader:
             value,
             key,
             ("allowed_queries", "max_window_days", "min_contributors"),
-            ("allowed_coordinators", "allowed_roles", "itinerary"),
+            ("allowed_coordinators", "allowed_roles", "itinerary", "privacy"),
         )
         queries = self.strings(policy["allowed_queries"], f"{key}.allowed_queries")
         for i, query in enumerate(queries):
@@ -670,6 +706,7 @@ class _Reader:
             min_contributors=self.integer(policy["min_contributors"], f"{key}.min_contributors"),
             allowed_coordinators=tuple(allowed_coordinators),
             allowed_roles=tuple(roles),
+            privacy=self.privacy(policy.get("privacy", {}), f"{key}.privacy"),
             itinerary=self.itinerary(policy.get("itinerary", {}), f"{key}.itinerary"),
         )
 
@@ -701,6 +738,16 @@ class _Reader:
             carrier=str(entry["carrier"]),
             cert=self.path(entry["cert"], f"{key}.cert", must_exist=True),
             key=None if entry.get("key") is None else self.path(entry["key"], f"{key}.key"),
+        )
+
+    def privacy(self, value: object, key: str) -> PrivacyPolicy:
+        privacy = self.section(value, key, (), ("noise", "rho_per_day", "max_trips_per_day"))
+        return PrivacyPolicy(
+            noise=self.choice(privacy.get("noise", "discrete-gaussian"), f"{key}.noise", NOISE_MECHANISMS),
+            rho_per_day=self.positive_number(privacy.get("rho_per_day", DEFAULT_RHO_PER_DAY), f"{key}.rho_per_day"),
+            max_trips_per_day=self.integer(
+                privacy.get("max_trips_per_day", DEFAULT_MAX_TRIPS_PER_DAY), f"{key}.max_trips_per_day"
+            ),
         )
 
     def coordinator(self, value: object, key: str, domain: DomainConfig) -> CoordinatorConfig:

@@ -25,7 +25,8 @@ docs/protocol.md §10), so a client rebuilds the exact subclass a node raised.
     ├── PermissionDenied     PERMISSION_DENIED      5   outside a coordinator's jurisdiction or role
     │   └── PolicyRefused    PERMISSION_DENIED      5   an adapter's own policy refuses the query
     ├── ResourceExhausted    RESOURCE_EXHAUSTED     9   a node's cap (live rounds, in-flight queries) is reached
-    │   └── RateLimited      RESOURCE_EXHAUSTED     9   a limit per number reached (itinerary codes per hour)
+    │   ├── RateLimited      RESOURCE_EXHAUSTED     9   a limit per number reached (itinerary codes per hour)
+    │   └── BudgetExhausted  RESOURCE_EXHAUSTED     9   a release would spend more privacy budget than a day has left
     └── NodeUnavailable      UNAVAILABLE            6   a node cannot be reached
 
 The root itself (INTERNAL, exit 1) is any other failure. Messages are written for the person who must fix the
@@ -125,6 +126,10 @@ class ResourceExhausted(FederationError):
 
 
 class RateLimited(ResourceExhausted):
+    status = "RESOURCE_EXHAUSTED"
+
+
+class BudgetExhausted(ResourceExhausted):
     status = "RESOURCE_EXHAUSTED"
 
 

@@ -22,7 +22,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixe
 from broker.client import run_query
 from fedbroker.harness import LocalFederation
 from federation.catalog import new_query
-from federation.config import FederationConfig, dump_federation, load_federation
+from federation.config import FederationConfig, PrivacyPolicy, dump_federation, load_federation
 from federation.errors import FederationError
 from federation.pki import issue_certificate
 
@@ -30,6 +30,8 @@ SMALL_PROVINCES = (42,)
 SMALL_SUBSCRIBERS = 6_000
 SMALL_DAYS = 21
 SMALL_SEED = 11
+#: The shared test scenario sums exactly (the oracle tests compare bit for bit); noise tests switch it on.
+EXACT = PrivacyPolicy(noise="none")
 
 
 def own_federation(
@@ -114,6 +116,8 @@ def roster_variant(
     cases_k: int | None = None,
     round_timeout_s: float | None = None,
     stage_timeout_s: float | None = None,
+    privacy: PrivacyPolicy | None = None,
+    rho_per_round: float | None = None,
 ) -> Path:
     """Write a copy of a roster beside the original with some policies or disclosure settings changed."""
     config = load_federation(source)
@@ -123,6 +127,8 @@ def roster_variant(
         else n
         for n in config.nodes
     )
+    if privacy is not None:
+        nodes = tuple(dataclasses.replace(n, policy=dataclasses.replace(n.policy, privacy=privacy)) for n in nodes)
     broker = config.broker
     if mobility_k is not None:
         broker = dataclasses.replace(broker, mobility_k=mobility_k)
@@ -132,6 +138,8 @@ def roster_variant(
         broker = dataclasses.replace(broker, round_timeout_s=round_timeout_s)
     if stage_timeout_s is not None:
         broker = dataclasses.replace(broker, stage_timeout_s=stage_timeout_s)
+    if rho_per_round is not None:
+        broker = dataclasses.replace(broker, rho_per_round=rho_per_round)
     dump_federation(dataclasses.replace(config, nodes=nodes, broker=broker), target)
     return target
 
@@ -199,4 +207,33 @@ def with_extra_carriers(source: Path, target: Path, copies: dict[str, str]) -> P
             )
         )
     dump_federation(dataclasses.replace(config, nodes=tuple(nodes)), target)
+    return target
+
+
+def private_copy(
+    source: Path,
+    target_dir: Path,
+    *,
+    privacy: PrivacyPolicy,
+    rho_per_round: float | None = None,
+    min_contributors: int | None = None,
+) -> Path:
+    """A roster in ``target_dir`` over copies of the source's stores, with its own audit logs and budget ledgers
+    (ledgers live beside the stores), every agency's privacy policy set to ``privacy``."""
+    config = load_federation(source)
+    (target_dir / "agencies").mkdir(parents=True, exist_ok=True)
+    nodes = []
+    for node in config.nodes:
+        store = target_dir / "agencies" / node.store.name
+        shutil.copyfile(node.store, store)
+        policy = dataclasses.replace(node.policy, privacy=privacy)
+        if min_contributors is not None:
+            policy = dataclasses.replace(policy, min_contributors=min_contributors)
+        audit = target_dir / "audit" / node.audit_log.name
+        nodes.append(dataclasses.replace(node, store=store, audit_log=audit, policy=policy))
+    broker = dataclasses.replace(config.broker, audit_log=target_dir / "audit" / config.broker.audit_log.name)
+    if rho_per_round is not None:
+        broker = dataclasses.replace(broker, rho_per_round=rho_per_round)
+    target = target_dir / "federation.yaml"
+    dump_federation(dataclasses.replace(config, nodes=tuple(nodes), broker=broker), target)
     return target

@@ -52,7 +52,7 @@ def _trips(store: Path, codes: npt.NDArray[np.int32], start: dt.date, end: dt.da
 
 def test_demo_runs_and_its_answer_is_reproduced_from_raw_tables(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "fedbroker", "demo", "--workdir", str(tmp_path)],
+        [sys.executable, "-m", "fedbroker", "demo", "--workdir", str(tmp_path), "--exact"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -65,6 +65,7 @@ def test_demo_runs_and_its_answer_is_reproduced_from_raw_tables(tmp_path: Path) 
     warning = json.loads(tiers.read_text())
     # The default scenario is built so that warning finds every tier on its last day.
     assert {row[warning["columns"].index("tier")] for row in warning["rows"]} == {"low", "medium", "high"}
+    assert "exact sums (noise: none)" in done.stdout
     roster = load_federation(tmp_path / "default" / "federation.yaml")
     reports = list((tmp_path / "default" / "reports").glob("importation-risk-*.json"))
     assert len(reports) == 1

@@ -45,7 +45,7 @@ from federation.signed_query import verify_signed_query
 from federation.tls import channel_credentials, channel_options
 from federation.v1 import adapter_pb2, adapter_pb2_grpc, broker_pb2, broker_pb2_grpc, common_pb2
 from tests import oracle
-from tests.federation_fixtures import oracle_sum, own_federation, restart_and_rejoin
+from tests.federation_fixtures import EXACT, oracle_sum, own_federation, restart_and_rejoin
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")
@@ -73,6 +73,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
             policy=dataclasses.replace(
                 node.policy,
                 min_contributors=2,
+                privacy=EXACT,
                 allowed_queries=tuple(
                     q for q in node.policy.allowed_queries if node.id != NO_POPULATION or q != "population"
                 ),

@@ -284,6 +284,8 @@ def _roster_text(
                         "allowed_coordinators": [],
                         "allowed_roles": ["national", "provincial"],
                         **({"itinerary": {"window_days": 14, "min_stay_hours": 4}} if kind == "telecom" else {}),
+                        # Noise on: ρ 1.0 per data day at the broker's 0.05 per round is twenty releases per day.
+                        "privacy": {"noise": "discrete-gaussian", "rho_per_day": 1.0, "max_trips_per_day": 4},
                     },
                 }
             )
@@ -301,6 +303,7 @@ def _roster_text(
             "audit_log": f"audit/{BROKER_ID}.jsonl",
             "round_timeout_s": 60,
             "disclosure": {"mobility_k": 15, "cases_k": 3},
+            "privacy": {"rho_per_round": 0.05},
         },
         "nodes": nodes,
         "coordinators": [{**c, "cert": f"pki/{c['id']}.pem", "key": f"pki/{c['id']}.key"} for c in coordinators],

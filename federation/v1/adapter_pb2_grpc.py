@@ -78,6 +78,11 @@ class AgencyAdapterStub:
                 request_serializer=federation_dot_v1_dot_common__pb2.StatusRequest.SerializeToString,
                 response_deserializer=federation_dot_v1_dot_common__pb2.NodeStatus.FromString,
                 _registered_method=True)
+        self.Budget = channel.unary_unary(
+                '/federation.v1.AgencyAdapter/Budget',
+                request_serializer=federation_dot_v1_dot_adapter__pb2.BudgetRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_common__pb2.BudgetReport.FromString,
+                _registered_method=True)
 
 
 class AgencyAdapterServicer:
@@ -143,6 +148,13 @@ class AgencyAdapterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Budget(self, request, context):
+        """The node's privacy-budget ledger, totals per data day only (the broker asks on a coordinator's behalf).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgencyAdapterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +197,11 @@ def add_AgencyAdapterServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=federation_dot_v1_dot_common__pb2.StatusRequest.FromString,
                     response_serializer=federation_dot_v1_dot_common__pb2.NodeStatus.SerializeToString,
+            ),
+            'Budget': grpc.unary_unary_rpc_method_handler(
+                    servicer.Budget,
+                    request_deserializer=federation_dot_v1_dot_adapter__pb2.BudgetRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_common__pb2.BudgetReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -406,6 +423,33 @@ class AgencyAdapter:
             '/federation.v1.AgencyAdapter/Status',
             federation_dot_v1_dot_common__pb2.StatusRequest.SerializeToString,
             federation_dot_v1_dot_common__pb2.NodeStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Budget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.AgencyAdapter/Budget',
+            federation_dot_v1_dot_adapter__pb2.BudgetRequest.SerializeToString,
+            federation_dot_v1_dot_common__pb2.BudgetReport.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,8 @@ class AgencyAdapterStub:
     """
     Status: _grpc.UnaryUnaryMultiCallable[_common_pb2.StatusRequest, _common_pb2.NodeStatus]
     """Operator view: version, registry, data window, live rounds. Any roster member may ask."""
+    Budget: _grpc.UnaryUnaryMultiCallable[_adapter_pb2.BudgetRequest, _common_pb2.BudgetReport]
+    """The node's privacy-budget ledger, totals per data day only (the broker asks on a coordinator's behalf)."""
 
 @_typing.type_check_only
 class AgencyAdapterAsyncStub(AgencyAdapterStub):
@@ -82,6 +84,8 @@ class AgencyAdapterAsyncStub(AgencyAdapterStub):
     """
     Status: _aio.UnaryUnaryMultiCallable[_common_pb2.StatusRequest, _common_pb2.NodeStatus]  # type: ignore[assignment]
     """Operator view: version, registry, data window, live rounds. Any roster member may ask."""
+    Budget: _aio.UnaryUnaryMultiCallable[_adapter_pb2.BudgetRequest, _common_pb2.BudgetReport]  # type: ignore[assignment]
+    """The node's privacy-budget ledger, totals per data day only (the broker asks on a coordinator's behalf)."""
 
 class AgencyAdapterServicer(metaclass=_abc_1.ABCMeta):
     """The agency node. Aggregate-only: no RPC returns a row, a per-person value or the agency's unmasked vector;
@@ -154,5 +158,13 @@ class AgencyAdapterServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_common_pb2.NodeStatus, _abc.Awaitable[_common_pb2.NodeStatus]]:
         """Operator view: version, registry, data window, live rounds. Any roster member may ask."""
+
+    @_abc_1.abstractmethod
+    def Budget(
+        self,
+        request: _adapter_pb2.BudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.BudgetReport, _abc.Awaitable[_common_pb2.BudgetReport]]:
+        """The node's privacy-budget ledger, totals per data day only (the broker asks on a coordinator's behalf)."""
 
 def add_AgencyAdapterServicer_to_server(servicer: AgencyAdapterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

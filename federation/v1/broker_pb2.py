@@ -25,37 +25,43 @@ _sym_db = _symbol_database.Default()
 from federation.v1 import common_pb2 as federation_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x64\x65ration/v1/broker.proto\x12\rfederation.v1\x1a\x1a\x66\x65\x64\x65ration/v1/common.proto\"<\n\x0fRunQueryRequest\x12)\n\x05query\x18\x01 \x01(\x0b\x32\x1a.federation.v1.SignedQuery\"r\n\x08Progress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontributors\x18\x03 \x03(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07\x61waited\x18\x05 \x03(\t\x12\x10\n\x08waited_s\x18\x06 \x01(\x01\"{\n\x04\x43\x65ll\x12\x13\n\tint_value\x18\x01 \x01(\x03H\x00\x12\x15\n\x0b\x66loat_value\x18\x02 \x01(\x01H\x00\x12\x14\n\ntext_value\x18\x03 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x12\x12\n\nsuppressed\x18\x05 \x01(\x08\x42\x07\n\x05value\")\n\x03Row\x12\"\n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x13.federation.v1.Cell\"?\n\x08\x43overage\x12\r\n\x05round\x18\x01 \x01(\t\x12\x13\n\x0b\x63ontributed\x18\x02 \x03(\t\x12\x0f\n\x07missing\x18\x03 \x03(\t\"\xc3\x01\n\x0bQueryResult\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\t\x12 \n\x04rows\x18\x03 \x03(\x0b\x32\x12.federation.v1.Row\x12\x12\n\nsuppressed\x18\x04 \x01(\x04\x12)\n\x08\x63overage\x18\x05 \x03(\x0b\x32\x17.federation.v1.Coverage\x12\r\n\x05notes\x18\x06 \x03(\t\x12$\n\x06tables\x18\x07 \x03(\x0b\x32\x14.federation.v1.Table\"\\\n\x05Table\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\t\x12 \n\x04rows\x18\x03 \x03(\x0b\x32\x12.federation.v1.Row\x12\x12\n\nsuppressed\x18\x04 \x01(\x04\"p\n\nQueryEvent\x12+\n\x08progress\x18\x01 \x01(\x0b\x32\x17.federation.v1.ProgressH\x00\x12,\n\x06result\x18\x02 \x01(\x0b\x32\x1a.federation.v1.QueryResultH\x00\x42\x07\n\x05\x65vent\"\x1b\n\x19\x44\x65scribeFederationRequest\"\xba\x01\n\x15\x46\x65\x64\x65rationDescription\x12\x15\n\rregistry_hash\x18\x01 \x01(\t\x12\x11\n\tdistricts\x18\x02 \x01(\r\x12\x13\n\x0bquery_kinds\x18\x03 \x03(\t\x12\r\n\x05nodes\x18\x04 \x03(\t\x12\x12\n\ndata_start\x18\x05 \x01(\t\x12\x10\n\x08\x64\x61ta_end\x18\x06 \x01(\t\x12-\n\x05kinds\x18\x07 \x03(\x0b\x32\x1e.federation.v1.QueryKindSchema\"\x9d\x01\n\x0fQueryKindSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07summary\x18\x02 \x01(\t\x12\x12\n\ndisclosure\x18\x03 \x01(\t\x12*\n\x06params\x18\x04 \x03(\x0b\x32\x1a.federation.v1.ParamSchema\x12\x12\n\naggregates\x18\x05 \x03(\t\x12\x17\n\x0ftrailing_window\x18\x06 \x01(\t\"\xed\x01\n\x0bParamSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x66lag\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04help\x18\x04 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x05 \x01(\t\x12\x13\n\x0bhas_default\x18\x06 \x01(\x08\x12\x0f\n\x07\x63hoices\x18\x07 \x03(\t\x12\x14\n\x07minimum\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07maximum\x18\t \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x11minimum_exclusive\x18\n \x01(\x08\x12\x10\n\x08required\x18\x0b \x01(\x08\x42\n\n\x08_minimumB\n\n\x08_maximum2\xfa\x01\n\x06\x42roker\x12G\n\x08RunQuery\x12\x1e.federation.v1.RunQueryRequest\x1a\x19.federation.v1.QueryEvent0\x01\x12\x64\n\x12\x44\x65scribeFederation\x12(.federation.v1.DescribeFederationRequest\x1a$.federation.v1.FederationDescription\x12\x41\n\x06Status\x12\x1c.federation.v1.StatusRequest\x1a\x19.federation.v1.NodeStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x64\x65ration/v1/broker.proto\x12\rfederation.v1\x1a\x1a\x66\x65\x64\x65ration/v1/common.proto\"\x19\n\x17\x46\x65\x64\x65rationBudgetRequest\"R\n\x10\x46\x65\x64\x65rationBudget\x12-\n\x08\x61gencies\x18\x01 \x03(\x0b\x32\x1b.federation.v1.BudgetReport\x12\x0f\n\x07missing\x18\x02 \x03(\t\"s\n\x0cRoundPrivacy\x12\r\n\x05round\x18\x01 \x01(\t\x12\x11\n\taggregate\x18\x02 \x01(\t\x12\r\n\x05noise\x18\x03 \x01(\t\x12\r\n\x05sigma\x18\x04 \x01(\x01\x12\x11\n\trho_spent\x18\x05 \x01(\x01\x12\x10\n\x08rho_left\x18\x06 \x01(\x01\"<\n\x0fRunQueryRequest\x12)\n\x05query\x18\x01 \x01(\x0b\x32\x1a.federation.v1.SignedQuery\"r\n\x08Progress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontributors\x18\x03 \x03(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07\x61waited\x18\x05 \x03(\t\x12\x10\n\x08waited_s\x18\x06 \x01(\x01\"{\n\x04\x43\x65ll\x12\x13\n\tint_value\x18\x01 \x01(\x03H\x00\x12\x15\n\x0b\x66loat_value\x18\x02 \x01(\x01H\x00\x12\x14\n\ntext_value\x18\x03 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x12\x12\n\nsuppressed\x18\x05 \x01(\x08\x42\x07\n\x05value\")\n\x03Row\x12\"\n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x13.federation.v1.Cell\"?\n\x08\x43overage\x12\r\n\x05round\x18\x01 \x01(\t\x12\x13\n\x0b\x63ontributed\x18\x02 \x03(\t\x12\x0f\n\x07missing\x18\x03 \x03(\t\"\xf1\x01\n\x0bQueryResult\x12\r\n\x05query\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\t\x12 \n\x04rows\x18\x03 \x03(\x0b\x32\x12.federation.v1.Row\x12\x12\n\nsuppressed\x18\x04 \x01(\x04\x12)\n\x08\x63overage\x18\x05 \x03(\x0b\x32\x17.federation.v1.Coverage\x12\r\n\x05notes\x18\x06 \x03(\t\x12$\n\x06tables\x18\x07 \x03(\x0b\x32\x14.federation.v1.Table\x12,\n\x07privacy\x18\x14 \x03(\x0b\x32\x1b.federation.v1.RoundPrivacy\"\\\n\x05Table\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\t\x12 \n\x04rows\x18\x03 \x03(\x0b\x32\x12.federation.v1.Row\x12\x12\n\nsuppressed\x18\x04 \x01(\x04\"p\n\nQueryEvent\x12+\n\x08progress\x18\x01 \x01(\x0b\x32\x17.federation.v1.ProgressH\x00\x12,\n\x06result\x18\x02 \x01(\x0b\x32\x1a.federation.v1.QueryResultH\x00\x42\x07\n\x05\x65vent\"\x1b\n\x19\x44\x65scribeFederationRequest\"\xba\x01\n\x15\x46\x65\x64\x65rationDescription\x12\x15\n\rregistry_hash\x18\x01 \x01(\t\x12\x11\n\tdistricts\x18\x02 \x01(\r\x12\x13\n\x0bquery_kinds\x18\x03 \x03(\t\x12\r\n\x05nodes\x18\x04 \x03(\t\x12\x12\n\ndata_start\x18\x05 \x01(\t\x12\x10\n\x08\x64\x61ta_end\x18\x06 \x01(\t\x12-\n\x05kinds\x18\x07 \x03(\x0b\x32\x1e.federation.v1.QueryKindSchema\"\x9d\x01\n\x0fQueryKindSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07summary\x18\x02 \x01(\t\x12\x12\n\ndisclosure\x18\x03 \x01(\t\x12*\n\x06params\x18\x04 \x03(\x0b\x32\x1a.federation.v1.ParamSchema\x12\x12\n\naggregates\x18\x05 \x03(\t\x12\x17\n\x0ftrailing_window\x18\x06 \x01(\t\"\xed\x01\n\x0bParamSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x66lag\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04help\x18\x04 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x05 \x01(\t\x12\x13\n\x0bhas_default\x18\x06 \x01(\x08\x12\x0f\n\x07\x63hoices\x18\x07 \x03(\t\x12\x14\n\x07minimum\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07maximum\x18\t \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x11minimum_exclusive\x18\n \x01(\x08\x12\x10\n\x08required\x18\x0b \x01(\x08\x42\n\n\x08_minimumB\n\n\x08_maximum2\xcd\x02\n\x06\x42roker\x12G\n\x08RunQuery\x12\x1e.federation.v1.RunQueryRequest\x1a\x19.federation.v1.QueryEvent0\x01\x12\x64\n\x12\x44\x65scribeFederation\x12(.federation.v1.DescribeFederationRequest\x1a$.federation.v1.FederationDescription\x12\x41\n\x06Status\x12\x1c.federation.v1.StatusRequest\x1a\x19.federation.v1.NodeStatus\x12Q\n\x06\x42udget\x12&.federation.v1.FederationBudgetRequest\x1a\x1f.federation.v1.FederationBudgetb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'federation.v1.broker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNQUERYREQUEST']._serialized_start=73
-  _globals['_RUNQUERYREQUEST']._serialized_end=133
-  _globals['_PROGRESS']._serialized_start=135
-  _globals['_PROGRESS']._serialized_end=249
-  _globals['_CELL']._serialized_start=251
-  _globals['_CELL']._serialized_end=374
-  _globals['_ROW']._serialized_start=376
-  _globals['_ROW']._serialized_end=417
-  _globals['_COVERAGE']._serialized_start=419
-  _globals['_COVERAGE']._serialized_end=482
-  _globals['_QUERYRESULT']._serialized_start=485
-  _globals['_QUERYRESULT']._serialized_end=680
-  _globals['_TABLE']._serialized_start=682
-  _globals['_TABLE']._serialized_end=774
-  _globals['_QUERYEVENT']._serialized_start=776
-  _globals['_QUERYEVENT']._serialized_end=888
-  _globals['_DESCRIBEFEDERATIONREQUEST']._serialized_start=890
-  _globals['_DESCRIBEFEDERATIONREQUEST']._serialized_end=917
-  _globals['_FEDERATIONDESCRIPTION']._serialized_start=920
-  _globals['_FEDERATIONDESCRIPTION']._serialized_end=1106
-  _globals['_QUERYKINDSCHEMA']._serialized_start=1109
-  _globals['_QUERYKINDSCHEMA']._serialized_end=1266
-  _globals['_PARAMSCHEMA']._serialized_start=1269
-  _globals['_PARAMSCHEMA']._serialized_end=1506
-  _globals['_BROKER']._serialized_start=1509
-  _globals['_BROKER']._serialized_end=1759
+  _globals['_FEDERATIONBUDGETREQUEST']._serialized_start=73
+  _globals['_FEDERATIONBUDGETREQUEST']._serialized_end=98
+  _globals['_FEDERATIONBUDGET']._serialized_start=100
+  _globals['_FEDERATIONBUDGET']._serialized_end=182
+  _globals['_ROUNDPRIVACY']._serialized_start=184
+  _globals['_ROUNDPRIVACY']._serialized_end=299
+  _globals['_RUNQUERYREQUEST']._serialized_start=301
+  _globals['_RUNQUERYREQUEST']._serialized_end=361
+  _globals['_PROGRESS']._serialized_start=363
+  _globals['_PROGRESS']._serialized_end=477
+  _globals['_CELL']._serialized_start=479
+  _globals['_CELL']._serialized_end=602
+  _globals['_ROW']._serialized_start=604
+  _globals['_ROW']._serialized_end=645
+  _globals['_COVERAGE']._serialized_start=647
+  _globals['_COVERAGE']._serialized_end=710
+  _globals['_QUERYRESULT']._serialized_start=713
+  _globals['_QUERYRESULT']._serialized_end=954
+  _globals['_TABLE']._serialized_start=956
+  _globals['_TABLE']._serialized_end=1048
+  _globals['_QUERYEVENT']._serialized_start=1050
+  _globals['_QUERYEVENT']._serialized_end=1162
+  _globals['_DESCRIBEFEDERATIONREQUEST']._serialized_start=1164
+  _globals['_DESCRIBEFEDERATIONREQUEST']._serialized_end=1191
+  _globals['_FEDERATIONDESCRIPTION']._serialized_start=1194
+  _globals['_FEDERATIONDESCRIPTION']._serialized_end=1380
+  _globals['_QUERYKINDSCHEMA']._serialized_start=1383
+  _globals['_QUERYKINDSCHEMA']._serialized_end=1540
+  _globals['_PARAMSCHEMA']._serialized_start=1543
+  _globals['_PARAMSCHEMA']._serialized_end=1780
+  _globals['_BROKER']._serialized_start=1783
+  _globals['_BROKER']._serialized_end=2116
 # @@protoc_insertion_point(module_scope)

@@ -20,6 +20,87 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class FederationBudgetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FederationBudgetRequest: _TypeAlias = FederationBudgetRequest  # noqa: Y015
+
+@_typing.final
+class FederationBudget(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENCIES_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agencies(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.BudgetReport]: ...
+    @_builtins.property
+    def missing(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Agencies that did not answer, with the reason."""
+
+    def __init__(
+        self,
+        *,
+        agencies: _abc.Iterable[_common_pb2.BudgetReport] | None = ...,
+        missing: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies", "missing", b"missing"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FederationBudget: _TypeAlias = FederationBudget  # noqa: Y015
+
+@_typing.final
+class RoundPrivacy(_message.Message):
+    """The noise on one round's released sum and the budget it spent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUND_FIELD_NUMBER: _builtins.int
+    AGGREGATE_FIELD_NUMBER: _builtins.int
+    NOISE_FIELD_NUMBER: _builtins.int
+    SIGMA_FIELD_NUMBER: _builtins.int
+    RHO_SPENT_FIELD_NUMBER: _builtins.int
+    RHO_LEFT_FIELD_NUMBER: _builtins.int
+    round: _builtins.str
+    aggregate: _builtins.str
+    noise: _builtins.str
+    """"discrete-gaussian" or "none"."""
+    sigma: _builtins.float
+    """Standard deviation (upper bound) of each cell of the round's sum; 0 without noise."""
+    rho_spent: _builtins.float
+    """zCDP rho the round spent on each data day it covers, at each noisy contributor."""
+    rho_left: _builtins.float
+    """The smallest rho left afterwards on any of those days at any contributor (as the broker's ledger has it)."""
+    def __init__(
+        self,
+        *,
+        round: _builtins.str = ...,
+        aggregate: _builtins.str = ...,
+        noise: _builtins.str = ...,
+        sigma: _builtins.float = ...,
+        rho_spent: _builtins.float = ...,
+        rho_left: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "noise", b"noise", "rho_left", b"rho_left", "rho_spent", b"rho_spent", "round", b"round", "sigma", b"sigma"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoundPrivacy: _TypeAlias = RoundPrivacy  # noqa: Y015
+
+@_typing.final
 class RunQueryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -173,6 +254,7 @@ class QueryResult(_message.Message):
     COVERAGE_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
     TABLES_FIELD_NUMBER: _builtins.int
+    PRIVACY_FIELD_NUMBER: _builtins.int
     query: _builtins.bytes
     """The query as the coordinator signed it (canonical JSON)."""
     suppressed: _builtins.int
@@ -191,6 +273,10 @@ class QueryResult(_message.Message):
     def tables(self) -> _containers.RepeatedCompositeFieldContainer[Global___Table]:
         """Further tables of kinds that have several (e.g. trend's per-area summary); the main table stays above."""
 
+    @_builtins.property
+    def privacy(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoundPrivacy]:
+        """Noise and budget per round (docs/security.md, "Differential privacy")."""
+
     def __init__(
         self,
         *,
@@ -201,10 +287,11 @@ class QueryResult(_message.Message):
         coverage: _abc.Iterable[Global___Coverage] | None = ...,
         notes: _abc.Iterable[_builtins.str] | None = ...,
         tables: _abc.Iterable[Global___Table] | None = ...,
+        privacy: _abc.Iterable[Global___RoundPrivacy] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "coverage", b"coverage", "notes", b"notes", "query", b"query", "rows", b"rows", "suppressed", b"suppressed", "tables", b"tables"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "coverage", b"coverage", "notes", b"notes", "privacy", b"privacy", "query", b"query", "rows", b"rows", "suppressed", b"suppressed", "tables", b"tables"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -52,6 +52,11 @@ class BrokerStub:
                 request_serializer=federation_dot_v1_dot_common__pb2.StatusRequest.SerializeToString,
                 response_deserializer=federation_dot_v1_dot_common__pb2.NodeStatus.FromString,
                 _registered_method=True)
+        self.Budget = channel.unary_unary(
+                '/federation.v1.Broker/Budget',
+                request_serializer=federation_dot_v1_dot_broker__pb2.FederationBudgetRequest.SerializeToString,
+                response_deserializer=federation_dot_v1_dot_broker__pb2.FederationBudget.FromString,
+                _registered_method=True)
 
 
 class BrokerServicer:
@@ -80,6 +85,13 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Budget(self, request, context):
+        """Every agency's privacy-budget ledger as the agency itself reports it (totals per data day).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BrokerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +109,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=federation_dot_v1_dot_common__pb2.StatusRequest.FromString,
                     response_serializer=federation_dot_v1_dot_common__pb2.NodeStatus.SerializeToString,
+            ),
+            'Budget': grpc.unary_unary_rpc_method_handler(
+                    servicer.Budget,
+                    request_deserializer=federation_dot_v1_dot_broker__pb2.FederationBudgetRequest.FromString,
+                    response_serializer=federation_dot_v1_dot_broker__pb2.FederationBudget.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -182,6 +199,33 @@ class Broker:
             '/federation.v1.Broker/Status',
             federation_dot_v1_dot_common__pb2.StatusRequest.SerializeToString,
             federation_dot_v1_dot_common__pb2.NodeStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Budget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/federation.v1.Broker/Budget',
+            federation_dot_v1_dot_broker__pb2.FederationBudgetRequest.SerializeToString,
+            federation_dot_v1_dot_broker__pb2.FederationBudget.FromString,
             options,
             channel_credentials,
             insecure,

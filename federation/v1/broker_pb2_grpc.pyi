@@ -42,6 +42,8 @@ class BrokerStub:
     """Query kinds, their parameters and the federation's coverage."""
     Status: _grpc.UnaryUnaryMultiCallable[_common_pb2.StatusRequest, _common_pb2.NodeStatus]
     """Operator view: version, registry, data window, rounds and queries running, per-kind reachability."""
+    Budget: _grpc.UnaryUnaryMultiCallable[_broker_pb2.FederationBudgetRequest, _broker_pb2.FederationBudget]
+    """Every agency's privacy-budget ledger as the agency itself reports it (totals per data day)."""
 
 @_typing.type_check_only
 class BrokerAsyncStub(BrokerStub):
@@ -56,6 +58,8 @@ class BrokerAsyncStub(BrokerStub):
     """Query kinds, their parameters and the federation's coverage."""
     Status: _aio.UnaryUnaryMultiCallable[_common_pb2.StatusRequest, _common_pb2.NodeStatus]  # type: ignore[assignment]
     """Operator view: version, registry, data window, rounds and queries running, per-kind reachability."""
+    Budget: _aio.UnaryUnaryMultiCallable[_broker_pb2.FederationBudgetRequest, _broker_pb2.FederationBudget]  # type: ignore[assignment]
+    """Every agency's privacy-budget ledger as the agency itself reports it (totals per data day)."""
 
 class BrokerServicer(metaclass=_abc_1.ABCMeta):
     """The coordinator-facing broker: runs a joint query as secure-aggregation rounds over the adapters,
@@ -85,5 +89,13 @@ class BrokerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_common_pb2.NodeStatus, _abc.Awaitable[_common_pb2.NodeStatus]]:
         """Operator view: version, registry, data window, rounds and queries running, per-kind reachability."""
+
+    @_abc_1.abstractmethod
+    def Budget(
+        self,
+        request: _broker_pb2.FederationBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_broker_pb2.FederationBudget, _abc.Awaitable[_broker_pb2.FederationBudget]]:
+        """Every agency's privacy-budget ledger as the agency itself reports it (totals per data day)."""
 
 def add_BrokerServicer_to_server(servicer: BrokerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -52,6 +52,7 @@ class VectorSpec(_message.Message):
     START_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
     PARAMS_FIELD_NUMBER: _builtins.int
+    RHO_FIELD_NUMBER: _builtins.int
     aggregate: _builtins.str
     """Aggregate name, e.g. "telecom.trips", "telecom.residents", "health.cases", "transport.trips"."""
     length: _builtins.int
@@ -61,6 +62,10 @@ class VectorSpec(_message.Message):
     start: _builtins.str
     """Inclusive whole-day window, ISO dates (empty for window-free aggregates such as residents)."""
     end: _builtins.str
+    rho: _builtins.str
+    """zCDP rho this release spends on each data day it covers (decimal, e.g. "0.05"); empty when no participant
+    adds noise. An agency whose policy adds noise refuses a round without it (docs/security.md).
+    """
     @_builtins.property
     def params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Aggregate parameters (e.g. "mode": "rail"), part of what the adapter checks against the signed query."""
@@ -74,14 +79,69 @@ class VectorSpec(_message.Message):
         start: _builtins.str = ...,
         end: _builtins.str = ...,
         params: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        rho: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "end", b"end", "length", b"length", "params", b"params", "registry_hash", b"registry_hash", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate", b"aggregate", "end", b"end", "length", b"length", "params", b"params", "registry_hash", b"registry_hash", "rho", b"rho", "start", b"start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VectorSpec: _TypeAlias = VectorSpec  # noqa: Y015
+
+@_typing.final
+class BudgetReport(_message.Message):
+    """One agency's privacy-budget ledger, totals only: rho spent per ledger key (an ISO data day, or "window-free")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    NOISE_FIELD_NUMBER: _builtins.int
+    RHO_PER_DAY_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    noise: _builtins.str
+    """"discrete-gaussian" or "none"."""
+    rho_per_day: _builtins.float
+    @_builtins.property
+    def days(self) -> _containers.RepeatedCompositeFieldContainer[Global___BudgetDay]: ...
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        noise: _builtins.str = ...,
+        rho_per_day: _builtins.float = ...,
+        days: _abc.Iterable[Global___BudgetDay] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["days", b"days", "node_id", b"node_id", "noise", b"noise", "rho_per_day", b"rho_per_day"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BudgetReport: _TypeAlias = BudgetReport  # noqa: Y015
+
+@_typing.final
+class BudgetDay(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    SPENT_FIELD_NUMBER: _builtins.int
+    day: _builtins.str
+    spent: _builtins.float
+    def __init__(
+        self,
+        *,
+        day: _builtins.str = ...,
+        spent: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "spent", b"spent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BudgetDay: _TypeAlias = BudgetDay  # noqa: Y015
 
 @_typing.final
 class SignedQuery(_message.Message):

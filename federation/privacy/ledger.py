@@ -1,0 +1,112 @@
+"""The privacy-budget ledger: ρ spent per data day, persisted as fsynced JSON lines, refused beyond the cap.
+
+Every agency keeps its own (beside its store) and the broker keeps the same accounting for the agencies it
+drives, so that it refuses early. One line per charge::
+
+    {"round": "<hex round id>", "aggregate": "telecom.trips", "days": ["2020-01-10", ...], "rho": 0.05}
+
+A window-free aggregate (residents) charges the key ``window-free`` instead of days. The file is appended and
+fsynced before the charge counts, and read back whole at start-up, so the spent budget survives restarts; a
+torn last line (a crash mid-write) is ignored, which can only under-count a charge whose round never got its
+answer, since the answer is sent only after the fsync.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from federation.config import NodeConfig
+from federation.errors import BudgetExhausted
+from federation.privacy.accounting import WINDOW_FREE
+
+__all__ = ["BudgetLedger", "ledger_days", "ledger_path"]
+
+#: Slack for float sums (a cap of 1.0 must admit twenty charges of 0.05).
+_TOLERANCE = 1e-9
+
+
+def ledger_path(node: NodeConfig) -> Path:
+    """An agency's ledger file: ``<store directory>/<node id>.budget.jsonl``, beside its store."""
+    return node.store.parent / f"{node.id}.budget.jsonl"
+
+
+def ledger_days(start: dt.date | None, end: dt.date | None) -> list[str]:
+    """The ledger keys a release over [start, end] charges: each ISO day, or ``window-free`` without a window."""
+    if start is None or end is None:
+        return [WINDOW_FREE]
+    return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+
+
+class BudgetLedger:
+    """ρ spent per ledger key, against one cap per key (``rho_per_day``). Thread-safe."""
+
+    def __init__(self, path: Path, *, owner: str, rho_per_day: float) -> None:
+        self._path = path
+        self._owner = owner
+        self._cap = rho_per_day
+        self._lock = threading.Lock()
+        self._spent: dict[str, float] = defaultdict(float)
+        self._rounds: set[str] = set()
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a torn last line
+                self._rounds.add(str(entry["round"]))
+                for day in entry["days"]:
+                    self._spent[str(day)] += float(entry["rho"])
+
+    @property
+    def cap(self) -> float:
+        return self._cap
+
+    def spent(self) -> Mapping[str, float]:
+        """ρ spent per ledger key so far (a copy)."""
+        with self._lock:
+            return dict(self._spent)
+
+    def left(self, days: Iterable[str]) -> dict[str, float]:
+        with self._lock:
+            return {day: max(0.0, self._cap - self._spent.get(day, 0.0)) for day in days}
+
+    def check(self, days: Sequence[str], rho: float) -> None:
+        """Raise :class:`BudgetExhausted` naming the days and what is left if ``rho`` does not fit on each day."""
+        with self._lock:
+            self._check_locked(days, rho)
+
+    def _check_locked(self, days: Sequence[str], rho: float) -> None:
+        short = [day for day in days if self._spent.get(day, 0.0) + rho > self._cap + _TOLERANCE]
+        if short:
+            shown = ", ".join(
+                f"{day} ({max(0.0, self._cap - self._spent.get(day, 0.0)):.4g} left)" for day in short[:8]
+            )
+            more = f" and {len(short) - 8} more" if len(short) > 8 else ""
+            raise BudgetExhausted(
+                f"{self._owner} refused: this release needs rho {rho:.4g} per day, but its privacy budget of "
+                f"{self._cap:g} per day is spent beyond that on {shown}{more}; pick other days or wait for the "
+                "agencies to raise rho_per_day"
+            )
+
+    def charge(self, round_id: bytes, aggregate: str, days: Sequence[str], rho: float) -> None:
+        """Check and record a charge, fsynced before it returns. A round id is charged once."""
+        label = round_id.hex()
+        with self._lock:
+            if label in self._rounds:
+                return
+            self._check_locked(days, rho)
+            line = json.dumps({"round": label, "aggregate": aggregate, "days": list(days), "rho": rho})
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            with self._path.open("a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            self._rounds.add(label)
+            for day in days:
+                self._spent[day] += rho
