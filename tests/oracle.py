@@ -226,11 +226,15 @@ def oracle_confirmed_daily(
     position = _positions(domain)
     days = (end - start).days + 1
     counts: dict[int, int] = defaultdict(int)
-    rows = [(row[2], row[3], row[4], row[5], row[6]) for row in _rows(con, "cases")]
-    for status, district, onset_date, report_date, imported in rows:
+    rows = [row[:7] for row in _rows(con, "cases")]
+    first: dict[int, tuple[dt.date, int, int, bool]] = {}  # person -> their first confirmed row in the window
+    for case_id, person_id, status, district, onset_date, report_date, imported in rows:
         day = report_date if date == "report" else onset_date
         if status != "confirmed" or district not in position or day is None or not _in_window(day, start, end):
             continue
+        if person_id not in first or (day, case_id) < first[person_id][:2]:
+            first[person_id] = (day, case_id, district, bool(imported))
+    for day, _case, district, imported in first.values():
         counts[(position[district] * days + (day - start).days) * 2 + (1 if imported else 0)] += 1
     return _vector(counts, len(position) * days * 2)
 
@@ -243,14 +247,14 @@ def oracle_clusters(
     position = _positions(domain)
     days = (end - start).days + 1
     reported: dict[tuple[int, int], list[dt.date]] = defaultdict(list)
-    rows = [(row[2], row[3], row[5], row[7]) for row in _rows(con, "cases")]
-    for status, district, report_date, cluster_id in rows:
-        if (
-            status == "confirmed"
-            and cluster_id is not None
-            and district in position
-            and _in_window(report_date, start, end)
-        ):
+    rows = [(row[0], row[1], row[2], row[3], row[5], row[7]) for row in _rows(con, "cases")]
+    first: dict[int, tuple[dt.date, int, int, int | None]] = {}  # person -> first confirmed row in the window
+    for case_id, person_id, status, district, report_date, cluster_id in rows:
+        counted = status == "confirmed" and district in position and _in_window(report_date, start, end)
+        if counted and (person_id not in first or (report_date, case_id) < first[person_id][:2]):
+            first[person_id] = (report_date, case_id, district, cluster_id)
+    for report_date, _case, district, cluster_id in first.values():
+        if cluster_id is not None:
             reported[(district, cluster_id)].append(report_date)
     counts: dict[int, int] = defaultdict(int)
     for offset in range(days):

@@ -48,33 +48,46 @@ SELECT pos, count(*)::UBIGINT AS n FROM numbered WHERE nth = 1 GROUP BY pos
 """
 
 
+# The confirmed aggregates count a person once: at their first confirmed row in the window (by the date used,
+# then case_id) among the domain's rows. That bounds what one person adds (docs/security.md, sensitivities).
 def _confirmed_daily_sql(date_column: str) -> str:
     return f"""
-WITH {DOMAIN_CTE}
-SELECT ((dom.idx::BIGINT * $days + (cases.{date_column} - $start)) * 2
-        + CASE WHEN cases.imported THEN 1 ELSE 0 END) AS pos,
-       count(*)::UBIGINT AS n
-FROM cases
-JOIN domain_index AS dom ON dom.district = cases.district
-WHERE cases.status = 'confirmed'
-  AND cases.{date_column} >= $start AND cases.{date_column} <= $end
-GROUP BY dom.idx, cases.{date_column}, CASE WHEN cases.imported THEN 1 ELSE 0 END
+WITH {DOMAIN_CTE},
+numbered AS (
+    SELECT dom.idx AS idx, cases.{date_column} AS day, CASE WHEN cases.imported THEN 1 ELSE 0 END AS origin,
+           row_number() OVER (PARTITION BY cases.person_id ORDER BY cases.{date_column}, cases.case_id) AS nth
+    FROM cases
+    JOIN domain_index AS dom ON dom.district = cases.district
+    WHERE cases.status = 'confirmed'
+      AND cases.{date_column} >= $start AND cases.{date_column} <= $end
+)
+SELECT ((idx::BIGINT * $days + (day - $start)) * 2 + origin) AS pos, count(*)::UBIGINT AS n
+FROM numbered
+WHERE nth = 1
+GROUP BY idx, day, origin
 """
 
 
 _CONFIRMED_DAILY = {"report": _confirmed_daily_sql("report_date"), "onset": _confirmed_daily_sql("onset_date")}
 
 # Each confirmed case of a cluster counts on its report day and the 13 days after it; a (district, cluster,
-# day) with two or more such cases is a cluster in the 14 days ending that day.
+# day) with two or more such cases is a cluster in the 14 days ending that day. A person counts once, at their
+# first confirmed row reported in the window among the domain's rows.
 _LAGS = ", ".join(f"({k})" for k in range(CLUSTER_WINDOW_DAYS))
 _CLUSTERS = f"""
 WITH {DOMAIN_CTE},
 lags AS (SELECT * FROM (VALUES {_LAGS}) AS lags(k)),
+numbered AS (
+    SELECT cases.district, cases.cluster_id, cases.report_date,
+           row_number() OVER (PARTITION BY cases.person_id ORDER BY cases.report_date, cases.case_id) AS nth
+    FROM cases
+    JOIN domain_index AS dom ON dom.district = cases.district
+    WHERE cases.status = 'confirmed' AND cases.report_date >= $start AND cases.report_date <= $end
+),
 spread AS (
-    SELECT cases.district, cases.cluster_id, cases.report_date + lags.k AS day
-    FROM cases CROSS JOIN lags
-    WHERE cases.status = 'confirmed' AND cases.cluster_id IS NOT NULL
-      AND cases.report_date >= $start AND cases.report_date <= $end
+    SELECT numbered.district, numbered.cluster_id, numbered.report_date + lags.k AS day
+    FROM numbered CROSS JOIN lags
+    WHERE numbered.nth = 1 AND numbered.cluster_id IS NOT NULL
 ),
 active AS (
     SELECT district, cluster_id, day FROM spread
@@ -108,7 +121,8 @@ def confirmed_daily(
     end: dt.date,
     date: str = "report",
 ) -> npt.NDArray[np.uint64]:
-    """District × day × origin: confirmed rows dated (report_date or onset_date) in [start, end].
+    """District × day × origin: persons confirmed in [start, end] (report_date or onset_date), each once, at
+    their first confirmed row in the window.
 
     Index (d_idx * days + day_idx) * 2 + o, o = 0 local (``imported`` false or NULL), 1 imported; ``date`` is
     "report" or "onset" (a row without an onset date is not counted by onset).
@@ -121,8 +135,9 @@ def confirmed_daily(
 def clusters(
     con: duckdb.DuckDBPyConnection, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date
 ) -> npt.NDArray[np.uint64]:
-    """District × day: cluster ids with at least two confirmed rows reported in the district within
-    [max(start, t − 13), t]; index d_idx * days + day_idx.
+    """District × day: cluster ids with at least two confirmed persons reported in the district within
+    [max(start, t − 13), t] (a person counts once, at their first confirmed row in the window); index
+    d_idx * days + day_idx.
 
     Rows outside [start, end] never count: an aggregate reads only its own window.
     """

@@ -9,6 +9,8 @@ Neighbouring stores differ in everything one person contributes to one day's cel
 | telecom.residents (window-free) | one home district per person | 1 |
 | telecom.trips, transport.trips | at most ``max_trips_per_day`` trips (tickets) per person-day | k² |
 | health.cases | a person counted once per status in the window | 3 (one cell per status) |
+| health.confirmed_daily | a person counted once, at their first confirmed row in the window | 1 |
+| health.clusters | as confirmed_daily; one person's case is in a cluster's count for 14 days | 14 |
 
 Each of the t-or-more surviving agencies adds N_Z(0, σ²/t) to every cell, with σ² = Δ₂²/(2ρ) (an exact
 fraction). For one party the discrete Gaussian is exactly Δ₂²/(2σ²)-zCDP (Canonne, Kamath, Steinke 2020,
@@ -25,6 +27,7 @@ import math
 from fractions import Fraction
 
 from federation.errors import InvalidQuery
+from federation.vocabulary import CLUSTER_WINDOW_DAYS
 
 __all__ = [
     "WINDOW_FREE",
@@ -43,6 +46,10 @@ _SENSITIVITY_SQUARED = {
     "telecom.roamers": 1,
     "telecom.residents": 1,
     "health.cases": 3,
+    "health.confirmed_daily": 1,
+    # One person's confirmed row adds to one (district, cluster) count on 14 consecutive days: each of those
+    # district-days' cluster counts changes by at most one.
+    "health.clusters": CLUSTER_WINDOW_DAYS,
 }
 _TRIPS = ("telecom.trips", "transport.trips")
 
