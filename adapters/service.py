@@ -23,7 +23,7 @@ from adapters.policy import Approval, RoundRequest, approve_round, check_honest_
 from adapters.rounds import LiveRound, RoundTable
 from adapters.stages import NO_HOOKS, StageHooks
 from federation import __version__, metrics
-from federation.audit import AuditLog
+from federation.audit import AuditLog, AuditValue
 from federation.catalog import KINDS
 from federation.chunking import CHUNK_BYTES, iter_chunks
 from federation.config import FederationConfig, NodeConfig
@@ -154,18 +154,18 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         )
         self._rounds.reserve(request.round_id, approval)
         try:
-            live = await self._open(request, approval, cost, peer)
+            live, record = await self._open(request, approval, cost, peer)
         finally:
             self._rounds.release(request.round_id)
         async with live.lock:
             advert = live.state.advertise()
         metrics.ROUNDS.labels(outcome="opened").inc()
         self._stages.after("open")
-        return adapter_pb2.OpenResponse(advert=advert_to_pb(advert))
+        return adapter_pb2.OpenResponse(advert=advert_to_pb(advert), head=_head(record))
 
     async def _open(
         self, request: adapter_pb2.OpenRequest, approval: Approval, cost: ReleaseCost, peer: str
-    ) -> LiveRound:
+    ) -> tuple[LiveRound, dict[str, Any]]:
         """Charge the budget, audit the approval, compute x_u plus noise off the event loop, make the round live."""
         query = approval.query
         if cost.noisy:
@@ -179,6 +179,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
             self._audit.append_async(
                 "round.open",
                 peer=peer,
+                **_broker_head(request),
                 round=request.round_id.hex(),
                 coordinator=query.coordinator,
                 kind=query.kind,
@@ -198,7 +199,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         try:
             vector = await asyncio.to_thread(self._contribution, approval, cost)
         finally:
-            await approval_recorded
+            record = await approval_recorded
         state = AdapterRound(
             node_id=self._node.id,
             round_id=request.round_id,
@@ -209,7 +210,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
             signer=self._identity.sign,
             verifier=self._verifier,
         )
-        return self._rounds.activate(request.round_id, state, approval)
+        return self._rounds.activate(request.round_id, state, approval), record
 
     @rpc_errors()
     async def ShareKeys(
@@ -225,15 +226,16 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         async with live.lock:
             shares = await asyncio.to_thread(live.state.share_keys, adverts)
         # Encrypted key shares for the other parties leave here, nothing the broker can read: fsynced later.
-        await self._audit.append_async(
+        record = await self._audit.append_async(
             "round.share-keys",
             peer=peer,
+            **_broker_head(request),
             round=request.round_id.hex(),
             u1=sorted(a.node_id for a in adverts),
             durable=False,
         )
         self._stages.after("share-keys")
-        return adapter_pb2.ShareKeysResponse(shares=shares_to_pb(shares))
+        return adapter_pb2.ShareKeysResponse(shares=shares_to_pb(shares), head=_head(record))
 
     @rpc_errors()
     async def MaskedInput(
@@ -245,16 +247,17 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         survivors = list(request.survivors)
         async with live.lock:
             masked = await asyncio.to_thread(live.state.masked_input, survivors, shares_from_pb(request.shares))
-        await self._audit.append_async(
+        record = await self._audit.append_async(
             "round.masked-input",
             peer=peer,
+            **_broker_head(request),
             round=request.round_id.hex(),
             u2=sorted(survivors),
             cells=int(masked.size),
         )
         yield adapter_pb2.MaskedInputChunk(
             header=adapter_pb2.MaskedInputHeader(
-                round_id=request.round_id, length=int(masked.size), chunk_bytes=CHUNK_BYTES
+                round_id=request.round_id, length=int(masked.size), chunk_bytes=CHUNK_BYTES, head=_head(record)
             )
         )
         for chunk in iter_chunks(masked, CHUNK_BYTES):
@@ -271,11 +274,16 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         live = self._rounds.get(request.round_id)
         async with live.lock:
             signature = live.state.sign_survivors(list(request.survivors))
-        await self._audit.append_async(
-            "round.consistency", peer=peer, round=request.round_id.hex(), u3=sorted(request.survivors), durable=False
+        record = await self._audit.append_async(
+            "round.consistency",
+            peer=peer,
+            **_broker_head(request),
+            round=request.round_id.hex(),
+            u3=sorted(request.survivors),
+            durable=False,
         )
         self._stages.after("consistency")
-        return adapter_pb2.ConsistencyResponse(signature=signature)
+        return adapter_pb2.ConsistencyResponse(signature=signature, head=_head(record))
 
     @rpc_errors()
     async def Unmask(
@@ -287,9 +295,10 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         signatures = {s.node_id: s.signature for s in request.signatures}
         async with live.lock:
             revealed = await asyncio.to_thread(live.state.unmask, list(request.survivors), signatures)
-        await self._audit.append_async(
+        record = await self._audit.append_async(
             "round.unmask",
             peer=peer,
+            **_broker_head(request),
             round=request.round_id.hex(),
             u3=sorted(request.survivors),
             revealed_for=sorted({s.owner for s in revealed}),
@@ -297,7 +306,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         self._rounds.close(request.round_id)
         metrics.ROUNDS.labels(outcome="completed").inc()
         self._stages.after("unmask")
-        return adapter_pb2.UnmaskResponse(shares=revealed_to_pb(revealed))
+        return adapter_pb2.UnmaskResponse(shares=revealed_to_pb(revealed), head=_head(record))
 
     @rpc_errors()
     async def Abort(
@@ -387,3 +396,14 @@ def _peer_or_unknown(context: Any) -> str:
         return peer_identity(context)
     except FederationError:
         return "unauthenticated"
+
+
+def _broker_head(request: Any) -> dict[str, AuditValue]:
+    """The broker's audit head a stage request carries, as fields of this node's record of the stage."""
+    head = request.broker_head
+    return {"broker_seq": int(head.seq), "broker_hash": str(head.hash)}
+
+
+def _head(record: dict[str, Any]) -> common_pb2.AuditHead:
+    """This node's audit head right after ``record`` was written."""
+    return common_pb2.AuditHead(seq=int(record["seq"]), hash=str(record["hash"]))

@@ -55,6 +55,8 @@ class RoundOutcome:
     total: npt.NDArray[np.uint64]
     contributors: tuple[str, ...]
     missing: Mapping[str, str]
+    #: Each adapter's audit head (seq, hash) from its last answer in the round, for the broker's record.
+    peer_heads: Mapping[str, tuple[int, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -66,6 +68,14 @@ class _Stage:
     stage_timeout_s: float
     progress: ProgressFn
     missing: dict[str, str] = field(default_factory=dict)
+    broker_head: Callable[[], common_pb2.AuditHead] = common_pb2.AuditHead
+    peer_heads: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def saw(self, node_id: str, head: common_pb2.AuditHead) -> None:
+        """Keep the latest audit head an adapter answered with."""
+        if head.seq and head.seq >= self.peer_heads.get(node_id, (0, ""))[0]:
+            self.peer_heads[node_id] = (int(head.seq), str(head.hash))
+
     unreachable: set[str] = field(default_factory=set)  # dropped for a timeout or a broken connection
 
     def timeout(self) -> float:
@@ -155,6 +165,7 @@ async def run_round(
     deadline: float,
     stage_timeout_s: float = 60.0,
     progress: ProgressFn | None = None,
+    audit_head: Callable[[], common_pb2.AuditHead] | None = None,
 ) -> RoundOutcome:
     """Run one round; return the sum over the surviving contributors, or raise RoundAborted naming the stage.
 
@@ -167,9 +178,10 @@ async def run_round(
     holding = {p.node_id for p in peers}
     outcome = "failed"
     try:
-        result = await _run_stages(
-            name, spec, query, peers, threshold, verifier, deadline, stage_timeout_s, progress, round_id, holding
-        )
+        stage = _Stage(name, deadline, stage_timeout_s, progress or (lambda *_: None))
+        if audit_head is not None:
+            stage.broker_head = audit_head
+        result = await _run_stages(stage, spec, query, peers, threshold, verifier, round_id, holding)
         outcome = "completed"
         return result
     except RoundAborted:
@@ -203,19 +215,16 @@ def abort_in_background(peers: Sequence[AdapterPeer], round_id: bytes) -> None:
 
 
 async def _run_stages(
-    name: str,
+    stage: _Stage,
     spec: common_pb2.VectorSpec,
     query: common_pb2.SignedQuery,
     peers: Sequence[AdapterPeer],
     threshold: int,
     verifier: Verifier,
-    deadline: float,
-    stage_timeout_s: float,
-    progress: ProgressFn | None,
     round_id: bytes,
     holding: set[str],
 ) -> RoundOutcome:
-    stage = _Stage(name, deadline, stage_timeout_s, progress or (lambda *_: None))
+    name = stage.name
     by_id = {p.node_id: p for p in peers}
     participants = sorted(by_id)
     state = BrokerRound(
@@ -229,22 +238,31 @@ async def _run_stages(
 
     # 1. Open: each adapter applies its own policy, computes x_u and returns its signed advert.
     open_request = adapter_pb2.OpenRequest(
-        round_id=round_id, query=query, spec=spec, participants=participants, threshold=threshold
+        round_id=round_id,
+        query=query,
+        spec=spec,
+        participants=participants,
+        threshold=threshold,
+        broker_head=stage.broker_head(),
     )
     opened = await _fan_out(stage, "open", peers, lambda p: p.stub.Open(open_request, timeout=stage.timeout()))
     # A refusal at Open leaves nothing there to free; a node that timed out may still be computing.
     holding.intersection_update({*opened, *stage.unreachable})
     _require(stage, "open", list(opened), threshold)
+    for node_id, answer in opened.items():
+        stage.saw(node_id, answer.head)
     u1 = state.receive_adverts([advert_from_pb(r.advert) for r in opened.values()])
     stage.progress("open", name, u1, f"{len(u1)} of {len(participants)} opened")
 
     # 2. ShareKeys: adverts out, encrypted shares back (the broker relays them and cannot read them).
     adverts = [opened[n].advert for n in u1]
-    share_request = adapter_pb2.ShareKeysRequest(round_id=round_id, adverts=adverts)
+    share_request = adapter_pb2.ShareKeysRequest(round_id=round_id, adverts=adverts, broker_head=stage.broker_head())
     shared = await _fan_out(
         stage, "share-keys", [by_id[n] for n in u1], lambda p: p.stub.ShareKeys(share_request, timeout=stage.timeout())
     )
     _require(stage, "share-keys", list(shared), threshold)
+    for node_id, shared_answer in shared.items():
+        stage.saw(node_id, shared_answer.head)
     routed = state.route_shares({n: shares_from_pb(r.shares) for n, r in shared.items()})
     u2 = state.u2
     stage.progress("share-keys", name, u2, f"{len(u2)} sent shares")
@@ -256,7 +274,9 @@ async def _run_stages(
     stage.progress("masked-input", name, u3, f"{len(u3)} masked contributions summed")
 
     # 4. Consistency: every survivor signs U3, so the broker cannot show parties different sets.
-    consistency_request = adapter_pb2.ConsistencyRequest(round_id=round_id, survivors=u3)
+    consistency_request = adapter_pb2.ConsistencyRequest(
+        round_id=round_id, survivors=u3, broker_head=stage.broker_head()
+    )
     signed = await _fan_out(
         stage,
         "consistency",
@@ -264,6 +284,8 @@ async def _run_stages(
         lambda p: p.stub.Consistency(consistency_request, timeout=stage.timeout()),
     )
     _require(stage, "consistency", list(signed), threshold)
+    for node_id, signed_answer in signed.items():
+        stage.saw(node_id, signed_answer.head)
     signatures = state.receive_consistency({n: r.signature for n, r in signed.items()})
     stage.progress("consistency", name, sorted(signed), "survivor set signed")
 
@@ -272,17 +294,22 @@ async def _run_stages(
         round_id=round_id,
         survivors=u3,
         signatures=[adapter_pb2.SurvivorSignature(node_id=n, signature=s) for n, s in sorted(signatures.items())],
+        broker_head=stage.broker_head(),
     )
     revealed_pb = await _fan_out(
         stage, "unmask", [by_id[n] for n in u3], lambda p: p.stub.Unmask(unmask_request, timeout=stage.timeout())
     )
     holding.difference_update(revealed_pb)  # an adapter drops the round once it has answered Unmask
+    for node_id, unmask_answer in revealed_pb.items():
+        stage.saw(node_id, unmask_answer.head)
     _require(stage, "unmask", list(revealed_pb), threshold)
     revealed: dict[str, list[RevealedShare]] = {n: revealed_from_pb(r.shares) for n, r in revealed_pb.items()}
     total = await asyncio.to_thread(state.unmask, revealed)
     stage.progress("unmask", name, u3, "sum recovered")
     missing = {n: stage.missing.get(n, "did not contribute") for n in participants if n not in u3}
-    return RoundOutcome(name=name, total=total, contributors=tuple(u3), missing=missing)
+    return RoundOutcome(
+        name=name, total=total, contributors=tuple(u3), missing=missing, peer_heads=dict(stage.peer_heads)
+    )
 
 
 async def _collect_masked(
@@ -304,7 +331,10 @@ async def _collect_masked(
         async def fetch(peer: AdapterPeer) -> None:
             nonlocal poisoned
             request = adapter_pb2.MaskedInputRequest(
-                round_id=round_id, survivors=survivors, shares=shares_to_pb(routed.get(peer.node_id, ()))
+                round_id=round_id,
+                survivors=survivors,
+                shares=shares_to_pb(routed.get(peer.node_id, ())),
+                broker_head=stage.broker_head(),
             )
             header: Any = None
             offset = 0
@@ -314,6 +344,7 @@ async def _collect_masked(
                         if header is not None:
                             raise VectorMismatch(f"{peer.node_id} sent a second header in its masked-input stream")
                         header = message.header
+                        stage.saw(peer.node_id, header.head)
                         if header.length != length or header.round_id != round_id:
                             raise VectorMismatch(
                                 f"{peer.node_id} announced {header.length} cells for round "

@@ -285,11 +285,13 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                 deadline=deadline,
                 stage_timeout_s=self._federation.broker.stage_timeout_s,
                 progress=progress,
+                audit_head=self._audit_head,
             )
         finally:
             self._rounds_running -= 1
         await self._audit.append_async(
             "round.summed",
+            peer_heads=[f"{node}:{seq}:{digest}" for node, (seq, digest) in sorted(outcome.peer_heads.items())],
             round=plan.name,
             aggregate=plan.aggregate,
             cells=int(spec.length),
@@ -350,6 +352,10 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         answer = result_to_pb(result, outcomes)
         answer.privacy.extend(privacy)
         return answer
+
+    def _audit_head(self) -> common_pb2.AuditHead:
+        """The broker's audit head now, sent with every stage request so that adapters record it."""
+        return common_pb2.AuditHead(seq=self._audit.last_seq, hash=self._audit.head)
 
     @rpc_errors()
     async def Budget(

@@ -133,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     verify = audit_commands.add_parser("verify", help="check a hash-chained audit log")
     verify.add_argument("files", type=Path, nargs="+")
+    verify.add_argument(
+        "--expect-head",
+        metavar="SEQ:HASH",
+        help="also require each log to hold this record (a head recorded elsewhere): catches a cut tail or a rewrite",
+    )
+    cross = audit_commands.add_parser(
+        "cross-check", help="check every head one organisation recorded of another against that one's log"
+    )
+    cross.add_argument("dirs", type=Path, nargs="+", help="audit directories (or log files) of the organisations")
 
     report = commands.add_parser("report", help="the day's situation as one self-contained HTML file")
     report.add_argument("--federation", type=Path, required=True, help="the roster (federation.runtime.yaml)")
@@ -220,9 +229,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return budget_command(args)
     if args.command == "audit":
-        from fedbroker.commands import verify_audit_command
+        from fedbroker.commands import cross_check_command, verify_audit_command
 
-        return verify_audit_command(args.files)
+        if args.audit_command == "cross-check":
+            return cross_check_command(args.dirs)
+        return verify_audit_command(args.files, expect_head=args.expect_head)
     if args.command == "report":
         from fedbroker.commands import report_command
 

@@ -15,9 +15,10 @@ from fedbroker.query_cli import query_params
 from fedbroker.report import format_budget, format_grid, render
 from fedbroker.results import list_results, load_answer, save_answer
 from federation.audit import verify_audit
+from federation.audit_cross import audit_logs, cross_check, head_problem
 from federation.catalog import new_query
 from federation.config import FederationConfig, load_federation
-from federation.errors import InvalidQuery
+from federation.errors import ConfigError, InvalidQuery
 from federation.registry import load_registry
 
 
@@ -99,13 +100,31 @@ def budget_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def verify_audit_command(files: Sequence[Path]) -> int:
+def cross_check_command(directories: Sequence[Path]) -> int:
+    """Check every audit head an organisation recorded of another against that organisation's log.
+
+    Exit status 0 when every recorded head is found, 1 when a log contradicts a head another recorded (its tail
+    was cut, or it was rewritten), each contradiction printed with the recording log, line and seq and the
+    organisation whose log contradicts it.
+    """
+    logs = audit_logs(directories)
+    contradictions, checked, absent = cross_check(logs)
+    for contradiction in contradictions:
+        print(f"CONTRADICTED: {contradiction}")
+    for organisation in absent:
+        print(f"note: heads of {organisation} were recorded but its log was not given")
+    print(f"{len(logs)} logs, {checked} recorded heads checked, {len(contradictions)} contradicted")
+    return 1 if contradictions else 0
+
+
+def verify_audit_command(files: Sequence[Path], *, expect_head: str | None = None) -> int:
     """Verify each audit log; print one verdict per file and every problem found, with its line number.
 
     Exit status 0 when every log is intact, 1 when any is damaged or cannot be read. An intact log's head
     (seq and hash of its last record) is printed so it can be compared with a copy published elsewhere: the
     chain alone cannot show that records were cut off the end of the file.
     """
+    expected = _expected_head(expect_head)
     failed = 0
     for path in files:
         try:
@@ -115,6 +134,12 @@ def verify_audit_command(files: Sequence[Path]) -> int:
             print(f"{path}: cannot read ({exc.strerror})")
             continue
         report = verify_audit(path)
+        if report.ok and expected is not None:
+            problem = head_problem(path, *expected)
+            if problem is not None:
+                failed += 1
+                print(f"{path}: chain intact, but {problem}")
+                continue
         if report.ok:
             seq, head = report.head
             print(f"{path}: ok, {report.entries} entries, chain intact; head seq {seq} hash {head}")
@@ -147,3 +172,12 @@ def report_command(args: argparse.Namespace) -> int:
     args.out.write_text(render_report(inputs), encoding="utf-8")
     print(f"report written to {args.out}", file=sys.stderr)
     return 0
+
+
+def _expected_head(text: str | None) -> tuple[int, str] | None:
+    if text is None:
+        return None
+    seq, _, digest = text.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        raise ConfigError(f"--expect-head {text!r}: write SEQ:HASH, e.g. 12:<64 hex digits> as audit verify prints")
+    return int(seq), digest

@@ -102,6 +102,7 @@ class OpenRequest(_message.Message):
     SPEC_FIELD_NUMBER: _builtins.int
     PARTICIPANTS_FIELD_NUMBER: _builtins.int
     THRESHOLD_FIELD_NUMBER: _builtins.int
+    BROKER_HEAD_FIELD_NUMBER: _builtins.int
     round_id: _builtins.bytes
     threshold: _builtins.int
     @_builtins.property
@@ -112,6 +113,10 @@ class OpenRequest(_message.Message):
     def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """U: every participant invited to the round."""
 
+    @_builtins.property
+    def broker_head(self) -> _common_pb2.AuditHead:
+        """The broker's audit head when it sent this request."""
+
     def __init__(
         self,
         *,
@@ -120,10 +125,11 @@ class OpenRequest(_message.Message):
         spec: _common_pb2.VectorSpec | None = ...,
         participants: _abc.Iterable[_builtins.str] | None = ...,
         threshold: _builtins.int = ...,
+        broker_head: _common_pb2.AuditHead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["broker_head", b"broker_head", "query", b"query", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["participants", b"participants", "query", b"query", "round_id", b"round_id", "spec", b"spec", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_head", b"broker_head", "participants", b"participants", "query", b"query", "round_id", b"round_id", "spec", b"spec", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -164,16 +170,22 @@ class OpenResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ADVERT_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def advert(self) -> Global___KeyAdvert: ...
+    @_builtins.property
+    def head(self) -> _common_pb2.AuditHead:
+        """This node's audit head after recording the stage (with the broker's head in that record)."""
+
     def __init__(
         self,
         *,
         advert: Global___KeyAdvert | None = ...,
+        head: _common_pb2.AuditHead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["advert", b"advert"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["advert", b"advert", "head", b"head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["advert", b"advert"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advert", b"advert", "head", b"head"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -185,20 +197,26 @@ class ShareKeysRequest(_message.Message):
 
     ROUND_ID_FIELD_NUMBER: _builtins.int
     ADVERTS_FIELD_NUMBER: _builtins.int
+    BROKER_HEAD_FIELD_NUMBER: _builtins.int
     round_id: _builtins.bytes
     @_builtins.property
     def adverts(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeyAdvert]:
         """The adverts of U1 (including the recipient's own, which it checks is unchanged)."""
+
+    @_builtins.property
+    def broker_head(self) -> _common_pb2.AuditHead:
+        """The broker's audit head when it sent this request."""
 
     def __init__(
         self,
         *,
         round_id: _builtins.bytes = ...,
         adverts: _abc.Iterable[Global___KeyAdvert] | None = ...,
+        broker_head: _common_pb2.AuditHead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["broker_head", b"broker_head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adverts", b"adverts", "round_id", b"round_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adverts", b"adverts", "broker_head", b"broker_head", "round_id", b"round_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -241,16 +259,22 @@ class ShareKeysResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SHARES_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___EncryptedShare]: ...
+    @_builtins.property
+    def head(self) -> _common_pb2.AuditHead:
+        """This node's audit head after recording the stage (with the broker's head in that record)."""
+
     def __init__(
         self,
         *,
         shares: _abc.Iterable[Global___EncryptedShare] | None = ...,
+        head: _common_pb2.AuditHead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["head", b"head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["shares", b"shares"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["head", b"head", "shares", b"shares"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -263,6 +287,7 @@ class MaskedInputRequest(_message.Message):
     ROUND_ID_FIELD_NUMBER: _builtins.int
     SURVIVORS_FIELD_NUMBER: _builtins.int
     SHARES_FIELD_NUMBER: _builtins.int
+    BROKER_HEAD_FIELD_NUMBER: _builtins.int
     round_id: _builtins.bytes
     @_builtins.property
     def survivors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -272,16 +297,21 @@ class MaskedInputRequest(_message.Message):
     def shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___EncryptedShare]:
         """The shares addressed to the recipient, from members of U2."""
 
+    @_builtins.property
+    def broker_head(self) -> _common_pb2.AuditHead:
+        """The broker's audit head when it sent this request."""
+
     def __init__(
         self,
         *,
         round_id: _builtins.bytes = ...,
         survivors: _abc.Iterable[_builtins.str] | None = ...,
         shares: _abc.Iterable[Global___EncryptedShare] | None = ...,
+        broker_head: _common_pb2.AuditHead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["broker_head", b"broker_head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["round_id", b"round_id", "shares", b"shares", "survivors", b"survivors"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_head", b"broker_head", "round_id", b"round_id", "shares", b"shares", "survivors", b"survivors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -298,20 +328,26 @@ class MaskedInputHeader(_message.Message):
     ROUND_ID_FIELD_NUMBER: _builtins.int
     LENGTH_FIELD_NUMBER: _builtins.int
     CHUNK_BYTES_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
     round_id: _builtins.bytes
     length: _builtins.int
     """Number of uint64 cells (m)."""
     chunk_bytes: _builtins.int
+    @_builtins.property
+    def head(self) -> _common_pb2.AuditHead:
+        """This node's audit head after recording the stage (with the broker's head in that record)."""
+
     def __init__(
         self,
         *,
         round_id: _builtins.bytes = ...,
         length: _builtins.int = ...,
         chunk_bytes: _builtins.int = ...,
+        head: _common_pb2.AuditHead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["head", b"head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_bytes", b"chunk_bytes", "length", b"length", "round_id", b"round_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_bytes", b"chunk_bytes", "head", b"head", "length", b"length", "round_id", b"round_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -349,20 +385,26 @@ class ConsistencyRequest(_message.Message):
 
     ROUND_ID_FIELD_NUMBER: _builtins.int
     SURVIVORS_FIELD_NUMBER: _builtins.int
+    BROKER_HEAD_FIELD_NUMBER: _builtins.int
     round_id: _builtins.bytes
     @_builtins.property
     def survivors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """U3: whose masked input arrived."""
+
+    @_builtins.property
+    def broker_head(self) -> _common_pb2.AuditHead:
+        """The broker's audit head when it sent this request."""
 
     def __init__(
         self,
         *,
         round_id: _builtins.bytes = ...,
         survivors: _abc.Iterable[_builtins.str] | None = ...,
+        broker_head: _common_pb2.AuditHead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["broker_head", b"broker_head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["round_id", b"round_id", "survivors", b"survivors"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_head", b"broker_head", "round_id", b"round_id", "survivors", b"survivors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -373,16 +415,22 @@ class ConsistencyResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
     signature: _builtins.bytes
     """ECDSA over ("fedbroker/v1 survivors", round id, sorted U3 ids)."""
+    @_builtins.property
+    def head(self) -> _common_pb2.AuditHead:
+        """This node's audit head after recording the stage (with the broker's head in that record)."""
+
     def __init__(
         self,
         *,
         signature: _builtins.bytes = ...,
+        head: _common_pb2.AuditHead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["head", b"head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["head", b"head", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -417,21 +465,27 @@ class UnmaskRequest(_message.Message):
     ROUND_ID_FIELD_NUMBER: _builtins.int
     SURVIVORS_FIELD_NUMBER: _builtins.int
     SIGNATURES_FIELD_NUMBER: _builtins.int
+    BROKER_HEAD_FIELD_NUMBER: _builtins.int
     round_id: _builtins.bytes
     @_builtins.property
     def survivors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def signatures(self) -> _containers.RepeatedCompositeFieldContainer[Global___SurvivorSignature]: ...
+    @_builtins.property
+    def broker_head(self) -> _common_pb2.AuditHead:
+        """The broker's audit head when it sent this request."""
+
     def __init__(
         self,
         *,
         round_id: _builtins.bytes = ...,
         survivors: _abc.Iterable[_builtins.str] | None = ...,
         signatures: _abc.Iterable[Global___SurvivorSignature] | None = ...,
+        broker_head: _common_pb2.AuditHead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["broker_head", b"broker_head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["round_id", b"round_id", "signatures", b"signatures", "survivors", b"survivors"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["broker_head", b"broker_head", "round_id", b"round_id", "signatures", b"signatures", "survivors", b"survivors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -492,16 +546,22 @@ class UnmaskResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SHARES_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___RevealedShare]: ...
+    @_builtins.property
+    def head(self) -> _common_pb2.AuditHead:
+        """This node's audit head after recording the stage (with the broker's head in that record)."""
+
     def __init__(
         self,
         *,
         shares: _abc.Iterable[Global___RevealedShare] | None = ...,
+        head: _common_pb2.AuditHead | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["head", b"head"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["shares", b"shares"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["head", b"head", "shares", b"shares"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x64\x65ration/v1/common.proto\x12\rfederation.v1\"\xd5\x01\n\nVectorSpec\x12\x11\n\taggregate\x18\x01 \x01(\t\x12\x0e\n\x06length\x18\x02 \x01(\x04\x12\x15\n\rregistry_hash\x18\x03 \x01(\t\x12\r\n\x05start\x18\x04 \x01(\t\x12\x0b\n\x03\x65nd\x18\x05 \x01(\t\x12\x35\n\x06params\x18\x06 \x03(\x0b\x32%.federation.v1.VectorSpec.ParamsEntry\x12\x0b\n\x03rho\x18\x14 \x01(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"k\n\x0c\x42udgetReport\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05noise\x18\x02 \x01(\t\x12\x13\n\x0brho_per_day\x18\x03 \x01(\x01\x12&\n\x04\x64\x61ys\x18\x04 \x03(\x0b\x32\x18.federation.v1.BudgetDay\"\'\n\tBudgetDay\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\r\n\x05spent\x18\x02 \x01(\x01\"K\n\x0bSignedQuery\x12\x11\n\tcanonical\x18\x01 \x01(\x0c\x12\x16\n\x0e\x63oordinator_id\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x0f\n\rStatusRequest\"`\n\nKindHealth\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\treachable\x18\x02 \x01(\r\x12\r\n\x05total\x18\x03 \x01(\r\x12\x11\n\tthreshold\x18\x04 \x01(\r\x12\x0f\n\x07serving\x18\x05 \x01(\x08\"\xec\x01\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x15\n\rregistry_hash\x18\x04 \x01(\t\x12\x12\n\ndata_start\x18\x05 \x01(\t\x12\x10\n\x08\x64\x61ta_end\x18\x06 \x01(\t\x12\x13\n\x0blive_rounds\x18\x07 \x01(\r\x12\x19\n\x11queries_in_flight\x18\x08 \x01(\r\x12\x17\n\x0fmetrics_address\x18\t \x01(\t\x12(\n\x05kinds\x18\n \x03(\x0b\x32\x19.federation.v1.KindHealthb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x64\x65ration/v1/common.proto\x12\rfederation.v1\"\xd5\x01\n\nVectorSpec\x12\x11\n\taggregate\x18\x01 \x01(\t\x12\x0e\n\x06length\x18\x02 \x01(\x04\x12\x15\n\rregistry_hash\x18\x03 \x01(\t\x12\r\n\x05start\x18\x04 \x01(\t\x12\x0b\n\x03\x65nd\x18\x05 \x01(\t\x12\x35\n\x06params\x18\x06 \x03(\x0b\x32%.federation.v1.VectorSpec.ParamsEntry\x12\x0b\n\x03rho\x18\x14 \x01(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"&\n\tAuditHead\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04hash\x18\x02 \x01(\t\"k\n\x0c\x42udgetReport\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05noise\x18\x02 \x01(\t\x12\x13\n\x0brho_per_day\x18\x03 \x01(\x01\x12&\n\x04\x64\x61ys\x18\x04 \x03(\x0b\x32\x18.federation.v1.BudgetDay\"\'\n\tBudgetDay\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\r\n\x05spent\x18\x02 \x01(\x01\"K\n\x0bSignedQuery\x12\x11\n\tcanonical\x18\x01 \x01(\x0c\x12\x16\n\x0e\x63oordinator_id\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x0f\n\rStatusRequest\"`\n\nKindHealth\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\treachable\x18\x02 \x01(\r\x12\r\n\x05total\x18\x03 \x01(\r\x12\x11\n\tthreshold\x18\x04 \x01(\r\x12\x0f\n\x07serving\x18\x05 \x01(\x08\"\xec\x01\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x15\n\rregistry_hash\x18\x04 \x01(\t\x12\x12\n\ndata_start\x18\x05 \x01(\t\x12\x10\n\x08\x64\x61ta_end\x18\x06 \x01(\t\x12\x13\n\x0blive_rounds\x18\x07 \x01(\r\x12\x19\n\x11queries_in_flight\x18\x08 \x01(\r\x12\x17\n\x0fmetrics_address\x18\t \x01(\t\x12(\n\x05kinds\x18\n \x03(\x0b\x32\x19.federation.v1.KindHealthb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,16 +37,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VECTORSPEC']._serialized_end=259
   _globals['_VECTORSPEC_PARAMSENTRY']._serialized_start=214
   _globals['_VECTORSPEC_PARAMSENTRY']._serialized_end=259
-  _globals['_BUDGETREPORT']._serialized_start=261
-  _globals['_BUDGETREPORT']._serialized_end=368
-  _globals['_BUDGETDAY']._serialized_start=370
-  _globals['_BUDGETDAY']._serialized_end=409
-  _globals['_SIGNEDQUERY']._serialized_start=411
-  _globals['_SIGNEDQUERY']._serialized_end=486
-  _globals['_STATUSREQUEST']._serialized_start=488
-  _globals['_STATUSREQUEST']._serialized_end=503
-  _globals['_KINDHEALTH']._serialized_start=505
-  _globals['_KINDHEALTH']._serialized_end=601
-  _globals['_NODESTATUS']._serialized_start=604
-  _globals['_NODESTATUS']._serialized_end=840
+  _globals['_AUDITHEAD']._serialized_start=261
+  _globals['_AUDITHEAD']._serialized_end=299
+  _globals['_BUDGETREPORT']._serialized_start=301
+  _globals['_BUDGETREPORT']._serialized_end=408
+  _globals['_BUDGETDAY']._serialized_start=410
+  _globals['_BUDGETDAY']._serialized_end=449
+  _globals['_SIGNEDQUERY']._serialized_start=451
+  _globals['_SIGNEDQUERY']._serialized_end=526
+  _globals['_STATUSREQUEST']._serialized_start=528
+  _globals['_STATUSREQUEST']._serialized_end=543
+  _globals['_KINDHEALTH']._serialized_start=545
+  _globals['_KINDHEALTH']._serialized_end=641
+  _globals['_NODESTATUS']._serialized_start=644
+  _globals['_NODESTATUS']._serialized_end=880
 # @@protoc_insertion_point(module_scope)

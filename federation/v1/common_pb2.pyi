@@ -90,6 +90,32 @@ class VectorSpec(_message.Message):
 Global___VectorSpec: _TypeAlias = VectorSpec  # noqa: Y015
 
 @_typing.final
+class AuditHead(_message.Message):
+    """The head of a node's hash-chained audit log: seq and hash (hex) of its last record (0 and "" when empty).
+    Every stage request carries the broker's, every stage answer the adapter's; each side records the other's.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    hash: _builtins.str
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hash", b"hash", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditHead: _TypeAlias = AuditHead  # noqa: Y015
+
+@_typing.final
 class BudgetReport(_message.Message):
     """One agency's privacy-budget ledger, totals only: rho spent per ledger key (an ISO data day, or "window-free")."""
 
