@@ -68,10 +68,17 @@ def risk_sums() -> dict[str, NDArray[np.uint64]]:
 
 
 def build(
-    q: Query, sums: Mapping[str, NDArray[np.uint64]], k: int, registry: Registry = REGISTRY, province: int | None = None
+    q: Query,
+    sums: Mapping[str, NDArray[np.uint64]],
+    k: int,
+    registry: Registry = REGISTRY,
+    province: int | None = None,
+    cases_k: int | None = None,
 ) -> QueryResult:
-    """The kind's release of ``q`` with both thresholds at ``k``, for the whole domain or one province."""
-    release = Release(registry=registry, sums=sums, mobility_k=k, cases_k=k, scope=Scope(province))
+    """The kind's release of ``q`` with both thresholds at ``k`` (or cases at ``cases_k``), for the whole domain
+    or one province."""
+    cases = k if cases_k is None else cases_k
+    release = Release(registry=registry, sums=sums, mobility_k=k, cases_k=cases, scope=Scope(province))
     return kind(q.kind).release(q, release)
 
 
@@ -222,7 +229,7 @@ def test_importation_index_matches_hand_computation() -> None:
 
 
 def test_importation_rows_alerts_top_origins_suppression() -> None:
-    result = build(query("importation-risk"), risk_sums(), 15)
+    result = build(query("importation-risk"), risk_sums(), 15, cases_k=3)
     assert result.columns == (
         "district",
         "name",
@@ -255,6 +262,7 @@ def test_importation_threshold_top_and_districts() -> None:
         query("importation-risk", threshold="1.1", top="1", districts="430102,420102,420104"),
         risk_sums(),
         15,
+        cases_k=3,
     )
     assert column(result, "district") == [430102, 420102]
     assert column(result, "alert") == [True, False]
@@ -264,6 +272,26 @@ def test_importation_threshold_top_and_districts() -> None:
     assert low_k.suppressed == 0
     assert column(low_k, "district") == [420103, 430102, 420102, 440103, 420104]
     assert column(low_k, "top_origins")[2] == "420103 江汉区 (95.2%); 440103 荔湾区 (4.8%)"
+
+
+def test_an_origin_with_suppressed_cases_is_never_named() -> None:
+    """share · I_d / F(o→d) = C_o/N_o: naming an origin with its share would give away a case count that
+    ``cases`` suppresses (the red-team recovered three such C_o). 440103 (C = 1 < 3) sends 50 to 420102."""
+    sums = risk_sums()
+    trips = F.copy()
+    trips[4, 0] = 50
+    sums["trips"] = u64(trips)
+    result = build(query("importation-risk"), sums, 15, cases_k=3)
+    named = dict(zip(column(result, "district"), column(result, "top_origins"), strict=True))
+    assert "440103" not in str(named[420102])
+    assert all(row[2] != 440103 for table in result.tables for row in table.rows)
+    # Its contribution still counts in I_d: 50 · 1/100 on top of 420103's 50 · 10/500.
+    index = dict(zip(column(result, "district"), column(result, "importation_index"), strict=True))
+    assert index[420102] == pytest.approx(50 * 10 / 500 + 50 * 1 / 100 + 0)
+    with_small_k = build(query("importation-risk"), sums, 15, cases_k=1)
+    assert "440103" in str(
+        dict(zip(column(with_small_k, "district"), column(with_small_k, "top_origins"), strict=True))[420102]
+    )
 
 
 def test_result_json_shape() -> None:

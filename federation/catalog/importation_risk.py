@@ -11,10 +11,11 @@ Rows, by I_d descending then code: ``district, name, province, importation_index
 top_origins, alert`` for destinations with ``inflow_d ≥ k``; those with ``0 < inflow_d < k`` are not listed and
 are counted in ``suppressed``, those with no inflow are not listed (I_d = 0) and only noted. ``top_origins``
 names up to ``top`` origins by contribution ``F(o→d)·C_o/N_o > 0`` as ``"code name (share%)"`` joined by
-``"; "``, share = contribution / I_d; an origin is named only if its own flow ``F(o→d) ≥ k``, but every
-origin counts in I_d. ``alert`` is ``I_d ≥ threshold``. The same origins travel as values in the further table
-``top_origins`` (``district, rank, origin, origin_name, share``). For a provincial coordinator an origin outside
-the province is shown as "outside the province" (code 0), its share kept.
+``"; "``, share = contribution / I_d; an origin is named only if its own flow ``F(o→d) ≥ k`` and its
+confirmed count ``C_o ≥ cases_k`` (share · I_d / F(o→d) = C_o/N_o would otherwise reveal a count that ``cases``
+suppresses), but every origin counts in I_d. ``alert`` is ``I_d ≥ threshold``. The same origins travel as
+values in the further table ``top_origins`` (``district, rank, origin, origin_name, share``). For a provincial
+coordinator an origin outside the province is shown as "outside the province" (code 0), its share kept.
 """
 
 from __future__ import annotations
@@ -88,13 +89,15 @@ def inflow(trips: NDArray[np.integer]) -> NDArray[np.int64]:
 
 
 def top_origins(
-    risk: ImportationRisk, destinations: NDArray[np.intp], top: int, k: int
+    risk: ImportationRisk, destinations: NDArray[np.intp], top: int, k: int, cases_k: int = 1
 ) -> list[list[tuple[int, float]]]:
     """For each destination, up to ``top`` (origin position, share of I_d) by contribution descending, then
-    origin position ascending; only origins with contribution > 0 and flow F(o→d) ≥ k."""
+    origin position ascending; only origins with contribution > 0, flow F(o→d) ≥ k and confirmed C_o ≥
+    ``cases_k``: a named origin's share · I_d / F(o→d) is C_o/N_o, so an origin whose case count ``cases``
+    would suppress is never named."""
     weights = origin_weights(risk.confirmed, risk.residents)
     flows = risk.trips[:, destinations]
-    nameable = (flows >= k) & (weights[:, None] > 0)
+    nameable = (flows >= k) & (weights[:, None] > 0) & (risk.confirmed[:, None] >= cases_k)
     nameable[destinations, np.arange(destinations.shape[0])] = False  # o = d never counts
     origin, column = np.nonzero(nameable)
     contribution = flows[origin, column] * weights[origin]
@@ -167,7 +170,7 @@ class ImportationRiskKind(QueryKind):
         no_inflow = wanted & (risk.inflow == 0)
         destinations = np.flatnonzero(released)
         destinations = destinations[np.lexsort((destinations, -risk.index[destinations]))]
-        origins = top_origins(risk, destinations, values["top"], k)
+        origins = top_origins(risk, destinations, values["top"], k, release.cases_k)
         codes, names = registry.codes, registry.names
         visible = scope.inside(registry)
         rows: list[tuple[Cell, ...]] = []
@@ -197,7 +200,8 @@ class ImportationRiskKind(QueryKind):
             f"window: {query.start}..{query.end} ({query.window_days} days); alert threshold I_d >= {threshold:g}",
             f"destinations with inflow below k={k} (and above 0) suppressed: {suppressed}",
             f"destinations with no inflow not listed (I_d = 0): {int(no_inflow.sum())}",
-            f"origins named only where their own flow is at least k={k}; smaller flows still count in I_d",
+            f"origins named only where their own flow is at least k={k} and their confirmed cases at least "
+            f"{release.cases_k}; the others still count in I_d",
         ]
         unpopulated = int((visible & (risk.confirmed > 0) & (risk.residents == 0)).sum())
         if unpopulated:
