@@ -29,7 +29,7 @@ from federation.epi.growth import fit_growth
 from federation.epi.rt import MIN_WINDOW_CASES, estimate_rt
 from federation.registry import load_registry
 from tests import oracle
-from tests.federation_fixtures import oracle_sum, roster_variant
+from tests.federation_fixtures import EXACT, oracle_sum, roster_variant
 
 pytestmark = pytest.mark.slow
 NATIONAL = "nhc-national"
@@ -43,7 +43,9 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
 
     out = tmp_path_factory.mktemp("epidemic") / "hubei-60"
     generate_scenario(out, provinces=list(PROVINCES), subscribers=8_000, days=DAYS, seed=3)
-    roster = roster_variant(out / "federation.yaml", out / "federation.k1.yaml", mobility_k=1, cases_k=1)
+    roster = roster_variant(
+        out / "federation.yaml", out / "federation.k1.yaml", mobility_k=1, cases_k=1, privacy=EXACT
+    )  # exact sums (noise: none): the answers are compared with the raw tables
     with LocalFederation(roster, run_dir=out / "run") as federation:
         yield federation
 
