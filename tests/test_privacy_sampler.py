@@ -125,3 +125,11 @@ def test_sigma_from_rho_and_sensitivity() -> None:
     assert sensitivity_squared("health.cases", 4) == 3
     # σ² on the sum = Δ²/(2ρ); each of t parties adds a t-th of it.
     assert party_sigma2(Fraction("0.05"), 16, 2) * 2 == Fraction(160)
+
+
+def test_every_catalog_aggregate_has_a_sensitivity() -> None:
+    """A new aggregate must state what one person-day adds to it, or noisy agencies cannot calibrate its noise."""
+    from federation.catalog.aggregates import AGGREGATES
+
+    for name in AGGREGATES:
+        assert sensitivity_squared(name, 4) >= 1, name
