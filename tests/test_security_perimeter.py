@@ -81,7 +81,9 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
         )
         for node in config.nodes
     )
-    broker = dataclasses.replace(config.broker, mobility_k=MOBILITY_K)
+    # cases_k 1: importation risk names an origin only where C_o >= cases_k, and the small scenario's origins
+    # outside Hubei have one or two confirmed cases; the outside-origin checks below need them named.
+    broker = dataclasses.replace(config.broker, mobility_k=MOBILITY_K, cases_k=1)
     roster = out / "federation.perimeter.yaml"
     dump_federation(dataclasses.replace(config, nodes=nodes, broker=broker), roster)
     with own_federation(roster, out / "run", nodes=TELECOM + HEALTH) as federation:
