@@ -248,12 +248,12 @@ def oracle_clusters(
     days = (end - start).days + 1
     reported: dict[tuple[int, int], list[dt.date]] = defaultdict(list)
     rows = [(row[0], row[1], row[2], row[3], row[5], row[7]) for row in _rows(con, "cases")]
-    first: dict[int, tuple[dt.date, int, int, int | None]] = {}  # person -> first confirmed row in the window
+    first_row: dict[int, tuple[dt.date, int, int, int | None]] = {}  # person -> first confirmed row in the window
     for case_id, person_id, status, district, report_date, cluster_id in rows:
         counted = status == "confirmed" and district in position and _in_window(report_date, start, end)
-        if counted and (person_id not in first or (report_date, case_id) < first[person_id][:2]):
-            first[person_id] = (report_date, case_id, district, cluster_id)
-    for report_date, _case, district, cluster_id in first.values():
+        if counted and (person_id not in first_row or (report_date, case_id) < first_row[person_id][:2]):
+            first_row[person_id] = (report_date, case_id, district, cluster_id)
+    for report_date, _case, district, cluster_id in first_row.values():
         if cluster_id is not None:
             reported[(district, cluster_id)].append(report_date)
     counts: dict[int, int] = defaultdict(int)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,7 +45,7 @@ def _copy(audit_dir: Path, target: Path) -> Path:
     return target
 
 
-def _records(path: Path) -> list[dict[str, object]]:
+def _records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -70,7 +71,7 @@ def test_each_side_records_the_others_head(audit_dir: Path) -> None:
     adapter_records = [r for r in _records(audit_dir / "telecom-a.jsonl") if str(r["event"]).startswith("round.")]
     assert adapter_records and all(int(str(r["broker_seq"])) > 0 for r in adapter_records)
     summed = [r for r in _records(next(audit_dir.glob("broker*.jsonl"))) if r["event"] == "round.summed"]
-    assert summed and {str(h).split(":")[0] for h in summed[-1]["peer_heads"]} == set(TELECOM)  # type: ignore[union-attr]
+    assert summed and {str(h).split(":")[0] for h in summed[-1]["peer_heads"]} == set(TELECOM)
     assert checked >= 5 * len(TELECOM)
 
 

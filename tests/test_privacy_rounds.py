@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import grpc
 import numpy as np
 import numpy.typing as npt
@@ -107,9 +108,11 @@ def test_the_noise_on_the_sum_has_variance_sigma_squared(variance_fed: LocalFede
         last = end - dt.timedelta(days=7 * week)
         first = last - dt.timedelta(days=6)
         noisy = direct_round(evil, first, last).view(np.int64)
-        exact = oracle_sum(
-            variance_fed.config, "telecom", lambda con, a=first, b=last: oracle.oracle_presence(con, codes, a, b)
-        )
+
+        def presence(con: duckdb.DuckDBPyConnection, a: dt.date = first, b: dt.date = last) -> npt.NDArray[np.uint64]:
+            return oracle.oracle_presence(con, codes, a, b)
+
+        exact = oracle_sum(variance_fed.config, "telecom", presence)
         draws.append(noisy - exact.astype(np.int64))
     noise = np.concatenate(draws).astype(np.float64)
     assert noise.size > 1500

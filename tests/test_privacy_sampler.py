@@ -99,12 +99,12 @@ def test_single_party_rho_matches_opendp(sensitivity2: int, rho: str) -> None:
     measurement = dp.m.make_gaussian(
         dp.vector_domain(dp.atom_domain(T=int)), dp.l2_distance(T=float), scale=math.sqrt(float(sigma2))
     )
-    theirs = measurement.map(math.sqrt(sensitivity2))
+    theirs = measurement.map(math.sqrt(sensitivity2))  # type: ignore[no-untyped-call]
     assert math.isclose(ours, float(Fraction(rho)), rel_tol=1e-12)
     assert math.isclose(ours, theirs, rel_tol=1e-6), (ours, theirs)
     # Our ε(δ) = ρ + 2√(ρ ln 1/δ) is a valid but looser conversion than OpenDP's optimal one.
     approx = dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(measurement), 1e-6)
-    theirs_epsilon, _ = approx.map(math.sqrt(sensitivity2))
+    theirs_epsilon, _ = approx.map(math.sqrt(sensitivity2))  # type: ignore[no-untyped-call]
     assert theirs_epsilon <= epsilon_for(ours, 1e-6) <= 1.5 * theirs_epsilon
 
 

@@ -640,6 +640,9 @@ class _RecordingAdapter(adapter_pb2_grpc.AgencyAdapterServicer):
         self.calls.append("Open")
         return adapter_pb2.OpenResponse()
 
+    async def Budget(self, request: Any, context: Any) -> common_pb2.BudgetReport:
+        return common_pb2.BudgetReport()
+
     async def Describe(self, request: Any, context: Any) -> adapter_pb2.NodeDescription:
         self.calls.append("Describe")
         return adapter_pb2.NodeDescription(node_id="telecom-b")
