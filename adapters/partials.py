@@ -8,11 +8,17 @@ by its report date, a ticket by its departure. ``fedbroker store refresh`` (and 
 aggregate                   partial table (per day)                                 raw data it covers
 ==========================  ======================================================  ===========================
 ``telecom.presence``        ``partial_presence(day, district, n)``                  signalling, cells
-``telecom.trips``           ``partial_telecom_trips(day, origin, destination, n)``  signalling, cells
+``telecom.trips``           ``partial_telecom_trips(day, origin, destination,       signalling, cells
+                            nth, n)``
 ``health.cases``            ``partial_cases(day, district, status, n)``             cases
 ``transport.trips``         ``partial_transport_trips(day, origin, destination,     tickets
-                            mode, n)``
+                            mode, nth, n)``
 ==========================  ======================================================  ===========================
+
+The partials hold the contribution bounds of the raw definitions (docs/protocol.md, "Aggregates"): a case once
+per person, status and day; trips and tickets with ``nth``, their rank among the person's trips of that day, so
+an answer keeps ``nth <= max_trips_per_day`` whatever bound the agency's policy sets (up to
+:data:`federation.vocabulary.MAX_TRIPS_PER_DAY_LIMIT`).
 
 Partials are keyed by district code, not vector position, so one refresh serves every domain and every
 jurisdiction; the answer joins them to the request's domain. ``telecom.residents`` has no window and scans the
@@ -20,10 +26,12 @@ small ``subscribers`` table. ``telecom.roamers`` (and the window-distinct aggreg
 keep raw scans: a roamer is counted per home region given in the request, and a window-distinct count is not a
 sum of days.
 
-Freshness: ``partials_state`` records, per partial table, a fingerprint of the raw tables it was built from
+Freshness: ``partials_state`` records, per partial table, a digest of the statement that built it and a
+fingerprint of the raw tables it was built from
 (row count and latest timestamp of the big tables; row count and two sums of the small ``cells`` table, so a
 cell moved to another district is seen). A request is answered from partials only when the fingerprint taken
-now equals the recorded one, else from the raw tables: an append, a delete, a re-mapped cell all fall back to raw.
+now equals the recorded one, else from the raw tables: an append, a delete, a re-mapped cell, a partial built by
+an older definition all fall back to raw.
 An edit that keeps a big table's row count and latest time (an UPDATE of old rows by hand) is not seen: refresh
 after editing raw tables outside ``fedbroker ingest``.
 
@@ -34,6 +42,7 @@ BY`` ordinals), with the domain and the window rendered as integer and date lite
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +52,12 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from adapters.backends import Store
-from federation.vocabulary import CASE_STATUSES, TRANSPORT_MODES
+from federation.vocabulary import (
+    CASE_STATUSES,
+    DEFAULT_MAX_TRIPS_PER_DAY,
+    MAX_TRIPS_PER_DAY_LIMIT,
+    TRANSPORT_MODES,
+)
 
 __all__ = ["PARTIALS", "answer_from_partials", "fresh", "refresh", "state"]
 
@@ -72,29 +86,48 @@ GROUP BY 1, 2
 
 # Consecutive events over the whole history; the pair is dated by the later event. Cells missing from `cells`
 # give a NULL district and so no trip, as in the raw definition; districts outside a request's domain are
-# dropped when the partial is joined to that domain.
-_TELECOM_TRIPS = """
-SELECT CAST(ts AS DATE) AS day, origin, destination, CAST(count(*) AS BIGINT) AS n
+# dropped when the partial is joined to that domain. ``nth`` is the trip's rank among the subscriber's trips of
+# that day (the contribution bound), kept up to the largest bound a policy may set, so one refresh serves every
+# agency's ``max_trips_per_day``.
+_TELECOM_TRIPS = f"""
+SELECT day, origin, destination, nth, CAST(count(*) AS BIGINT) AS n
 FROM (
-    SELECT signalling.ts, cells.district AS destination,
-           lag(cells.district) OVER (PARTITION BY signalling.subscriber_id
-                                     ORDER BY signalling.ts, signalling.cell_id) AS origin
-    FROM signalling LEFT JOIN cells ON cells.cell_id = signalling.cell_id
-) AS pairs
-WHERE origin IS NOT NULL AND destination IS NOT NULL AND origin <> destination
-GROUP BY 1, 2, 3
-"""
-
-_CASES = """
-SELECT report_date AS day, district, status, CAST(count(*) AS BIGINT) AS n
-FROM cases WHERE report_date IS NOT NULL AND district IS NOT NULL
-GROUP BY 1, 2, 3
-"""
-
-_TRANSPORT_TRIPS = """
-SELECT CAST(departure AS DATE) AS day, origin, destination, mode, CAST(count(*) AS BIGINT) AS n
-FROM tickets WHERE departure IS NOT NULL AND origin IS NOT NULL AND destination IS NOT NULL
+    SELECT CAST(ts AS DATE) AS day, origin, destination,
+           row_number() OVER (PARTITION BY subscriber_id, CAST(ts AS DATE) ORDER BY ts, cell_id) AS nth
+    FROM (
+        SELECT signalling.subscriber_id, signalling.ts, signalling.cell_id, cells.district AS destination,
+               lag(cells.district) OVER (PARTITION BY signalling.subscriber_id
+                                         ORDER BY signalling.ts, signalling.cell_id) AS origin
+        FROM signalling LEFT JOIN cells ON cells.cell_id = signalling.cell_id
+    ) AS pairs
+    WHERE origin IS NOT NULL AND destination IS NOT NULL AND origin <> destination
+) AS ranked
+WHERE nth <= {MAX_TRIPS_PER_DAY_LIMIT}
 GROUP BY 1, 2, 3, 4
+"""
+
+# A person once per status and report day, at that day's row with the lowest case_id (the raw definition).
+_CASES = """
+SELECT day, district, status, CAST(count(*) AS BIGINT) AS n
+FROM (
+    SELECT report_date AS day, district, status,
+           row_number() OVER (PARTITION BY person_id, status, report_date ORDER BY case_id) AS nth
+    FROM cases WHERE report_date IS NOT NULL
+) AS firsts
+WHERE nth = 1 AND district IS NOT NULL
+GROUP BY 1, 2, 3
+"""
+
+# ``nth`` ranks a passenger's tickets of a day over every mode and district, as the raw definition's bound does.
+_TRANSPORT_TRIPS = f"""
+SELECT day, origin, destination, mode, nth, CAST(count(*) AS BIGINT) AS n
+FROM (
+    SELECT CAST(departure AS DATE) AS day, origin, destination, mode,
+           row_number() OVER (PARTITION BY passenger_id, CAST(departure AS DATE) ORDER BY departure, ticket_id) AS nth
+    FROM tickets WHERE departure IS NOT NULL
+) AS ranked
+WHERE origin IS NOT NULL AND destination IS NOT NULL AND nth <= {MAX_TRIPS_PER_DAY_LIMIT}
+GROUP BY 1, 2, 3, 4, 5
 """
 
 PARTIALS: Mapping[str, _Partial] = {
@@ -117,9 +150,10 @@ _FINGERPRINTS: Mapping[str, str] = {
 }
 
 
-def _fingerprint(store: Store, sources: tuple[str, ...]) -> str:
-    parts = []
-    for table in sources:
+def _fingerprint(store: Store, partial: _Partial) -> str:
+    # The build statement's digest first: a partial made by an older definition is never fresh.
+    parts = [hashlib.sha256(partial.build.encode()).hexdigest()[:16]]
+    for table in partial.sources:
         (row,) = store.rows(_FINGERPRINTS[table])
         parts.append(f"{table}:" + ",".join(_text(value) for value in row))
     return ";".join(parts)
@@ -149,7 +183,7 @@ def refresh(store: Store, kind: str) -> dict[str, int]:
         if not name.startswith(f"{kind}."):
             continue
         # Fingerprint first: rows that arrive during the build make the partial look stale, never fresh.
-        covers = _fingerprint(store, partial.sources)
+        covers = _fingerprint(store, partial)
         store.materialize(partial.table, partial.build)
         recorded[partial.table] = covers
         (count,) = store.rows(f"SELECT count(*) FROM {partial.table}")
@@ -169,7 +203,7 @@ def fresh(store: Store, aggregate: str) -> bool:
     if partial is None:
         return False
     recorded = state(store).get(partial.table)
-    return recorded is not None and recorded == _fingerprint(store, partial.sources)
+    return recorded is not None and recorded == _fingerprint(store, partial)
 
 
 def _values(pairs: list[tuple[str, int]], names: str) -> str:
@@ -192,8 +226,10 @@ def answer_from_partials(
     start: dt.date,
     end: dt.date,
     params: Mapping[str, str],
+    max_trips_per_day: int = DEFAULT_MAX_TRIPS_PER_DAY,
 ) -> npt.NDArray[np.uint64]:
-    """The aggregate's vector (the layout of ``adapters.aggregates``) summed from its per-day partials."""
+    """The aggregate's vector (the layout of ``adapters.aggregates``) summed from its per-day partials; the trips
+    aggregates keep each person-day's first ``max_trips_per_day`` (at most MAX_TRIPS_PER_DAY_LIMIT)."""
     n = len(domain)
     days = (end - start).days + 1
     window = f"p.day >= DATE '{start}' AND p.day <= DATE '{end}'"
@@ -219,6 +255,8 @@ def answer_from_partials(
         """
         return store.counts(sql, {}, n * len(CASE_STATUSES))
     if aggregate in ("telecom.trips", "transport.trips"):
+        if not 1 <= max_trips_per_day <= MAX_TRIPS_PER_DAY_LIMIT:
+            raise ValueError(f"the partials keep trip ranks 1..{MAX_TRIPS_PER_DAY_LIMIT}, not {max_trips_per_day}")
         table = PARTIALS[aggregate].table
         mode_filter = ""
         if aggregate == "transport.trips" and params.get("mode", "all") != "all":
@@ -230,7 +268,7 @@ def answer_from_partials(
         FROM {table} AS p
         JOIN {_domain(domain, "o")} ON o.district = p.origin
         JOIN {_domain(domain, "d")} ON d.district = p.destination
-        WHERE {window} {mode_filter}
+        WHERE {window} AND p.nth <= {int(max_trips_per_day)} {mode_filter}
         GROUP BY 1
         """
         return store.counts(sql, {}, n * n)

@@ -31,6 +31,7 @@ import yaml
 from federation.errors import ConfigError
 from federation.identity import Identity, is_node_id
 from federation.stores import StoreLocation, parse_store
+from federation.vocabulary import DEFAULT_MAX_TRIPS_PER_DAY, MAX_TRIPS_PER_DAY_LIMIT
 
 FORMAT_VERSION = 1
 NODE_KINDS = ("telecom", "health", "transport")
@@ -45,7 +46,6 @@ DEFAULT_ITINERARY_MIN_STAY_HOURS = 4.0
 MAX_ITINERARY_WINDOW_DAYS = 31
 NOISE_MECHANISMS = ("discrete-gaussian", "none")
 DEFAULT_RHO_PER_DAY = 1.0
-DEFAULT_MAX_TRIPS_PER_DAY = 4
 DEFAULT_RHO_PER_ROUND = 0.05
 _QUERY_NAME = re.compile(r"[a-z][a-z0-9-]*")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -472,6 +472,12 @@ class _Reader:
             self.fail(key, f"expected a whole number >= {minimum}, got {_shown(value)}", "fix the number")
         return value
 
+    def trip_bound(self, value: object, key: str) -> int:
+        bound = self.integer(value, key)
+        if bound > MAX_TRIPS_PER_DAY_LIMIT:
+            self.fail(key, f"{bound} exceeds the limit of {MAX_TRIPS_PER_DAY_LIMIT} trips per person-day", "lower it")
+        return bound
+
     def positive_number(self, value: object, key: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
             self.fail(key, f"expected a positive number, got {_shown(value)}", "fix the number")
@@ -745,7 +751,7 @@ class _Reader:
         return PrivacyPolicy(
             noise=self.choice(privacy.get("noise", "discrete-gaussian"), f"{key}.noise", NOISE_MECHANISMS),
             rho_per_day=self.positive_number(privacy.get("rho_per_day", DEFAULT_RHO_PER_DAY), f"{key}.rho_per_day"),
-            max_trips_per_day=self.integer(
+            max_trips_per_day=self.trip_bound(
                 privacy.get("max_trips_per_day", DEFAULT_MAX_TRIPS_PER_DAY), f"{key}.max_trips_per_day"
             ),
         )

@@ -36,3 +36,8 @@ DISCLOSURE_KINDS: Final = ("mobility", "cases")
 #: A hard ceiling on any window, whatever a policy says: a year of presence over the national registry is ~1 M
 #: cells; a longer window is a mistake, not a query.
 MAX_WINDOW_DAYS: Final = 366
+
+# The contribution bound of the trips aggregates: trips (tickets) one person adds per day, unless the agency's
+# privacy policy sets another, at most MAX_TRIPS_PER_DAY_LIMIT (the daily partials keep that many ranks).
+DEFAULT_MAX_TRIPS_PER_DAY: Final = 4
+MAX_TRIPS_PER_DAY_LIMIT: Final = 16

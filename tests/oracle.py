@@ -146,7 +146,7 @@ def oracle_trips(
 ) -> npt.NDArray[np.uint64]:
     """Origin × destination: consecutive events (whole history, by (ts, cell_id)) in different districts,
     counted when the later event's day is in the window; at most ``max_trips_per_day`` per subscriber and day
-    (the first, in event order)."""
+    (the first, in event order, among all their trips between listed cells)."""
     position = _positions(domain)
     n = len(position)
     cells = _cell_districts(con)
@@ -159,11 +159,13 @@ def oracle_trips(
         per_day: dict[dt.date, int] = defaultdict(int)
         for (_, earlier_cell), (later_ts, later_cell) in itertools.pairwise(events):
             origin, destination = cells.get(earlier_cell), cells.get(later_cell)
-            if origin == destination or origin not in position or destination not in position:
+            if origin is None or destination is None or origin == destination:
                 continue
             day = later_ts.date()
-            if _in_window(day, start, end) and per_day[day] < max_trips_per_day:
-                per_day[day] += 1
+            if not _in_window(day, start, end) or per_day[day] >= max_trips_per_day:
+                continue
+            per_day[day] += 1  # the bound counts trips outside the domain too
+            if origin in position and destination in position:
                 counts[position[origin] * n + position[destination]] += 1
     return _vector(counts, n * n)
 
@@ -172,18 +174,20 @@ def oracle_cases(
     con: Source, domain: Sequence[int] | npt.NDArray[np.int32], start: dt.date, end: dt.date
 ) -> npt.NDArray[np.uint64]:
     """District × status (confirmed, suspected, close_contact): persons with a case row of that status reported
-    in the window, once per person and status, at their first such row by (report_date, case_id)."""
+    on a day of the window, once per person, status and day, at that day's row with the lowest case_id (in
+    whatever district; counted when that district is in the domain)."""
     position = _positions(domain)
-    first: dict[tuple[int, str], tuple[dt.date, int, int]] = {}
+    first: dict[tuple[int, str, dt.date], tuple[int, int]] = {}
     for row in _rows(con, "cases"):
         case_id, person_id, status, district, _onset, report_date = row[:6]
-        if district in position and status in STATUS_ORDER and _in_window(report_date, start, end):
-            key = (person_id, status)
-            if key not in first or (report_date, case_id) < first[key][:2]:
-                first[key] = (report_date, case_id, district)
+        if status in STATUS_ORDER and report_date is not None and _in_window(report_date, start, end):
+            key = (person_id, status, report_date)
+            if key not in first or case_id < first[key][0]:
+                first[key] = (case_id, district)
     counts: dict[int, int] = defaultdict(int)
-    for (_person, status), (_day, _case, district) in first.items():
-        counts[position[district] * len(STATUS_ORDER) + STATUS_ORDER.index(status)] += 1
+    for (_person, status, _day), (_case, district) in first.items():
+        if district in position:
+            counts[position[district] * len(STATUS_ORDER) + STATUS_ORDER.index(status)] += 1
     return _vector(counts, len(position) * len(STATUS_ORDER))
 
 
@@ -195,22 +199,23 @@ def oracle_transport_trips(
     mode: str = "all",
     max_trips_per_day: int = MAX_TRIPS_PER_DAY,
 ) -> npt.NDArray[np.uint64]:
-    """Origin × destination: tickets of that mode (or any, for "all") departing on a day in the window; at most
-    ``max_trips_per_day`` per passenger and day (the first by (departure, ticket_id))."""
+    """Origin × destination: tickets of that mode (or any, for "all") departing on a day in the window, among
+    the passenger's first ``max_trips_per_day`` tickets of that day (by (departure, ticket_id), any mode, any
+    district)."""
     position = _positions(domain)
     n = len(position)
     wanted = MODES if mode == "all" else (mode,)
-    by_passenger_day: dict[tuple[int, dt.date], list[tuple[dt.datetime, int, int]]] = defaultdict(list)
+    by_passenger_day: dict[tuple[int, dt.date], list[tuple[dt.datetime, int, str, int, int]]] = defaultdict(list)
     for ticket_id, passenger_id, ticket_mode, origin, destination, departure in _rows(con, "tickets"):
-        if ticket_mode not in wanted or origin not in position or destination not in position:
-            continue
-        if _in_window(departure.date(), start, end):
-            cell = position[origin] * n + position[destination]
-            by_passenger_day[passenger_id, departure.date()].append((departure, ticket_id, cell))
+        if departure is not None and _in_window(departure.date(), start, end):
+            by_passenger_day[passenger_id, departure.date()].append(
+                (departure, ticket_id, ticket_mode, origin, destination)
+            )
     counts: dict[int, int] = defaultdict(int)
     for tickets in by_passenger_day.values():
-        for _departure, _ticket, cell in sorted(tickets)[:max_trips_per_day]:
-            counts[cell] += 1
+        for _departure, _ticket, ticket_mode, origin, destination in sorted(tickets)[:max_trips_per_day]:
+            if ticket_mode in wanted and origin in position and destination in position:
+                counts[position[origin] * n + position[destination]] += 1
     return _vector(counts, n * n)
 
 
@@ -221,21 +226,23 @@ def oracle_confirmed_daily(
     end: dt.date,
     date: str = "report",
 ) -> npt.NDArray[np.uint64]:
-    """District × day × (local, imported): confirmed rows dated by report_date or onset_date in the window;
-    a NULL imported counts as local, a NULL onset date is not counted by onset."""
+    """District × day × (local, imported): confirmed persons dated by report_date or onset_date in the window,
+    once per person and day (that day's confirmed row with the lowest case_id); a NULL imported counts as local,
+    a NULL onset date is not counted by onset."""
     position = _positions(domain)
     days = (end - start).days + 1
     counts: dict[int, int] = defaultdict(int)
     rows = [row[:7] for row in _rows(con, "cases")]
-    first: dict[int, tuple[dt.date, int, int, bool]] = {}  # person -> their first confirmed row in the window
+    first: dict[tuple[int, dt.date], tuple[int, int, bool]] = {}  # (person, day) -> that day's first row
     for case_id, person_id, status, district, onset_date, report_date, imported in rows:
         day = report_date if date == "report" else onset_date
-        if status != "confirmed" or district not in position or day is None or not _in_window(day, start, end):
+        if status != "confirmed" or day is None or not _in_window(day, start, end):
             continue
-        if person_id not in first or (day, case_id) < first[person_id][:2]:
-            first[person_id] = (day, case_id, district, bool(imported))
-    for day, _case, district, imported in first.values():
-        counts[(position[district] * days + (day - start).days) * 2 + (1 if imported else 0)] += 1
+        if (person_id, day) not in first or case_id < first[person_id, day][0]:
+            first[person_id, day] = (case_id, district, bool(imported))
+    for (_person, day), (_case, district, imported) in first.items():
+        if district in position:
+            counts[(position[district] * days + (day - start).days) * 2 + (1 if imported else 0)] += 1
     return _vector(counts, len(position) * days * 2)
 
 
@@ -243,18 +250,18 @@ def oracle_clusters(
     con: Source, domain: Sequence[int] | npt.NDArray[np.int32], start: dt.date, end: dt.date
 ) -> npt.NDArray[np.uint64]:
     """District × day t: cluster ids with >= 2 confirmed rows of that district reported in [t - 13, t] and in
-    the window [start, end]."""
+    the window [start, end], a person's rows once per report day (that day's row with the lowest case_id)."""
     position = _positions(domain)
     days = (end - start).days + 1
     reported: dict[tuple[int, int], list[dt.date]] = defaultdict(list)
     rows = [(row[0], row[1], row[2], row[3], row[5], row[7]) for row in _rows(con, "cases")]
-    first_row: dict[int, tuple[dt.date, int, int, int | None]] = {}  # person -> first confirmed row in the window
+    first_row: dict[tuple[int, dt.date], tuple[int, int, int | None]] = {}  # (person, day) -> that day's first
     for case_id, person_id, status, district, report_date, cluster_id in rows:
-        counted = status == "confirmed" and district in position and _in_window(report_date, start, end)
-        if counted and (person_id not in first_row or (report_date, case_id) < first_row[person_id][:2]):
-            first_row[person_id] = (report_date, case_id, district, cluster_id)
-    for report_date, _case, district, cluster_id in first_row.values():
-        if cluster_id is not None:
+        counted = status == "confirmed" and report_date is not None and _in_window(report_date, start, end)
+        if counted and ((person_id, report_date) not in first_row or case_id < first_row[person_id, report_date][0]):
+            first_row[person_id, report_date] = (case_id, district, cluster_id)
+    for (_person, report_date), (_case, district, cluster_id) in first_row.items():
+        if cluster_id is not None and district in position:
             reported[(district, cluster_id)].append(report_date)
     counts: dict[int, int] = defaultdict(int)
     for offset in range(days):

@@ -6,6 +6,7 @@ built in DuckDB, copied into the engine, and the oracle reads the engine's own r
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 from collections.abc import Callable, Sequence
@@ -289,7 +290,8 @@ def test_transport_trips_per_mode(tmp_path: Path, engine: str) -> None:
 
 def build_random_stores(path: Path) -> tuple[duckdb.DuckDBPyConnection, ...]:
     """Telecom, health and transport DuckDB stores from a fixed seed, with ties, unlisted cells and foreign
-    districts (shared with the partials' tests)."""
+    districts (shared with the partials' tests); persons with several cases and passengers with several tickets
+    a day, so the contribution bounds bite."""
     rng = np.random.default_rng(20240301)
     districts = np.array([*DOMAIN.tolist(), OUTSIDE, 420199], dtype=np.int64)
 
@@ -323,7 +325,7 @@ def build_random_stores(path: Path) -> tuple[duckdb.DuckDBPyConnection, ...]:
     health = make_store(path / "h.duckdb", "health")
     health.execute(
         "INSERT INTO cases (case_id, person_id, status, district, onset_date, report_date) "
-        "SELECT unnest($ids), unnest($ids) + 1000, unnest($status), unnest($district), NULL, unnest($report)",
+        "SELECT unnest($ids), unnest($ids) % 150 + 1000, unnest($status), unnest($district), NULL, unnest($report)",
         {
             "ids": list(range(600)),
             "status": statuses[rng.choice(4, 600, p=[0.4, 0.3, 0.25, 0.05])].tolist(),
@@ -336,7 +338,8 @@ def build_random_stores(path: Path) -> tuple[duckdb.DuckDBPyConnection, ...]:
     departures = base + rng.integers(0, days * 86400, 1500).astype("timedelta64[s]")
     transport = make_store(path / "x.duckdb", "transport")
     transport.execute(
-        "INSERT INTO tickets SELECT unnest($ids), unnest($ids), unnest($mode), unnest($o), unnest($d), unnest($dep)",
+        "INSERT INTO tickets SELECT unnest($ids), unnest($ids) % 40, unnest($mode), unnest($o), unnest($d), "
+        "unnest($dep)",
         {
             "ids": list(range(1500)),
             "mode": modes[rng.integers(0, 3, 1500)].tolist(),
@@ -403,8 +406,14 @@ def test_random_store_matches_oracle(random_stores: tuple[Store, ...], start: dt
         expected = oracle()
         assert got.dtype == np.uint64 and got.shape == (vector_length(request),), request.name
         assert np.array_equal(got, expected), (request.name, dict(request.params))
-    # The fixture must exercise the cases it claims to: non-trivial trips and presence.
+    # The fixture must exercise the cases it claims to: non-trivial trips and presence, and bounds that bite.
     assert compute_aggregate(telecom, req("telecom.trips", start, end)).sum() > 0
+    if (start, end) == WINDOWS[0]:
+        unbounded = dataclasses.replace(req("transport.trips", start, end, mode="all"), max_trips_per_day=16)
+        assert (
+            oracle_transport_trips(transport, DOMAIN, start, end).sum() < compute_aggregate(transport, unbounded).sum()
+        )
+        assert oracle_trips(telecom, DOMAIN, start, end).sum() < oracle_trips(telecom, DOMAIN, start, end, 16).sum()
 
 
 def test_random_store_subdomain(random_stores: tuple[Store, ...]) -> None:

@@ -121,7 +121,8 @@ def test_distributed_rho_against_an_independent_closed_form() -> None:
 
 
 def test_sigma_from_rho_and_sensitivity() -> None:
-    assert sensitivity_squared("telecom.trips", 4) == 16
+    assert sensitivity_squared("telecom.trips", 4) == 30  # (k + √2)² < (k+1)(k+2): the next day's first trip
+    assert sensitivity_squared("transport.trips", 4) == 16
     assert sensitivity_squared("health.cases", 4) == 3
     # σ² on the sum = Δ²/(2ρ); each of t parties adds a t-th of it.
     assert party_sigma2(Fraction("0.05"), 16, 2) * 2 == Fraction(160)

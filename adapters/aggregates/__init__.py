@@ -49,7 +49,14 @@ from adapters.backends import DIALECTS, Store
 from adapters.backends.duckdb_store import DuckDBStore
 from federation.catalog.aggregates import AGGREGATES, AggregateSpec, aggregate_spec
 from federation.errors import ConfigError, InvalidQuery, UnknownDistrict
-from federation.vocabulary import AGENCY_KINDS, CASE_DATES, MAX_WINDOW_DAYS, TRANSPORT_MODE_CHOICES
+from federation.vocabulary import (
+    AGENCY_KINDS,
+    CASE_DATES,
+    DEFAULT_MAX_TRIPS_PER_DAY,
+    MAX_TRIPS_PER_DAY_LIMIT,
+    MAX_WINDOW_DAYS,
+    TRANSPORT_MODE_CHOICES,
+)
 
 __all__ = [
     "AGGREGATES_BY_KIND",
@@ -75,7 +82,7 @@ class AggregateRequest:
     start: dt.date | None  # inclusive whole-day window; None for window-free aggregates (residents)
     end: dt.date | None
     params: Mapping[str, str]  # {"mode": "rail"} for transport.trips, {"home_prefix": "4201"} for roamers
-    max_trips_per_day: int = telecom.DEFAULT_MAX_TRIPS_PER_DAY  # contribution bound of the trips aggregates
+    max_trips_per_day: int = DEFAULT_MAX_TRIPS_PER_DAY  # contribution bound of the trips aggregates
 
 
 @dataclass(frozen=True)
@@ -132,7 +139,13 @@ def _on_duckdb(compute: _Compute) -> Implementation:
     return run
 
 
-def _on_store(compute: postgresql.Compute) -> Implementation:
+def _on_store(
+    name: str, sql: Mapping[str, postgresql.Compute], bounded: Mapping[str, postgresql.BoundedCompute]
+) -> Implementation:
+    if name in bounded:
+        with_bound = bounded[name]
+        return lambda store, c: with_bound(store, c.domain, c.start, c.end, c.params, c.max_trips_per_day)
+    compute = sql[name]
     return lambda store, c: compute(store, c.domain, c.start, c.end, c.params)
 
 
@@ -142,8 +155,12 @@ IMPLEMENTATIONS: Mapping[str, Mapping[str, Implementation]] = MappingProxyType(
         name: MappingProxyType(
             {
                 "duckdb": _on_duckdb(SQL[name]),
-                **({"postgresql": _on_store(postgresql.SQL[name])} if name in postgresql.SQL else {}),
-                **({"spark": _on_store(spark.SQL[name])} if name in spark.SQL else {}),
+                **(
+                    {"postgresql": _on_store(name, postgresql.SQL, postgresql.BOUNDED)}
+                    if name in postgresql.SQL
+                    else {}
+                ),
+                **({"spark": _on_store(name, spark.SQL, spark.BOUNDED)} if name in spark.SQL else {}),
             }
         )
         for name in SQL
@@ -182,7 +199,9 @@ def compute_aggregate(
         store = DuckDBStore.wrap(store)
     if use_partials and spec.windowed and partials.fresh(store, spec.name):
         c = checked
-        vector = partials.answer_from_partials(store, spec.name, c.domain, c.start, c.end, c.params)
+        vector = partials.answer_from_partials(
+            store, spec.name, c.domain, c.start, c.end, c.params, c.max_trips_per_day
+        )
     else:
         implementation = IMPLEMENTATIONS[spec.name].get(store.dialect)
         if implementation is None:
@@ -199,6 +218,10 @@ def compute_aggregate(
 
 def _check(req: AggregateRequest) -> tuple[AggregateSpec, _Checked]:
     spec = aggregate_spec(req.name)
+    if not 1 <= req.max_trips_per_day <= MAX_TRIPS_PER_DAY_LIMIT:
+        raise InvalidQuery(
+            f"max_trips_per_day {req.max_trips_per_day} is outside 1..{MAX_TRIPS_PER_DAY_LIMIT} trips per person-day"
+        )
     domain = _check_domain(req.domain)
     params = _check_params(spec, req.params)
     if not spec.windowed:

@@ -1,6 +1,6 @@
 """Health aggregates (docs/protocol.md §6, and the trend/warning kinds): one SQL statement each, in the store.
 
-- :func:`cases`: district × status, rows reported in the window.
+- :func:`cases`: district × status, persons reported in the window (once per status and day).
 - :func:`confirmed_daily`: district × day × origin (local, imported), confirmed rows by report or onset date.
 - :func:`clusters`: district × day, cluster ids with at least two confirmed cases reported in that district
   in the ``CLUSTER_WINDOW_DAYS`` days ending the day (and within the window).
@@ -29,65 +29,67 @@ __all__ = [
 
 _STATUS_INDEX = " ".join(f"WHEN '{status}' THEN {i}" for i, status in enumerate(CASE_STATUSES))
 
-# A person counts once per status in the window (the privacy unit's contribution bound): their first row of that
-# status by (report_date, case_id) among the rows this vector counts. row_number() in a derived table keeps this
-# standard SQL (no QUALIFY), so other store backends run it unchanged.
+# Contribution bound (the privacy unit is a person-day): a person counts once per status and day, at their row
+# with the lowest case_id among all their rows of that status and day (case_id is the line list's key), whatever
+# its district; the domain is applied after. That makes each day's count a sum of its own (the daily partials
+# keep it) and moves at most one count per status when one person-day is removed. row_number() in a derived
+# table keeps this standard SQL (no QUALIFY), so other store backends run it unchanged.
 _CASES = f"""
 WITH {DOMAIN_CTE},
-numbered AS (
-    SELECT dom.idx::BIGINT * {len(CASE_STATUSES)} + (CASE cases.status {_STATUS_INDEX} END) AS pos,
-           row_number() OVER (
-               PARTITION BY cases.person_id, cases.status ORDER BY cases.report_date, cases.case_id
-           ) AS nth
+firsts AS (
+    SELECT district, status,
+           row_number() OVER (PARTITION BY person_id, status, report_date ORDER BY case_id) AS nth
     FROM cases
-    JOIN domain_index AS dom ON dom.district = cases.district
-    WHERE cases.report_date >= $start AND cases.report_date <= $end
-      AND cases.status IN ({", ".join(f"'{status}'" for status in CASE_STATUSES)})
+    WHERE report_date >= $start AND report_date <= $end
+      AND status IN ({", ".join(f"'{status}'" for status in CASE_STATUSES)})
 )
-SELECT pos, count(*)::UBIGINT AS n FROM numbered WHERE nth = 1 GROUP BY pos
+SELECT dom.idx::BIGINT * {len(CASE_STATUSES)} + (CASE firsts.status {_STATUS_INDEX} END) AS pos,
+       count(*)::UBIGINT AS n
+FROM firsts
+JOIN domain_index AS dom ON dom.district = firsts.district
+WHERE nth = 1
+GROUP BY ALL
 """
 
 
-# The confirmed aggregates count a person once: at their first confirmed row in the window (by the date used,
-# then case_id) among the domain's rows. That bounds what one person adds (docs/security.md, sensitivities).
+# The confirmed aggregates bound a person the same way: once per day (the date the vector uses), at their
+# confirmed row of that day with the lowest case_id.
 def _confirmed_daily_sql(date_column: str) -> str:
     return f"""
 WITH {DOMAIN_CTE},
-numbered AS (
-    SELECT dom.idx AS idx, cases.{date_column} AS day, CASE WHEN cases.imported THEN 1 ELSE 0 END AS origin,
-           row_number() OVER (PARTITION BY cases.person_id ORDER BY cases.{date_column}, cases.case_id) AS nth
+firsts AS (
+    SELECT district, {date_column} AS day, CASE WHEN imported THEN 1 ELSE 0 END AS origin,
+           row_number() OVER (PARTITION BY person_id, {date_column} ORDER BY case_id) AS nth
     FROM cases
-    JOIN domain_index AS dom ON dom.district = cases.district
-    WHERE cases.status = 'confirmed'
-      AND cases.{date_column} >= $start AND cases.{date_column} <= $end
+    WHERE status = 'confirmed' AND {date_column} >= $start AND {date_column} <= $end
 )
-SELECT ((idx::BIGINT * $days + (day - $start)) * 2 + origin) AS pos, count(*)::UBIGINT AS n
-FROM numbered
+SELECT ((dom.idx::BIGINT * $days + (firsts.day - $start)) * 2 + firsts.origin) AS pos, count(*)::UBIGINT AS n
+FROM firsts
+JOIN domain_index AS dom ON dom.district = firsts.district
 WHERE nth = 1
-GROUP BY idx, day, origin
+GROUP BY ALL
 """
 
 
 _CONFIRMED_DAILY = {"report": _confirmed_daily_sql("report_date"), "onset": _confirmed_daily_sql("onset_date")}
 
 # Each confirmed case of a cluster counts on its report day and the 13 days after it; a (district, cluster,
-# day) with two or more such cases is a cluster in the 14 days ending that day. A person counts once, at their
-# first confirmed row reported in the window among the domain's rows.
+# day) with two or more such cases is a cluster in the 14 days ending that day. A person counts once per report
+# day (their confirmed row of that day with the lowest case_id).
 _LAGS = ", ".join(f"({k})" for k in range(CLUSTER_WINDOW_DAYS))
 _CLUSTERS = f"""
 WITH {DOMAIN_CTE},
 lags AS (SELECT * FROM (VALUES {_LAGS}) AS lags(k)),
-numbered AS (
-    SELECT cases.district, cases.cluster_id, cases.report_date,
-           row_number() OVER (PARTITION BY cases.person_id ORDER BY cases.report_date, cases.case_id) AS nth
+firsts AS (
+    SELECT district, cluster_id, report_date,
+           row_number() OVER (PARTITION BY person_id, report_date ORDER BY case_id) AS nth
     FROM cases
-    JOIN domain_index AS dom ON dom.district = cases.district
-    WHERE cases.status = 'confirmed' AND cases.report_date >= $start AND cases.report_date <= $end
+    WHERE status = 'confirmed' AND report_date >= $start AND report_date <= $end
 ),
 spread AS (
-    SELECT numbered.district, numbered.cluster_id, numbered.report_date + lags.k AS day
-    FROM numbered CROSS JOIN lags
-    WHERE numbered.nth = 1 AND numbered.cluster_id IS NOT NULL
+    SELECT firsts.district, firsts.cluster_id, firsts.report_date + lags.k AS day
+    FROM firsts CROSS JOIN lags
+    WHERE firsts.nth = 1 AND firsts.cluster_id IS NOT NULL
 ),
 active AS (
     SELECT district, cluster_id, day FROM spread
@@ -105,8 +107,8 @@ GROUP BY dom.idx, active.day
 def cases(
     con: duckdb.DuckDBPyConnection, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date
 ) -> npt.NDArray[np.uint64]:
-    """District × status: persons with a ``cases`` row of that status reported in [start, end], each counted
-    once per status (at their first such row); index d_idx*3 + s_idx.
+    """District × status: persons with a ``cases`` row of that status reported on a day of [start, end], each
+    counted once per status and report day (at that day's row with the lowest case_id); index d_idx*3 + s_idx.
 
     Statuses are ordered as :data:`federation.vocabulary.CASE_STATUSES`; rows with any other status are ignored.
     """
@@ -121,8 +123,8 @@ def confirmed_daily(
     end: dt.date,
     date: str = "report",
 ) -> npt.NDArray[np.uint64]:
-    """District × day × origin: persons confirmed in [start, end] (report_date or onset_date), each once, at
-    their first confirmed row in the window.
+    """District × day × origin: persons confirmed on a day of [start, end] (report_date or onset_date), each
+    once per day, at that day's confirmed row with the lowest case_id.
 
     Index (d_idx * days + day_idx) * 2 + o, o = 0 local (``imported`` false or NULL), 1 imported; ``date`` is
     "report" or "onset" (a row without an onset date is not counted by onset).
@@ -136,8 +138,8 @@ def clusters(
     con: duckdb.DuckDBPyConnection, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date
 ) -> npt.NDArray[np.uint64]:
     """District × day: cluster ids with at least two confirmed persons reported in the district within
-    [max(start, t − 13), t] (a person counts once, at their first confirmed row in the window); index
-    d_idx * days + day_idx.
+    [max(start, t − 13), t] (a person counts once per report day, at that day's confirmed row with the lowest
+    case_id); index d_idx * days + day_idx.
 
     Rows outside [start, end] never count: an aggregate reads only its own window.
     """

@@ -1,5 +1,7 @@
 """The aggregates in PostgreSQL's dialect: the same definitions as the DuckDB SQL beside it, statement for statement.
 
+The contribution bounds (a person's first ``max_trips_per_day`` trips or tickets of a day; a case once per person,
+status and day) are the same ``row_number()`` over the same partitions and orders as in DuckDB.
 Differences from DuckDB, and why each is equivalent: ``DISTINCT ON (...) ORDER BY ... DESC`` picks the last event
 of a (subscriber, day) where DuckDB uses ``QUALIFY row_number() = 1``, and the last event before the window where
 DuckDB takes a struct ``max``: both order by ``(ts, cell_id)``. The domain is ``unnest(...) WITH ORDINALITY``.
@@ -16,12 +18,27 @@ import numpy as np
 import numpy.typing as npt
 
 from adapters.backends import Store
-from federation.vocabulary import CASE_ORIGINS, CASE_STATUSES, CLUSTER_WINDOW_DAYS
+from federation.vocabulary import CASE_ORIGINS, CASE_STATUSES, CLUSTER_WINDOW_DAYS, DEFAULT_MAX_TRIPS_PER_DAY
 
 #: (store, domain, start, end, checked params) -> vector: the shape of every non-DuckDB implementation.
 Compute = Callable[[Store, npt.NDArray[np.int32], dt.date, dt.date, Mapping[str, str]], npt.NDArray[np.uint64]]
+#: The trips aggregates take the contribution bound as well: (..., max_trips_per_day) -> vector.
+BoundedCompute = Callable[
+    [Store, npt.NDArray[np.int32], dt.date, dt.date, Mapping[str, str], int], npt.NDArray[np.uint64]
+]
 
-__all__ = ["SQL", "Compute", "cases", "presence", "residents", "roamers", "telecom_trips", "transport_trips"]
+__all__ = [
+    "BOUNDED",
+    "SQL",
+    "BoundedCompute",
+    "Compute",
+    "cases",
+    "presence",
+    "residents",
+    "roamers",
+    "telecom_trips",
+    "transport_trips",
+]
 
 _DOMAIN = (
     "domain_index AS (SELECT d.district, (d.ord - 1)::bigint AS idx "
@@ -58,9 +75,6 @@ GROUP BY 1
 
 _TELECOM_TRIPS = f"""
 WITH {_DOMAIN},
-cell_index AS (
-    SELECT cells.cell_id, dom.idx FROM cells JOIN domain_index AS dom ON dom.district = cells.district
-),
 before_window AS (
     SELECT DISTINCT ON (subscriber_id) subscriber_id, ts, cell_id
     FROM signalling WHERE ts < %(start_ts)s
@@ -72,50 +86,72 @@ events AS (
     SELECT subscriber_id, ts, cell_id FROM before_window
 ),
 pairs AS (
-    SELECT events.ts, ci.idx,
-           lag(ci.idx) OVER (PARTITION BY events.subscriber_id ORDER BY events.ts, events.cell_id) AS prev_idx
-    FROM events LEFT JOIN cell_index AS ci USING (cell_id)
+    SELECT events.subscriber_id, events.ts, events.cell_id, cells.district,
+           lag(cells.district) OVER (PARTITION BY events.subscriber_id ORDER BY events.ts, events.cell_id) AS origin
+    FROM events LEFT JOIN cells USING (cell_id)
+),
+numbered AS (
+    SELECT origin, district,
+           row_number() OVER (PARTITION BY subscriber_id, ts::date ORDER BY ts, cell_id) AS nth
+    FROM pairs
+    WHERE ts >= %(start_ts)s AND origin IS NOT NULL AND district IS NOT NULL AND origin <> district
 )
-SELECT prev_idx * %(n)s + idx AS pos, count(*)::bigint AS n
-FROM pairs
-WHERE ts >= %(start_ts)s AND prev_idx IS NOT NULL AND idx IS NOT NULL AND prev_idx <> idx
+SELECT o.idx * %(n)s + d.idx AS pos, count(*)::bigint AS n
+FROM numbered
+JOIN domain_index AS o ON o.district = numbered.origin
+JOIN domain_index AS d ON d.district = numbered.district
+WHERE nth <= %(max_trips)s
 GROUP BY 1
 """
 
 _STATUS_INDEX = " ".join(f"WHEN '{status}' THEN {i}" for i, status in enumerate(CASE_STATUSES))
 
 _CASES = f"""
-WITH {_DOMAIN}
-SELECT dom.idx * {len(CASE_STATUSES)} + (CASE cases.status {_STATUS_INDEX} END) AS pos, count(*)::bigint AS n
-FROM cases
-JOIN domain_index AS dom ON dom.district = cases.district
-WHERE cases.report_date >= %(start)s AND cases.report_date <= %(end)s
-  AND cases.status IN ({", ".join(f"'{status}'" for status in CASE_STATUSES)})
+WITH {_DOMAIN},
+firsts AS (
+    SELECT district, status,
+           row_number() OVER (PARTITION BY person_id, status, report_date ORDER BY case_id) AS nth
+    FROM cases
+    WHERE report_date >= %(start)s AND report_date <= %(end)s
+      AND status IN ({", ".join(f"'{status}'" for status in CASE_STATUSES)})
+)
+SELECT dom.idx * {len(CASE_STATUSES)} + (CASE firsts.status {_STATUS_INDEX} END) AS pos, count(*)::bigint AS n
+FROM firsts
+JOIN domain_index AS dom ON dom.district = firsts.district
+WHERE nth = 1
 GROUP BY 1
 """
 
 _TRANSPORT_TRIPS = f"""
-WITH {_DOMAIN}
+WITH {_DOMAIN},
+numbered AS (
+    SELECT origin, destination, mode,
+           row_number() OVER (PARTITION BY passenger_id, departure::date ORDER BY departure, ticket_id) AS nth
+    FROM tickets
+    WHERE departure >= %(start_ts)s AND departure < %(end_excl_ts)s
+)
 SELECT o.idx * %(n)s + d.idx AS pos, count(*)::bigint AS n
-FROM tickets
-JOIN domain_index AS o ON o.district = tickets.origin
-JOIN domain_index AS d ON d.district = tickets.destination
-WHERE tickets.departure >= %(start_ts)s AND tickets.departure < %(end_excl_ts)s
-  AND (%(mode)s = 'all' OR tickets.mode = %(mode)s)
+FROM numbered
+JOIN domain_index AS o ON o.district = numbered.origin
+JOIN domain_index AS d ON d.district = numbered.destination
+WHERE nth <= %(max_trips)s AND (%(mode)s = 'all' OR numbered.mode = %(mode)s)
 GROUP BY 1
 """
 
 
 def _confirmed_daily_sql(date_column: str) -> str:
     return f"""
-WITH {_DOMAIN}
-SELECT (dom.idx * %(days)s + (cases.{date_column} - %(start)s::date)) * 2
-       + CASE WHEN cases.imported THEN 1 ELSE 0 END AS pos,
-       count(*)::bigint AS n
-FROM cases
-JOIN domain_index AS dom ON dom.district = cases.district
-WHERE cases.status = 'confirmed'
-  AND cases.{date_column} >= %(start)s::date AND cases.{date_column} <= %(end)s::date
+WITH {_DOMAIN},
+firsts AS (
+    SELECT district, {date_column} AS day, CASE WHEN imported THEN 1 ELSE 0 END AS origin,
+           row_number() OVER (PARTITION BY person_id, {date_column} ORDER BY case_id) AS nth
+    FROM cases
+    WHERE status = 'confirmed' AND {date_column} >= %(start)s::date AND {date_column} <= %(end)s::date
+)
+SELECT (dom.idx * %(days)s + (firsts.day - %(start)s::date)) * 2 + firsts.origin AS pos, count(*)::bigint AS n
+FROM firsts
+JOIN domain_index AS dom ON dom.district = firsts.district
+WHERE nth = 1
 GROUP BY 1
 """
 
@@ -126,11 +162,16 @@ _LAGS = ", ".join(f"({k})" for k in range(CLUSTER_WINDOW_DAYS))
 _CLUSTERS = f"""
 WITH {_DOMAIN},
 lags AS (SELECT * FROM (VALUES {_LAGS}) AS lags(k)),
+firsts AS (
+    SELECT district, cluster_id, report_date,
+           row_number() OVER (PARTITION BY person_id, report_date ORDER BY case_id) AS nth
+    FROM cases
+    WHERE status = 'confirmed' AND report_date >= %(start)s::date AND report_date <= %(end)s::date
+),
 spread AS (
-    SELECT cases.district, cases.cluster_id, cases.report_date + lags.k AS day
-    FROM cases CROSS JOIN lags
-    WHERE cases.status = 'confirmed' AND cases.cluster_id IS NOT NULL
-      AND cases.report_date >= %(start)s::date AND cases.report_date <= %(end)s::date
+    SELECT firsts.district, firsts.cluster_id, firsts.report_date + lags.k AS day
+    FROM firsts CROSS JOIN lags
+    WHERE firsts.nth = 1 AND firsts.cluster_id IS NOT NULL
 ),
 active AS (
     SELECT district, cluster_id, day FROM spread
@@ -179,9 +220,15 @@ def residents(
 
 
 def telecom_trips(
-    store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
+    store: Store,
+    domain: npt.NDArray[np.int32],
+    start: dt.date,
+    end: dt.date,
+    params: Mapping[str, str],
+    max_trips_per_day: int = DEFAULT_MAX_TRIPS_PER_DAY,
 ) -> npt.NDArray[np.uint64]:
-    return store.counts(_TELECOM_TRIPS, _base(domain, start, end), len(domain) ** 2)
+    values = {**_base(domain, start, end), "max_trips": int(max_trips_per_day)}
+    return store.counts(_TELECOM_TRIPS, values, len(domain) ** 2)
 
 
 def cases(
@@ -206,9 +253,14 @@ def clusters(
 
 
 def transport_trips(
-    store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
+    store: Store,
+    domain: npt.NDArray[np.int32],
+    start: dt.date,
+    end: dt.date,
+    params: Mapping[str, str],
+    max_trips_per_day: int = DEFAULT_MAX_TRIPS_PER_DAY,
 ) -> npt.NDArray[np.uint64]:
-    values = {**_base(domain, start, end), "mode": params["mode"]}
+    values = {**_base(domain, start, end), "mode": params["mode"], "max_trips": int(max_trips_per_day)}
     return store.counts(_TRANSPORT_TRIPS, values, len(domain) ** 2)
 
 
@@ -223,3 +275,7 @@ SQL: Mapping[str, Compute] = {
     "health.clusters": clusters,
     "transport.trips": transport_trips,
 }
+
+#: The aggregates whose implementation takes the trips bound (``adapters.aggregates.IMPLEMENTATIONS`` passes the
+#: agency's ``max_trips_per_day`` to these; :data:`SQL` holds them too, at the default bound).
+BOUNDED: Mapping[str, BoundedCompute] = {"telecom.trips": telecom_trips, "transport.trips": transport_trips}

@@ -1,6 +1,7 @@
 """The aggregates in Spark SQL's dialect: the same definitions as the DuckDB SQL beside it, statement for statement.
 
-Spark has no QUALIFY: the last event of a (subscriber, day) is ``row_number() = 1`` in a subquery, over the same
+The contribution bounds are the DuckDB statements' ``row_number()`` over the same partitions and orders. Spark
+has no QUALIFY: the last event of a (subscriber, day) is ``row_number() = 1`` in a subquery, over the same
 ``(ts DESC, cell_id DESC)`` order; the last event before the window is ``max(struct(ts, cell_id))``, which Spark
 orders field by field like DuckDB. The domain is ``posexplode`` of an array literal. Values are rendered into
 the statement by :func:`literal` (integers, dates and timestamps, and strings the request check already
@@ -16,11 +17,11 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
-from adapters.aggregates.postgresql import Compute
+from adapters.aggregates.postgresql import BoundedCompute, Compute
 from adapters.backends import Store
-from federation.vocabulary import CASE_ORIGINS, CASE_STATUSES, CLUSTER_WINDOW_DAYS
+from federation.vocabulary import CASE_ORIGINS, CASE_STATUSES, CLUSTER_WINDOW_DAYS, DEFAULT_MAX_TRIPS_PER_DAY
 
-__all__ = ["SQL", "cases", "literal", "presence", "residents", "roamers", "telecom_trips", "transport_trips"]
+__all__ = ["BOUNDED", "SQL", "cases", "literal", "presence", "residents", "roamers", "telecom_trips", "transport_trips"]
 
 _SAFE_TEXT = re.compile(r"[A-Za-z0-9_-]*")
 
@@ -111,15 +112,17 @@ def residents(
 
 
 def telecom_trips(
-    store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
+    store: Store,
+    domain: npt.NDArray[np.int32],
+    start: dt.date,
+    end: dt.date,
+    params: Mapping[str, str],
+    max_trips_per_day: int = DEFAULT_MAX_TRIPS_PER_DAY,
 ) -> npt.NDArray[np.uint64]:
     n = len(domain)
     start_ts, end_excl_ts = _window(start, end)
     sql = f"""
     WITH {_domain_cte(domain)},
-    cell_index AS (
-        SELECT cells.cell_id, dom.idx FROM cells JOIN domain_index AS dom ON dom.district = cells.district
-    ),
     before_window AS (
         SELECT subscriber_id, max(struct(ts, cell_id)) AS last
         FROM signalling WHERE ts < {start_ts} GROUP BY subscriber_id
@@ -130,13 +133,22 @@ def telecom_trips(
         SELECT subscriber_id, last.ts, last.cell_id FROM before_window
     ),
     pairs AS (
-        SELECT events.ts, ci.idx,
-               lag(ci.idx) OVER (PARTITION BY events.subscriber_id ORDER BY events.ts, events.cell_id) AS prev_idx
-        FROM events LEFT JOIN cell_index AS ci ON ci.cell_id = events.cell_id
+        SELECT events.subscriber_id, events.ts, events.cell_id, cells.district,
+               lag(cells.district) OVER (PARTITION BY events.subscriber_id
+                                         ORDER BY events.ts, events.cell_id) AS origin
+        FROM events LEFT JOIN cells ON cells.cell_id = events.cell_id
+    ),
+    numbered AS (
+        SELECT origin, district,
+               row_number() OVER (PARTITION BY subscriber_id, CAST(ts AS DATE) ORDER BY ts, cell_id) AS nth
+        FROM pairs
+        WHERE ts >= {start_ts} AND origin IS NOT NULL AND district IS NOT NULL AND origin <> district
     )
-    SELECT prev_idx * {n} + idx AS pos, count(*) AS n
-    FROM pairs
-    WHERE ts >= {start_ts} AND prev_idx IS NOT NULL AND idx IS NOT NULL AND prev_idx <> idx
+    SELECT o.idx * {n} + d.idx AS pos, count(*) AS n
+    FROM numbered
+    JOIN domain_index AS o ON o.district = numbered.origin
+    JOIN domain_index AS d ON d.district = numbered.district
+    WHERE nth <= {literal(int(max_trips_per_day))}
     GROUP BY 1
     """
     return store.counts(sql, {}, n * n)
@@ -148,12 +160,17 @@ def cases(
     status_index = " ".join(f"WHEN '{status}' THEN {i}" for i, status in enumerate(CASE_STATUSES))
     statuses = ", ".join(f"'{status}'" for status in CASE_STATUSES)
     sql = f"""
-    WITH {_domain_cte(domain)}
-    SELECT dom.idx * {len(CASE_STATUSES)} + (CASE cases.status {status_index} END) AS pos, count(*) AS n
-    FROM cases
-    JOIN domain_index AS dom ON dom.district = cases.district
-    WHERE cases.report_date >= {literal(start)} AND cases.report_date <= {literal(end)}
-      AND cases.status IN ({statuses})
+    WITH {_domain_cte(domain)},
+    firsts AS (
+        SELECT district, status,
+               row_number() OVER (PARTITION BY person_id, status, report_date ORDER BY case_id) AS nth
+        FROM cases
+        WHERE report_date >= {literal(start)} AND report_date <= {literal(end)} AND status IN ({statuses})
+    )
+    SELECT dom.idx * {len(CASE_STATUSES)} + (CASE firsts.status {status_index} END) AS pos, count(*) AS n
+    FROM firsts
+    JOIN domain_index AS dom ON dom.district = firsts.district
+    WHERE nth = 1
     GROUP BY 1
     """
     return store.counts(sql, {}, len(domain) * len(CASE_STATUSES))
@@ -165,14 +182,17 @@ def confirmed_daily(
     days = (end - start).days + 1
     column = {"report": "report_date", "onset": "onset_date"}[params.get("date", "report")]
     sql = f"""
-    WITH {_domain_cte(domain)}
-    SELECT (dom.idx * {days} + datediff(cases.{column}, {literal(start)})) * 2
-           + CASE WHEN cases.imported THEN 1 ELSE 0 END AS pos,
-           count(*) AS n
-    FROM cases
-    JOIN domain_index AS dom ON dom.district = cases.district
-    WHERE cases.status = 'confirmed'
-      AND cases.{column} >= {literal(start)} AND cases.{column} <= {literal(end)}
+    WITH {_domain_cte(domain)},
+    firsts AS (
+        SELECT district, {column} AS day, CASE WHEN imported THEN 1 ELSE 0 END AS origin,
+               row_number() OVER (PARTITION BY person_id, {column} ORDER BY case_id) AS nth
+        FROM cases
+        WHERE status = 'confirmed' AND {column} >= {literal(start)} AND {column} <= {literal(end)}
+    )
+    SELECT (dom.idx * {days} + datediff(firsts.day, {literal(start)})) * 2 + firsts.origin AS pos, count(*) AS n
+    FROM firsts
+    JOIN domain_index AS dom ON dom.district = firsts.district
+    WHERE nth = 1
     GROUP BY 1
     """
     return store.counts(sql, {}, len(domain) * days * len(CASE_ORIGINS))
@@ -186,11 +206,16 @@ def clusters(
     sql = f"""
     WITH {_domain_cte(domain)},
     lags AS (SELECT * FROM (VALUES {lags}) AS lags(k)),
+    firsts AS (
+        SELECT district, cluster_id, report_date,
+               row_number() OVER (PARTITION BY person_id, report_date ORDER BY case_id) AS nth
+        FROM cases
+        WHERE status = 'confirmed' AND report_date >= {literal(start)} AND report_date <= {literal(end)}
+    ),
     spread AS (
-        SELECT cases.district, cases.cluster_id, date_add(cases.report_date, lags.k) AS day
-        FROM cases CROSS JOIN lags
-        WHERE cases.status = 'confirmed' AND cases.cluster_id IS NOT NULL
-          AND cases.report_date >= {literal(start)} AND cases.report_date <= {literal(end)}
+        SELECT firsts.district, firsts.cluster_id, date_add(firsts.report_date, lags.k) AS day
+        FROM firsts CROSS JOIN lags
+        WHERE firsts.nth = 1 AND firsts.cluster_id IS NOT NULL
     ),
     active AS (
         SELECT district, cluster_id, day FROM spread
@@ -207,19 +232,31 @@ def clusters(
 
 
 def transport_trips(
-    store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
+    store: Store,
+    domain: npt.NDArray[np.int32],
+    start: dt.date,
+    end: dt.date,
+    params: Mapping[str, str],
+    max_trips_per_day: int = DEFAULT_MAX_TRIPS_PER_DAY,
 ) -> npt.NDArray[np.uint64]:
     n = len(domain)
     start_ts, end_excl_ts = _window(start, end)
     mode = params["mode"]
-    mode_filter = "" if mode == "all" else f"AND tickets.mode = {literal(mode)}"
+    mode_filter = "" if mode == "all" else f"AND numbered.mode = {literal(mode)}"
     sql = f"""
-    WITH {_domain_cte(domain)}
+    WITH {_domain_cte(domain)},
+    numbered AS (
+        SELECT origin, destination, mode,
+               row_number() OVER (PARTITION BY passenger_id, CAST(departure AS DATE)
+                                  ORDER BY departure, ticket_id) AS nth
+        FROM tickets
+        WHERE departure >= {start_ts} AND departure < {end_excl_ts}
+    )
     SELECT o.idx * {n} + d.idx AS pos, count(*) AS n
-    FROM tickets
-    JOIN domain_index AS o ON o.district = tickets.origin
-    JOIN domain_index AS d ON d.district = tickets.destination
-    WHERE tickets.departure >= {start_ts} AND tickets.departure < {end_excl_ts} {mode_filter}
+    FROM numbered
+    JOIN domain_index AS o ON o.district = numbered.origin
+    JOIN domain_index AS d ON d.district = numbered.destination
+    WHERE nth <= {literal(int(max_trips_per_day))} {mode_filter}
     GROUP BY 1
     """
     return store.counts(sql, {}, n * n)
@@ -236,3 +273,6 @@ SQL: Mapping[str, Compute] = {
     "health.clusters": clusters,
     "transport.trips": transport_trips,
 }
+
+#: The aggregates whose implementation takes the trips bound (as :data:`adapters.aggregates.postgresql.BOUNDED`).
+BOUNDED: Mapping[str, BoundedCompute] = {"telecom.trips": telecom_trips, "transport.trips": transport_trips}

@@ -15,11 +15,9 @@ import numpy as np
 import numpy.typing as npt
 
 from adapters.store import DOMAIN_CTE, count_vector, domain_param, window_params
+from federation.vocabulary import DEFAULT_MAX_TRIPS_PER_DAY
 
-__all__ = ["DEFAULT_MAX_TRIPS_PER_DAY", "presence", "residents", "roamers", "trips"]
-
-#: Trips (tickets) one person contributes per day unless the agency's privacy policy says otherwise.
-DEFAULT_MAX_TRIPS_PER_DAY = 4
+__all__ = ["presence", "residents", "roamers", "trips"]
 
 # The last event of each (subscriber, day) in the window, mapped to its district's position; one row per pair,
 # so count(*) is a count of distinct subscribers. QUALIFY row_number() measured faster than arg_max here.
@@ -54,11 +52,10 @@ GROUP BY ALL
 # Trips need each in-window event's true predecessor, which may lie before the window. Instead of sorting the
 # whole history, take each subscriber's last event before the window (a hash aggregate) plus the window's
 # events, and run the lag() window over that much smaller set; only events with ts < end + 1 day are read.
+# The contribution bound ranks a subscriber's trips of a day among all their trips between listed cells, before
+# the domain is applied, so the bound (and the daily partials built from it) does not depend on the domain.
 _TRIPS = f"""
 WITH {DOMAIN_CTE},
-cell_index AS (
-    SELECT cells.cell_id, dom.idx FROM cells JOIN domain_index AS dom ON dom.district = cells.district
-),
 before_window AS (
     SELECT subscriber_id, max({{'ts': ts, 'cell_id': cell_id}}) AS last
     FROM signalling WHERE ts < $start_ts GROUP BY subscriber_id
@@ -69,18 +66,20 @@ events AS (
     SELECT subscriber_id, last.ts, last.cell_id FROM before_window
 ),
 pairs AS (
-    SELECT events.subscriber_id, events.ts, events.cell_id, ci.idx,
-           lag(ci.idx) OVER (PARTITION BY events.subscriber_id ORDER BY events.ts, events.cell_id) AS prev_idx
-    FROM events LEFT JOIN cell_index AS ci USING (cell_id)
+    SELECT events.subscriber_id, events.ts, events.cell_id, cells.district,
+           lag(cells.district) OVER (PARTITION BY events.subscriber_id ORDER BY events.ts, events.cell_id) AS origin
+    FROM events LEFT JOIN cells USING (cell_id)
 ),
 numbered AS (
-    SELECT prev_idx, idx,
+    SELECT origin, district,
            row_number() OVER (PARTITION BY subscriber_id, CAST(ts AS DATE) ORDER BY ts, cell_id) AS nth
     FROM pairs
-    WHERE ts >= $start_ts AND prev_idx IS NOT NULL AND idx IS NOT NULL AND prev_idx <> idx
+    WHERE ts >= $start_ts AND origin IS NOT NULL AND district IS NOT NULL AND origin <> district
 )
-SELECT prev_idx::BIGINT * $n + idx AS pos, count(*)::UBIGINT AS n
+SELECT o.idx::BIGINT * $n + d.idx AS pos, count(*)::UBIGINT AS n
 FROM numbered
+JOIN domain_index AS o ON o.district = numbered.origin
+JOIN domain_index AS d ON d.district = numbered.district
 WHERE nth <= $max_trips
 GROUP BY ALL
 """
@@ -117,7 +116,7 @@ def trips(
     Consecutive events (by ``(ts, cell_id)``, over the subscriber's whole history) in different districts are one
     trip, dated by the later event's day; the earlier event may lie before the window. Contribution bound (the
     privacy unit is a person-day): only a subscriber's first ``max_trips_per_day`` trips of each day, by the
-    later event's ``(ts, cell_id)``, count.
+    later event's ``(ts, cell_id)`` among all their trips between listed cells (inside the domain or not), count.
     """
     n = len(domain)
     params = {"domain": domain_param(domain), "n": n, "max_trips": max_trips_per_day, **window_params(start, end)}

@@ -9,26 +9,30 @@ import numpy as np
 import numpy.typing as npt
 
 from adapters.store import DOMAIN_CTE, count_vector, domain_param, window_params
+from federation.vocabulary import DEFAULT_MAX_TRIPS_PER_DAY
 
 __all__ = ["trips"]
 
 # Modes a ticket may have; "all" (the default of the ``mode`` parameter) counts every one of them.
 
+# The contribution bound ranks a passenger's tickets of a day among all of them (every mode, every district)
+# before the mode and the domain are applied, so a bound is one per person-day whatever the request.
 _TRIPS = f"""
 WITH {DOMAIN_CTE},
 numbered AS (
-    SELECT o.idx::BIGINT * $n + d.idx AS pos,
+    SELECT origin, destination, mode,
            row_number() OVER (
-               PARTITION BY tickets.passenger_id, CAST(tickets.departure AS DATE)
-               ORDER BY tickets.departure, tickets.ticket_id
+               PARTITION BY passenger_id, CAST(departure AS DATE) ORDER BY departure, ticket_id
            ) AS nth
     FROM tickets
-    JOIN domain_index AS o ON o.district = tickets.origin
-    JOIN domain_index AS d ON d.district = tickets.destination
-    WHERE tickets.departure >= $start_ts AND tickets.departure < $end_excl_ts
-      AND ($mode = 'all' OR tickets.mode = $mode)
+    WHERE departure >= $start_ts AND departure < $end_excl_ts
 )
-SELECT pos, count(*)::UBIGINT AS n FROM numbered WHERE nth <= $max_trips GROUP BY pos
+SELECT o.idx::BIGINT * $n + d.idx AS pos, count(*)::UBIGINT AS n
+FROM numbered
+JOIN domain_index AS o ON o.district = numbered.origin
+JOIN domain_index AS d ON d.district = numbered.destination
+WHERE nth <= $max_trips AND ($mode = 'all' OR numbered.mode = $mode)
+GROUP BY ALL
 """
 
 
@@ -38,14 +42,14 @@ def trips(
     start: dt.date,
     end: dt.date,
     mode: str,
-    max_trips_per_day: int = 4,
+    max_trips_per_day: int = DEFAULT_MAX_TRIPS_PER_DAY,
 ) -> npt.NDArray[np.uint64]:
     """Origin × destination: tickets departing on a day in [start, end]; index o_idx*n + d_idx (length n*n).
 
     ``mode`` is one of :data:`federation.vocabulary.TRANSPORT_MODES` or ``"all"``. A ticket with origin ==
     destination counts on the diagonal: unlike telecom trips, a ticket is a trip by definition. Contribution bound
     (the privacy unit is a person-day): only a passenger's first ``max_trips_per_day`` tickets of each day, by
-    ``(departure, ticket_id)`` among the tickets this vector counts, count.
+    ``(departure, ticket_id)`` among all their tickets of that day (any mode, any district), count.
     """
     n = len(domain)
     params = {

@@ -7,10 +7,24 @@ Neighbouring stores differ in everything one person contributes to one day's cel
 |---|---|---|
 | telecom.presence, telecom.roamers | one last event per person-day | 1 |
 | telecom.residents (window-free) | one home district per person | 1 |
-| telecom.trips, transport.trips | at most ``max_trips_per_day`` trips (tickets) per person-day | k² |
-| health.cases | a person counted once per status in the window | 3 (one cell per status) |
-| health.confirmed_daily | a person counted once, at their first confirmed row in the window | 1 |
+| telecom.trips | at most ``max_trips_per_day`` (k) trips per person-day | (k+1)(k+2) |
+| transport.trips | at most k tickets per person-day | k² |
+| telecom.arrivals | a person once per district in the window | 1 |
+| telecom.exposure | a person in one district (their last event of the last day) | 2 |
+| health.cases | a person once per status and day | 3 (one cell per status) |
+| health.confirmed_daily | a person once per day | 1 |
 | health.clusters | as confirmed_daily; one person's case is in a cluster's count for 14 days | 14 |
+
+Why: removing one person's events of day t takes away at most k counted telecom trips of day t (L2 at most k)
+and changes the first trip of their next day with events (its origin was day t's last event): one trip moves to
+another cell, appears or disappears, and the day's bound then admits or drops one more, so at most two cells
+change by one (L2 at most √2); Δ₂ ≤ k + √2, and (k + √2)² < (k+1)(k+2). Arrivals count (person, district)
+pairs: without day t, the district of day t may lose its arrival and the district of day t + 1 may gain one,
+but only when it is the same district, so one cell changes by one. Exposure counts a person only in the
+district of their last event of the window's last day, once as present and once as exposed.
+
+Days charged: the data days of the window; arrivals also read the day before the window (an arrival on the
+first day needs it), so they charge it too (:func:`charged_window`).
 
 Each of the t-or-more surviving agencies adds N_Z(0, σ²/t) to every cell, with σ² = Δ₂²/(2ρ) (an exact
 fraction). For one party the discrete Gaussian is exactly Δ₂²/(2σ²)-zCDP (Canonne, Kamath, Steinke 2020,
@@ -23,6 +37,7 @@ Theorem 14). A sum of n independent N_Z(0, σ²/t) is not itself a discrete Gaus
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from fractions import Fraction
 
@@ -31,6 +46,7 @@ from federation.vocabulary import CLUSTER_WINDOW_DAYS
 
 __all__ = [
     "WINDOW_FREE",
+    "charged_window",
     "epsilon_for",
     "party_sigma2",
     "release_rho",
@@ -45,23 +61,35 @@ _SENSITIVITY_SQUARED = {
     "telecom.presence": 1,
     "telecom.roamers": 1,
     "telecom.residents": 1,
+    "telecom.arrivals": 1,
+    "telecom.exposure": 2,
     "health.cases": 3,
     "health.confirmed_daily": 1,
     # One person's confirmed row adds to one (district, cluster) count on 14 consecutive days: each of those
     # district-days' cluster counts changes by at most one.
     "health.clusters": CLUSTER_WINDOW_DAYS,
 }
-_TRIPS = ("telecom.trips", "transport.trips")
+#: Aggregates whose vector also depends on the day before the window, which a release therefore charges.
+_READS_DAY_BEFORE = frozenset({"telecom.arrivals"})
 
 
 def sensitivity_squared(aggregate: str, max_trips_per_day: int) -> int:
     """Δ₂² of one person-day in ``aggregate``'s vector (see the module table)."""
-    if aggregate in _TRIPS:
+    if aggregate == "telecom.trips":
+        return (max_trips_per_day + 1) * (max_trips_per_day + 2)
+    if aggregate == "transport.trips":
         return max_trips_per_day * max_trips_per_day
     try:
         return _SENSITIVITY_SQUARED[aggregate]
     except KeyError:
         raise InvalidQuery(f"no sensitivity is defined for aggregate {aggregate!r}") from None
+
+
+def charged_window(aggregate: str, start: dt.date | None, end: dt.date | None) -> tuple[dt.date | None, dt.date | None]:
+    """The inclusive days a release of ``aggregate`` over [start, end] charges (None, None: window-free)."""
+    if start is not None and aggregate in _READS_DAY_BEFORE:
+        return start - dt.timedelta(days=1), end
+    return start, end
 
 
 def parse_rho(text: str) -> Fraction:

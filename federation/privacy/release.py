@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from federation.config import PrivacyPolicy
 from federation.errors import PolicyRefused
-from federation.privacy.accounting import parse_rho, party_sigma2, release_rho, sensitivity_squared
+from federation.privacy.accounting import charged_window, parse_rho, party_sigma2, release_rho, sensitivity_squared
 from federation.privacy.ledger import ledger_days
 from federation.privacy.sampler import discrete_gaussian
 
@@ -32,7 +32,9 @@ class ReleaseCost:
     noisy: bool
     party_sigma2: Fraction  # σ²/t added to each cell by this agency (0 without noise)
     rho: float  # accounted zCDP ρ charged on each of ``days`` (0 without noise)
-    days: tuple[str, ...]  # ledger keys: the data days of the window, or ("window-free",)
+    days: tuple[
+        str, ...
+    ]  # ledger keys: the data days the release reads (accounting.charged_window), or ("window-free",)
 
 
 def release_cost(
@@ -50,7 +52,7 @@ def release_cost(
     A noisy policy refuses a round that names no ρ (:class:`PolicyRefused`): without it the agency could not
     know how much noise to add.
     """
-    days = tuple(ledger_days(start, end))
+    days = tuple(ledger_days(*charged_window(aggregate, start, end)))
     if not policy.noisy:
         return ReleaseCost(False, Fraction(0), 0.0, days)
     if not rho_text:
