@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import os
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypedDict
 
 import grpc
 import numpy as np
@@ -23,7 +23,7 @@ from adapters.policy import Approval, RoundRequest, approve_round, check_honest_
 from adapters.rounds import LiveRound, RoundTable
 from adapters.stages import NO_HOOKS, StageHooks
 from federation import __version__, metrics
-from federation.audit import AuditLog, AuditValue
+from federation.audit import AuditLog
 from federation.catalog import KINDS
 from federation.chunking import CHUNK_BYTES, iter_chunks
 from federation.config import FederationConfig, NodeConfig
@@ -398,7 +398,12 @@ def _peer_or_unknown(context: Any) -> str:
         return "unauthenticated"
 
 
-def _broker_head(request: Any) -> dict[str, AuditValue]:
+class _BrokerHead(TypedDict):
+    broker_seq: int
+    broker_hash: str
+
+
+def _broker_head(request: Any) -> _BrokerHead:
     """The broker's audit head a stage request carries, as fields of this node's record of the stage."""
     head = request.broker_head
     return {"broker_seq": int(head.seq), "broker_hash": str(head.hash)}

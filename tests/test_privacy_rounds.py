@@ -89,7 +89,7 @@ def direct_round(evil: EvilBroker, start: dt.date, end: dt.date) -> npt.NDArray[
         for chunk in chunks[1:]:
             state.add_masked_chunk(node, offset, chunk.data)
             offset += len(chunk.data) // 8
-        state.finish_masked(node, int(chunks[0].header.length), chunks[0].header.sha256)
+        state.finish_masked(node, int(chunks[0].header.length))
     signatures = asyncio.run(evil.signatures(round_id, state.survivors))
     state.receive_consistency({s.node_id: s.signature for s in signatures})
     unmask = adapter_pb2.UnmaskRequest(round_id=round_id, survivors=state.survivors, signatures=signatures)
