@@ -19,6 +19,8 @@ from fedbroker.harness import LocalFederation
 from federation.audit import record_hash, verify_audit
 from federation.audit_cross import cross_check
 from federation.catalog import new_query
+from federation.config import PrivacyPolicy
+from tests.federation_fixtures import private_copy
 from tests.test_round_refusals import TELECOM
 
 pytestmark = pytest.mark.slow
@@ -27,9 +29,11 @@ NATIONAL = "nhc-national"
 
 @pytest.fixture(scope="module")
 def audit_dir(small_scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The audit logs of a broker and three carriers after one population query (a snapshot copy)."""
+    """The audit logs of a broker and three carriers after one population query (a snapshot copy). The roster is
+    a private copy with its own audit logs: the shared scenario's broker log holds other tests' rounds."""
     run_dir = tmp_path_factory.mktemp("anchoring")
-    with LocalFederation(small_scenario, run_dir=run_dir / "run", nodes=TELECOM) as federation:
+    roster = private_copy(small_scenario, run_dir / "federation", privacy=PrivacyPolicy())
+    with LocalFederation(roster, run_dir=run_dir / "run", nodes=TELECOM) as federation:
         config = federation.config
         query = new_query("population", start=config.data_end, end=config.data_end, params={}, coordinator=NATIONAL)
         asyncio.run(run_query(config, NATIONAL, query))

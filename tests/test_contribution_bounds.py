@@ -25,9 +25,12 @@ def engine(request: pytest.FixtureRequest) -> str:
 
 
 def _both_ways(store: Store, kind: str, request: AggregateRequest) -> npt.NDArray[np.uint64]:
-    """The raw-table vector, after checking that the daily partials (where the aggregate has them) give it too."""
+    """The raw-table vector, after checking that the daily partials (where the aggregate has them) give it too.
+
+    Spark's partials are checked by tests/test_partials.py on the random stores (whose persons and passengers
+    repeat, so the bounds bite there too): a refresh costs Spark half a minute of jobs on these tiny tables."""
     raw = compute_aggregate(store, request, use_partials=False)
-    if request.name in partials.PARTIALS:
+    if request.name in partials.PARTIALS and store.dialect != "spark":
         if not partials.fresh(store, request.name):
             partials.refresh(store, kind)
         assert partials.fresh(store, request.name)
@@ -44,7 +47,7 @@ def test_telecom_trips_keep_the_first_k_of_each_person_day(tmp_path: Path, engin
     signalling += [(3, at(DAY0, 6), 1), (3, at(DAY0, 7), 9), (3, at(DAY0, 8), 2), (3, at(DAY0, 9), 3)]
     con = make_store(tmp_path / "t.duckdb", "telecom", cells=CELLS, subscribers=[], signalling=signalling)
     store = as_backend(con, "telecom", engine, tmp_path)
-    for k in (1, 2, 4) if engine == "spark" else (1, 2, 3, 4, 10):
+    for k in (2,) if engine == "spark" else (1, 2, 3, 4, 10):
         request = dataclasses.replace(req("telecom.trips", DAY0, DAY1), max_trips_per_day=k)
         vector = _both_ways(store, "telecom", request)
         assert np.array_equal(vector, oracle_trips(store, DOMAIN, DAY0, DAY1, max_trips_per_day=k))
@@ -70,15 +73,15 @@ def test_transport_tickets_keep_the_first_k_of_each_passenger_day(tmp_path: Path
     tickets += [(15, 9, "rail", C, A, at(DAY0, 11))]
     con = make_store(tmp_path / "r.duckdb", "transport", tickets=tickets)
     store = as_backend(con, "transport", engine, tmp_path)
-    for k in (1, 4) if engine == "spark" else (1, 2, 4, 7):
-        for mode in ("all", "rail"):
-            request = dataclasses.replace(req("transport.trips", DAY0, DAY1, mode=mode), max_trips_per_day=k)
-            vector = _both_ways(store, "transport", request)
-            expected = oracle_transport_trips(store, DOMAIN, DAY0, DAY1, mode, max_trips_per_day=k)
-            assert np.array_equal(vector, expected), (k, mode)
-            assert od(vector, A, B) == min(k - 1, 6) + 1
-            assert od(vector, C, A) == (1 if k >= 3 else 0)
-            assert od(vector, B, C) == (0 if mode == "rail" else 2)
+    cases = [(4, "rail")] if engine == "spark" else [(k, mode) for k in (1, 2, 4, 7) for mode in ("all", "rail")]
+    for k, mode in cases:
+        request = dataclasses.replace(req("transport.trips", DAY0, DAY1, mode=mode), max_trips_per_day=k)
+        vector = _both_ways(store, "transport", request)
+        expected = oracle_transport_trips(store, DOMAIN, DAY0, DAY1, mode, max_trips_per_day=k)
+        assert np.array_equal(vector, expected), (k, mode)
+        assert od(vector, A, B) == min(k - 1, 6) + 1
+        assert od(vector, C, A) == (1 if k >= 3 else 0)
+        assert od(vector, B, C) == (0 if mode == "rail" else 2)
     store.close()
 
 
