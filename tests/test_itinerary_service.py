@@ -30,7 +30,9 @@ from adapters.itinerary.sms import OutboxSender, local_outbox
 from fedbroker.harness import LocalFederation
 from federation.audit import AuditLog
 from federation.config import FederationConfig
+from federation.identity import Identity
 from federation.msisdn import mask_msisdn
+from federation.pki import issue_certificate
 from federation.registry import load_registry
 from federation.tls import channel_credentials, channel_options, server_credentials, server_options
 from federation.v1 import itinerary_pb2, itinerary_pb2_grpc
@@ -106,14 +108,23 @@ def pool(fed: LocalFederation) -> Numbers:
     return Numbers(fed.config)
 
 
-def call(fed: LocalFederation, caller: str, carrier: str, rpc: Callable[[Any], Awaitable[T]]) -> T:
-    """Call ``carrier``'s Itinerary service with ``caller``'s certificate; AioRpcError on refusal."""
+def call(
+    fed: LocalFederation,
+    caller: str,
+    carrier: str,
+    rpc: Callable[[Any], Awaitable[T]],
+    *,
+    identity: Identity | None = None,
+) -> T:
+    """Call ``carrier``'s Itinerary service with ``caller``'s certificate (or ``identity``); AioRpcError on
+    refusal."""
 
     async def go() -> T:
-        identity = fed.config.identity(caller)
+        identity_used = identity or fed.config.identity(caller)
         address = fed.config.node(carrier).address
         options = channel_options(carrier)
-        async with grpc.aio.secure_channel(address, channel_credentials(identity), options=options) as channel:
+        credentials = channel_credentials(identity_used)
+        async with grpc.aio.secure_channel(address, credentials, options=options) as channel:
             return await rpc(itinerary_pb2_grpc.ItineraryStub(channel))
 
     return asyncio.run(go())
@@ -345,6 +356,48 @@ def test_only_the_carriers_own_gateway_may_call(fed: LocalFederation, pool: Numb
         assert status == grpc.StatusCode.PERMISSION_DENIED and "only telecom-a's own SMS gateway" in details
         assert_refused_and_audited(fed, since, method, status, "SMS gateway", peer=caller)
     assert not [line for line in outbox_lines(fed) if line["to"] == msisdn]
+
+
+@pytest.mark.parametrize("claimed", [GATEWAY, "telecom-a-gateway-2"])
+def test_a_federation_certificate_the_roster_does_not_list(fed: LocalFederation, pool: Numbers, claimed: str) -> None:
+    """Signed by the federation CA, but not the roster's certificate: a second gateway certificate (the CA was
+    misused, or an old one) and a gateway the roster never named are both refused before any code exists."""
+    ca_pem = fed.config.ca.read_bytes()
+    now = dt.datetime.now(dt.UTC)
+    cert_pem, key_pem = issue_certificate(
+        ca_pem,
+        fed.config.ca.with_suffix(".key").read_bytes(),
+        claimed,
+        not_before=now - dt.timedelta(hours=1),
+        not_after=now + dt.timedelta(days=1),
+    )
+    stray = Identity(node_id=claimed, cert_pem=cert_pem, key_pem=key_pem, ca_pem=ca_pem)
+    msisdn = pool.any()
+    since = last_seq(fed)
+    request = itinerary_pb2.CodeRequest(msisdn=msisdn)
+    status, _ = refusal(
+        lambda: call(fed, claimed, CARRIER, lambda s: s.RequestCode(request, timeout=30), identity=stray)
+    )
+    assert status == grpc.StatusCode.UNAUTHENTICATED
+    assert_refused_and_audited(fed, since, "RequestCode", status, "roster", peer=claimed)
+    assert request_code(fed, msisdn).requests_left == 2  # the refused call drew no code for the number
+
+
+def test_a_broken_risk_list_refuses_without_spending_the_code(
+    fed: LocalFederation, pool: Numbers, risk_list: Path
+) -> None:
+    msisdn, cities = pool.with_cities(1)
+    code = fresh_code(fed, msisdn)
+    since = last_seq(fed)
+    risk_list.write_text("{not json")
+    try:
+        status, details = refusal(lambda: get(fed, msisdn, code))
+    finally:
+        risk_list.write_text("[]    ")  # another size than any list before, so the node rereads it
+    assert status == grpc.StatusCode.FAILED_PRECONDITION and str(risk_list) in details
+    assert_refused_and_audited(fed, since, "GetItinerary", status, str(risk_list))
+    # The carrier fixed its list: the same code still works, once.
+    assert [c.code for c in get(fed, msisdn, code).cities] == cities
 
 
 def test_another_carriers_number_is_answered_like_an_unknown_one(fed: LocalFederation, pool: Numbers) -> None:
