@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import json
 import re
 import sys
 import time
 from pathlib import Path
 
+from adapters.backends import open_backend
+from adapters.itinerary.query import itinerary_of
 from adapters.itinerary.sms import local_outbox
-from adapters.store import open_store
 from fedbroker.client import Client
 from fedbroker.harness import LocalFederation
 from fedbroker.html_report import gather, render_report
@@ -160,23 +162,35 @@ def show_one_itinerary(config: FederationConfig, *, risk_list: Path, carrier: st
 
 
 def _a_traveller(config: FederationConfig, carrier: str) -> str | None:
-    """The number of a subscriber seen in at least two prefectures in the last week of data (the demo's pick)."""
-    con = open_store(config.node(carrier).store)
+    """The number of a subscriber with at least two cities in its itinerary (the demo's pick): among the first
+    subscribers seen in two prefectures in the last week of data, the first whose itinerary, computed by the
+    carrier's own statement, lists two; else the first of them."""
+    node = config.node(carrier)
+    store = open_backend(node.location())
     try:
-        row = con.execute(
-            """
-            SELECT subscribers.msisdn
-            FROM signalling JOIN cells USING (cell_id) JOIN subscribers USING (subscriber_id)
-            WHERE signalling.ts >= (SELECT max(ts) FROM signalling) - INTERVAL 7 DAY AND subscribers.msisdn IS NOT NULL
-            GROUP BY subscribers.subscriber_id, subscribers.msisdn
-            HAVING count(DISTINCT CAST(floor(cells.district / 100.0) AS INTEGER)) >= 2
-            ORDER BY subscribers.subscriber_id
-            LIMIT 1
-            """
-        ).fetchone()
+        candidates = [
+            str(number)
+            for (number,) in store.rows(
+                """
+                SELECT subscribers.msisdn
+                FROM signalling JOIN cells USING (cell_id) JOIN subscribers USING (subscriber_id)
+                WHERE signalling.ts >= (SELECT max(ts) FROM signalling) - INTERVAL '7' DAY
+                  AND subscribers.msisdn IS NOT NULL
+                GROUP BY subscribers.subscriber_id, subscribers.msisdn
+                HAVING count(DISTINCT CAST(floor(cells.district / 100.0) AS INTEGER)) >= 2
+                ORDER BY subscribers.subscriber_id
+                LIMIT 20
+                """
+            )
+        ]
+        policy = node.policy.itinerary
+        min_stay = dt.timedelta(hours=policy.min_stay_hours)
+        for number in candidates:
+            if len(itinerary_of(store, number, window_days=policy.window_days, min_stay=min_stay).cities) >= 2:
+                return number
     finally:
-        con.close()
-    return None if row is None else str(row[0])
+        store.close()
+    return candidates[0] if candidates else None
 
 
 def _outbox_size(outbox: Path) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from federation.config import load_federation
+from federation.config import FederationConfig, load_federation
 from federation.registry import load_registry
+from tests.oracle import oracle_itinerary
 
 pytestmark = pytest.mark.slow
 DAY_US = 86_400_000_000
@@ -107,9 +109,27 @@ def test_demo_runs_and_its_answer_is_reproduced_from_raw_tables(tmp_path: Path) 
         assert math.isclose(row[col["importation_index"]], index[d], rel_tol=1e-9, abs_tol=1e-12)
         assert row[col["alert"]] == bool(index[d] >= 1.0)
     assert any(row[col["alert"]] for row in answer["rows"])
+    _check_itinerary_part(done.stdout, roster)
     for log in (tmp_path / "default" / "run").glob("*.log"):
         assert "Traceback" not in log.read_text(), log
     assert not _processes_mentioning(str(tmp_path)), "the demo left node processes running"
+
+
+def _check_itinerary_part(stdout: str, roster: FederationConfig) -> None:
+    """The demo's last part: one telecom-a subscriber's own cities (against the oracle over its raw rows) and
+    the commands to try it by hand."""
+    assert "The consented itinerary service, for one telecom-a subscriber" in stdout
+    (number,) = set(re.findall(r"fedbroker itinerary request .* --msisdn (\+[0-9]+)", stdout))
+    assert "fedbroker itinerary show" in stdout and "sms/outbox.jsonl" in stdout
+    lines = stdout[stdout.index("Places visited by") :].splitlines()
+    shown = [
+        int(line.split()[0]) for line in lines[1 : next(i for i, t in enumerate(lines) if t.startswith("updated"))]
+    ]
+    node = roster.node("telecom-a")
+    policy = node.policy.itinerary
+    with duckdb.connect(str(node.store), read_only=True) as con:
+        expected = oracle_itinerary(con, number, policy.window_days, dt.timedelta(hours=policy.min_stay_hours))
+    assert shown == expected and len(shown) >= 1, stdout
 
 
 def _processes_mentioning(text: str) -> list[int]:
