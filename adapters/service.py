@@ -31,6 +31,7 @@ from federation.errors import FederationError, InvalidQuery, PermissionDenied
 from federation.identity import Identity, Roster
 from federation.privacy.ledger import BudgetLedger, ledger_path
 from federation.privacy.release import ReleaseCost, add_noise, release_cost
+from federation.privacy.survivors import SurvivorMemory, release_spec, survivors_path
 from federation.queries import query_hash
 from federation.registry import Registry
 from federation.rpc import rpc_errors
@@ -74,6 +75,9 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         self._use_partials = os.environ.get(PARTIALS_ENV, "on") != "off"
         privacy = node.policy.privacy
         self._ledger = BudgetLedger(ledger_path(node), owner=node.id, rho_per_day=privacy.rho_per_day)
+        # Exact-sum agencies unmask one survivor set per aggregate spec (federation/privacy/survivors.py).
+        exact_once = not privacy.noisy and privacy.one_survivor_set
+        self._survivors = SurvivorMemory(survivors_path(node), owner=node.id) if exact_once else None
 
     def close_audit(self) -> None:
         """fsync the audit records still unsynced and close the log (the node is stopping)."""
@@ -293,6 +297,10 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         await self._stages.before("unmask")
         live = self._rounds.get(request.round_id)
         signatures = {s.node_id: s.signature for s in request.signatures}
+        if self._survivors is not None:
+            plan = live.approval.plan
+            spec = release_spec(plan.aggregate, plan.start, plan.end, plan.params, self._registry.hash)
+            await asyncio.to_thread(self._survivors.admit, spec, list(request.survivors))
         async with live.lock:
             revealed = await asyncio.to_thread(live.state.unmask, list(request.survivors), signatures)
         record = await self._audit.append_async(

@@ -69,11 +69,15 @@ class PrivacyPolicy:
     cell it contributes) or ``none`` (exact sums, for tests and closed exercises). ``rho_per_day``: the zCDP
     budget the agency lets all releases together spend on each data day (and on window-free aggregates).
     ``max_trips_per_day``: the contribution bound of the trips aggregates (trips per person-day).
+    ``one_survivor_set``: with ``noise: none``, unmask each aggregate spec for one survivor set only (the first),
+    so two exact rounds with different survivors never let the broker subtract one agency's vector
+    (``federation/privacy/survivors.py``); ``false`` only for fault-injection tests that retry with other survivors.
     """
 
     noise: str = "discrete-gaussian"
     rho_per_day: float = DEFAULT_RHO_PER_DAY
     max_trips_per_day: int = DEFAULT_MAX_TRIPS_PER_DAY
+    one_survivor_set: bool = True
 
     @property
     def noisy(self) -> bool:
@@ -367,6 +371,7 @@ def dump_federation(cfg: FederationConfig, path: Path) -> None:
                         "noise": node.policy.privacy.noise,
                         "rho_per_day": node.policy.privacy.rho_per_day,
                         "max_trips_per_day": node.policy.privacy.max_trips_per_day,
+                        "one_survivor_set": node.policy.privacy.one_survivor_set,
                     },
                 },
                 **_dump_limits(node.limits, ("max_live_rounds", "max_concurrent_rpcs")),
@@ -747,13 +752,19 @@ class _Reader:
         )
 
     def privacy(self, value: object, key: str) -> PrivacyPolicy:
-        privacy = self.section(value, key, (), ("noise", "rho_per_day", "max_trips_per_day"))
+        privacy = self.section(value, key, (), ("noise", "rho_per_day", "max_trips_per_day", "one_survivor_set"))
+        one_set = privacy.get("one_survivor_set", True)
+        if not isinstance(one_set, bool):
+            self.fail(
+                f"{key}.one_survivor_set", f"expected true or false, got {_shown(one_set)}", "write true or false"
+            )
         return PrivacyPolicy(
             noise=self.choice(privacy.get("noise", "discrete-gaussian"), f"{key}.noise", NOISE_MECHANISMS),
             rho_per_day=self.positive_number(privacy.get("rho_per_day", DEFAULT_RHO_PER_DAY), f"{key}.rho_per_day"),
             max_trips_per_day=self.trip_bound(
                 privacy.get("max_trips_per_day", DEFAULT_MAX_TRIPS_PER_DAY), f"{key}.max_trips_per_day"
             ),
+            one_survivor_set=one_set,
         )
 
     def coordinator(self, value: object, key: str, domain: DomainConfig) -> CoordinatorConfig:

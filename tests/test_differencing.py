@@ -1,0 +1,147 @@
+"""Round differencing by a claimed dropout, against real nodes (three carriers, t = 2).
+
+A malicious broker runs the same presence round twice: once with every carrier, once claiming telecom-b dropped
+after MaskedInput (it did send its masked input). Without a defence the difference of the two sums is
+telecom-b's exact vector. An exact-sum agency (``noise: none``) therefore unmasks one survivor set per aggregate
+spec; a noisy agency pays for each round in its budget, so the difference is noisy and charged twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import grpc
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from fedbroker.harness import LocalFederation
+from federation.config import PrivacyPolicy
+from federation.identity import Roster
+from federation.privacy.ledger import ledger_path
+from federation.queries import query_hash
+from federation.secagg import BrokerRound
+from federation.v1 import adapter_pb2
+from federation.wire import advert_from_pb, revealed_from_pb, shares_from_pb, shares_to_pb
+from tests import oracle
+from tests.federation_fixtures import oracle_sum, private_copy
+from tests.test_round_refusals import TELECOM, EvilBroker
+
+pytestmark = pytest.mark.slow
+DROPPED = "telecom-b"
+RHO = 0.05
+
+
+def claimed_dropout_round(
+    evil: EvilBroker, day: dt.date, *, claim_dropped: str | None, rho: str = ""
+) -> npt.NDArray[np.uint64]:
+    """One presence round driven straight through the adapters; ``claim_dropped`` sends its masked input but is
+    left out of U3, so the broker asks the others for its mask-key shares."""
+    query, signed = evil.query(start=day, end=day)
+    spec = evil.spec(query, rho=rho)
+    round_id = secrets.token_bytes(16)
+    state = BrokerRound(
+        round_id=round_id,
+        query_hash=query_hash(signed.canonical),
+        participants=list(TELECOM),
+        threshold=2,
+        length=int(spec.length),
+        verifier=Roster.from_files(evil.config.certificates(), ca=evil.config.ca),
+    )
+    adverts = asyncio.run(evil.open_all(round_id, signed, spec))
+    u1 = state.receive_adverts([advert_from_pb(a) for a in adverts.values()])
+    request = adapter_pb2.ShareKeysRequest(round_id=round_id, adverts=[adverts[n] for n in u1])
+    shared = {n: asyncio.run(evil.call(n, "ShareKeys", request)) for n in TELECOM}
+    routed = state.route_shares({n: shares_from_pb(r.shares) for n, r in shared.items()})
+    for node in TELECOM:
+        masked = adapter_pb2.MaskedInputRequest(
+            round_id=round_id, survivors=state.u2, shares=shares_to_pb(routed[node])
+        )
+        chunks = asyncio.run(evil.call(node, "MaskedInput", masked))
+        if node == claim_dropped:
+            continue  # received in full, and claimed lost
+        offset = 0
+        for chunk in chunks[1:]:
+            state.add_masked_chunk(node, offset, chunk.data)
+            offset += len(chunk.data) // 8
+        state.finish_masked(node, int(chunks[0].header.length))
+    signatures = asyncio.run(evil.signatures(round_id, state.survivors))
+    state.receive_consistency({s.node_id: s.signature for s in signatures})
+    unmask = adapter_pb2.UnmaskRequest(round_id=round_id, survivors=state.survivors, signatures=signatures)
+    revealed = {n: revealed_from_pb(asyncio.run(evil.call(n, "Unmask", unmask)).shares) for n in state.survivors}
+    return state.unmask(revealed)
+
+
+def _federation(small_scenario: Path, directory: Path, privacy: PrivacyPolicy) -> LocalFederation:
+    roster = private_copy(small_scenario, directory, privacy=privacy, rho_per_round=RHO, min_contributors=2)
+    return LocalFederation(roster, run_dir=directory / "run", nodes=TELECOM)
+
+
+@pytest.fixture(scope="module")
+def exact_fed(small_scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    # The default exact policy: one survivor set per aggregate spec.
+    with _federation(small_scenario, tmp_path_factory.mktemp("exact"), PrivacyPolicy(noise="none")) as federation:
+        yield federation
+
+
+@pytest.fixture(scope="module")
+def noisy_fed(small_scenario: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    policy = PrivacyPolicy(noise="discrete-gaussian", rho_per_day=1.0)
+    with _federation(small_scenario, tmp_path_factory.mktemp("noisy"), policy) as federation:
+        yield federation
+
+
+def _presence_of(federation: LocalFederation, node_id: str, day: dt.date) -> npt.NDArray[np.uint64]:
+    codes = EvilBroker(federation.config).registry.codes
+    con = duckdb.connect(str(federation.config.node(node_id).store), read_only=True)
+    try:
+        return oracle.oracle_presence(con, codes, day, day)
+    finally:
+        con.close()
+
+
+def test_an_exact_agency_refuses_a_second_survivor_set(exact_fed: LocalFederation) -> None:
+    evil = EvilBroker(exact_fed.config)
+    day = exact_fed.config.data_end
+    full = claimed_dropout_round(evil, day, claim_dropped=None)
+
+    def presence(con: duckdb.DuckDBPyConnection) -> npt.NDArray[np.uint64]:
+        return oracle.oracle_presence(con, evil.registry.codes, day, day)
+
+    assert np.array_equal(full, oracle_sum(exact_fed.config, "telecom", presence))
+    assert _presence_of(exact_fed, DROPPED, day).sum() > 0  # there is something to steal
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        claimed_dropout_round(evil, day, claim_dropped=DROPPED)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    details = refused.value.details() or ""
+    assert "already released telecom.presence" in details and "telecom-a, telecom-b, telecom-c" in details
+    # The same survivors again are fine: the sum is the one already released.
+    assert np.array_equal(claimed_dropout_round(evil, day, claim_dropped=None), full)
+    # Another day is another spec, with its own first survivor set.
+    other = day - dt.timedelta(days=1)
+    partial = claimed_dropout_round(evil, other, claim_dropped=DROPPED)
+    expected = _presence_of(exact_fed, "telecom-a", other) + _presence_of(exact_fed, "telecom-c", other)
+    assert np.array_equal(partial, expected)
+
+
+def test_a_noisy_agency_pays_for_the_second_round_and_the_difference_is_noisy(noisy_fed: LocalFederation) -> None:
+    evil = EvilBroker(noisy_fed.config)
+    day = noisy_fed.config.data_end
+    full = claimed_dropout_round(evil, day, claim_dropped=None, rho=repr(RHO))
+    without = claimed_dropout_round(evil, day, claim_dropped=DROPPED, rho=repr(RHO))
+    stolen = (full.view(np.int64) - without.view(np.int64)).astype(np.int64)
+    exact = _presence_of(noisy_fed, DROPPED, day).astype(np.int64)
+    noise = stolen - exact
+    # Presence: Δ₂² = 1, σ²/t = 1/(2·0.05·2) = 5 per agency; the difference carries three agencies' noise of the
+    # first round and two of the second: variance 25, so nearly every cell is off.
+    assert np.count_nonzero(noise) > 0.7 * noise.size
+    for node_id in TELECOM:
+        lines = ledger_path(noisy_fed.config.node(node_id)).read_text().splitlines()
+        charges = [json.loads(line) for line in lines]
+        assert [c["days"] for c in charges] == [[day.isoformat()], [day.isoformat()]], node_id
