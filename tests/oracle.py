@@ -31,6 +31,7 @@ __all__ = [
     "oracle_roamers",
     "oracle_transport_trips",
     "oracle_trips",
+    "rows_of",
 ]
 
 STATUS_ORDER = ("confirmed", "suspected", "close_contact")
@@ -42,7 +43,8 @@ MAX_TRIPS_PER_DAY = 4
 Source = duckdb.DuckDBPyConnection | Store
 
 
-def _rows(con: Source, table: str) -> list[tuple[Any, ...]]:
+def rows_of(con: Source, table: str) -> list[tuple[Any, ...]]:
+    """Every row of ``table`` as tuples, read from the source itself (any backend)."""
     if isinstance(con, duckdb.DuckDBPyConnection):
         rows: list[tuple[Any, ...]] = con.execute(f"SELECT * FROM {table}").fetchall()
         return rows
@@ -65,7 +67,7 @@ def _in_window(day: dt.date, start: dt.date, end: dt.date) -> bool:
 
 
 def _cell_districts(con: Source) -> dict[int, int]:
-    return {cell_id: district for cell_id, district in _rows(con, "cells")}
+    return {cell_id: district for cell_id, district in rows_of(con, "cells")}
 
 
 def _last_events_of_days(
@@ -73,7 +75,7 @@ def _last_events_of_days(
 ) -> dict[tuple[int, dt.date], tuple[dt.datetime, int]]:
     """(subscriber, day) -> the (ts, cell_id) that is greatest, i.e. the day's last event."""
     last: dict[tuple[int, dt.date], tuple[dt.datetime, int]] = {}
-    for subscriber_id, ts, cell_id in _rows(con, "signalling"):
+    for subscriber_id, ts, cell_id in rows_of(con, "signalling"):
         if subscribers is not None and subscriber_id not in subscribers:
             continue
         day = ts.date()
@@ -121,7 +123,7 @@ def oracle_roamers(
     """Presence restricted to subscribers whose home_district code starts with home_prefix."""
     roaming = {
         subscriber_id
-        for subscriber_id, home, *_ in _rows(con, "subscribers")
+        for subscriber_id, home, *_ in rows_of(con, "subscribers")
         if home is not None and str(home).startswith(home_prefix)
     }
     return _district_day_counts(con, domain, start, end, subscribers=roaming)
@@ -131,7 +133,7 @@ def oracle_residents(con: Source, domain: Sequence[int] | npt.NDArray[np.int32])
     """Per district: distinct subscribers whose home_district is d."""
     position = _positions(domain)
     people: dict[int, set[int]] = defaultdict(set)
-    for subscriber_id, home, *_ in _rows(con, "subscribers"):
+    for subscriber_id, home, *_ in rows_of(con, "subscribers"):
         if home in position:
             people[position[home]].add(subscriber_id)
     return _vector({pos: len(ids) for pos, ids in people.items()}, len(position))
@@ -151,7 +153,7 @@ def oracle_trips(
     n = len(position)
     cells = _cell_districts(con)
     history: dict[int, list[tuple[dt.datetime, int]]] = defaultdict(list)
-    for subscriber_id, ts, cell_id in _rows(con, "signalling"):
+    for subscriber_id, ts, cell_id in rows_of(con, "signalling"):
         history[subscriber_id].append((ts, cell_id))
     counts: dict[int, int] = defaultdict(int)
     for events in history.values():
@@ -178,7 +180,7 @@ def oracle_cases(
     whatever district; counted when that district is in the domain)."""
     position = _positions(domain)
     first: dict[tuple[int, str, dt.date], tuple[int, int]] = {}
-    for row in _rows(con, "cases"):
+    for row in rows_of(con, "cases"):
         case_id, person_id, status, district, _onset, report_date = row[:6]
         if status in STATUS_ORDER and report_date is not None and _in_window(report_date, start, end):
             key = (person_id, status, report_date)
@@ -206,7 +208,7 @@ def oracle_transport_trips(
     n = len(position)
     wanted = MODES if mode == "all" else (mode,)
     by_passenger_day: dict[tuple[int, dt.date], list[tuple[dt.datetime, int, str, int, int]]] = defaultdict(list)
-    for ticket_id, passenger_id, ticket_mode, origin, destination, departure in _rows(con, "tickets"):
+    for ticket_id, passenger_id, ticket_mode, origin, destination, departure in rows_of(con, "tickets"):
         if departure is not None and _in_window(departure.date(), start, end):
             by_passenger_day[passenger_id, departure.date()].append(
                 (departure, ticket_id, ticket_mode, origin, destination)
@@ -232,7 +234,7 @@ def oracle_confirmed_daily(
     position = _positions(domain)
     days = (end - start).days + 1
     counts: dict[int, int] = defaultdict(int)
-    rows = [row[:7] for row in _rows(con, "cases")]
+    rows = [row[:7] for row in rows_of(con, "cases")]
     first: dict[tuple[int, dt.date], tuple[int, int, bool]] = {}  # (person, day) -> that day's first row
     for case_id, person_id, status, district, onset_date, report_date, imported in rows:
         day = report_date if date == "report" else onset_date
@@ -254,7 +256,7 @@ def oracle_clusters(
     position = _positions(domain)
     days = (end - start).days + 1
     reported: dict[tuple[int, int], list[dt.date]] = defaultdict(list)
-    rows = [(row[0], row[1], row[2], row[3], row[5], row[7]) for row in _rows(con, "cases")]
+    rows = [(row[0], row[1], row[2], row[3], row[5], row[7]) for row in rows_of(con, "cases")]
     first_row: dict[tuple[int, dt.date], tuple[int, int, int | None]] = {}  # (person, day) -> that day's first
     for case_id, person_id, status, district, report_date, cluster_id in rows:
         counted = status == "confirmed" and report_date is not None and _in_window(report_date, start, end)
@@ -289,13 +291,13 @@ def oracle_itinerary(
     the ``window_days`` whole days ending on ``last_day`` (default: the latest signalling day); its last visit
     is the latest end of such a stay.
     """
-    cells = {cell_id: district for cell_id, district in _rows(con, "cells")}
-    subscriber = next((s for s, _home, number in _rows(con, "subscribers") if number == msisdn), None)
+    cells = {cell_id: district for cell_id, district in rows_of(con, "cells")}
+    subscriber = next((s for s, _home, number in rows_of(con, "subscribers") if number == msisdn), None)
     if last_day is None:
-        last_day = max(ts for _, ts, _ in _rows(con, "signalling")).date()
+        last_day = max(ts for _, ts, _ in rows_of(con, "signalling")).date()
     start = dt.datetime.combine(last_day - dt.timedelta(days=window_days - 1), dt.time())
     end_excl = dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time())
-    events = sorted((ts, cell_id) for who, ts, cell_id in _rows(con, "signalling") if who == subscriber)
+    events = sorted((ts, cell_id) for who, ts, cell_id in rows_of(con, "signalling") if who == subscriber)
     areas = [None if cells.get(cell) is None else cells[cell] // 100 for _, cell in events]
     last_visit: dict[int, dt.datetime] = {}
     i = 0

@@ -11,30 +11,25 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
 
-import duckdb
 import numpy as np
 import numpy.typing as npt
+
+from tests.oracle import Source, rows_of
 
 __all__ = ["oracle_arrivals", "oracle_exposure"]
 
 FOUR_HOURS = dt.timedelta(hours=4)
 
 
-def _rows(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[Any, ...]]:
-    rows: list[tuple[Any, ...]] = con.execute(f"SELECT * FROM {table}").fetchall()
-    return rows
-
-
 def _positions(domain: Iterable[int]) -> dict[int, int]:
     return {int(code): i for i, code in enumerate(domain)}
 
 
-def _histories(con: duckdb.DuckDBPyConnection) -> dict[int, list[tuple[dt.datetime, int]]]:
+def _histories(con: Source) -> dict[int, list[tuple[dt.datetime, int]]]:
     """subscriber -> every (ts, cell_id), sorted: the event order of the stays and last-event definitions."""
     history: dict[int, list[tuple[dt.datetime, int]]] = defaultdict(list)
-    for subscriber_id, ts, cell_id in _rows(con, "signalling"):
+    for subscriber_id, ts, cell_id in rows_of(con, "signalling"):
         history[subscriber_id].append((ts, cell_id))
     for events in history.values():
         events.sort()
@@ -50,7 +45,7 @@ def _last_district_of_days(events: list[tuple[dt.datetime, int]], cells: dict[in
 
 
 def oracle_arrivals(
-    con: duckdb.DuckDBPyConnection,
+    con: Source,
     domain: Sequence[int] | npt.NDArray[np.int32],
     start: dt.date,
     end: dt.date,
@@ -58,8 +53,10 @@ def oracle_arrivals(
 ) -> npt.NDArray[np.uint64]:
     """Per district: home-region subscribers present in d on a window day t and not present in d on t − 1."""
     position = _positions(domain)
-    cells = dict(_rows(con, "cells"))
-    region = {s for s, home, *_ in _rows(con, "subscribers") if home is not None and str(home).startswith(home_prefix)}
+    cells = dict(rows_of(con, "cells"))
+    region = {
+        s for s, home, *_ in rows_of(con, "subscribers") if home is not None and str(home).startswith(home_prefix)
+    }
     arrived: dict[int, set[int]] = defaultdict(set)
     for subscriber_id, events in _histories(con).items():
         if subscriber_id not in region:
@@ -104,7 +101,7 @@ def _window_stays(
 
 
 def oracle_exposure(
-    con: duckdb.DuckDBPyConnection,
+    con: Source,
     domain: Sequence[int] | npt.NDArray[np.int32],
     start: dt.date,
     end: dt.date,
@@ -112,7 +109,7 @@ def oracle_exposure(
 ) -> npt.NDArray[np.uint64]:
     """Per district d (index d * 2 + j): j = 0 present on ``end`` and exposed, j = 1 present on ``end``."""
     position = _positions(domain)
-    cells = dict(_rows(con, "cells"))
+    cells = dict(rows_of(con, "cells"))
     risk = set(risk_districts)
     first = dt.datetime.combine(start, dt.time())
     after = dt.datetime.combine(end + dt.timedelta(days=1), dt.time())

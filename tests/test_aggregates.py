@@ -20,7 +20,6 @@ import pytest
 
 from adapters.aggregates import (
     AGGREGATES_BY_KIND,
-    DUCKDB_ONLY,
     IMPLEMENTATIONS,
     AggregateRequest,
     compute_aggregate,
@@ -218,10 +217,6 @@ def test_empty_tables_give_zeros(tmp_path: Path, engine: str) -> None:
     for name in AGGREGATES_BY_KIND["telecom"]:
         params = required.get(name, {})
         request = req(name, DAY0, DAY1, **params)
-        if engine != "duckdb" and name in DUCKDB_ONLY:
-            with pytest.raises(ConfigError, match=f"{name} has no SQL for a {engine} store"):
-                compute_aggregate(con, request)
-            continue
         vec = compute_aggregate(con, request)
         assert vec.shape == (vector_length(request),) and not vec.any()
 
@@ -550,11 +545,9 @@ def test_create_tables_adds_the_new_case_columns_to_an_older_store(tmp_path: Pat
 
 
 def test_every_aggregate_has_sql_for_every_engine() -> None:
-    """The dispatch table is complete but for the declared DuckDB-only aggregates: a backend that lacks an
-    aggregate would refuse its rounds, so the gap is stated, and this fails once it is closed or grows."""
+    """The dispatch table is complete: an agency on any engine can answer every aggregate of its kind."""
     for name, by_dialect in IMPLEMENTATIONS.items():
-        expected = {"duckdb"} if name in DUCKDB_ONLY else set(DIALECTS)
-        assert set(by_dialect) == expected, name
+        assert set(by_dialect) == set(DIALECTS), name
 
 
 def test_data_window_of_telecom(telecom: Store) -> None:

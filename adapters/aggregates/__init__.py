@@ -24,11 +24,10 @@ The definitions are docs/protocol.md's ("Aggregates"); the lengths and accepted 
 (:mod:`federation.catalog.aggregates`), and :data:`SQL` maps every aggregate name to the function computing it
 in a DuckDB store: one module per agency kind (the mobility cohorts, arrivals and exposure, in
 :mod:`adapters.aggregates.mobility`). The same statements in PostgreSQL's and Spark's dialects are
-:data:`adapters.aggregates.postgresql.SQL` and :data:`adapters.aggregates.spark.SQL` (arrivals and exposure are
-DuckDB-only so far). :data:`IMPLEMENTATIONS` is the one dispatch table, aggregate name -> store dialect ->
-function; an aggregate with no SQL for a store's dialect is refused with a ConfigError naming both, never
-computed some other way. A windowed aggregate with fresh daily partials in the store is summed from them
-instead (:mod:`adapters.partials`: same answer).
+:data:`adapters.aggregates.postgresql.SQL` and :data:`adapters.aggregates.spark.SQL`. :data:`IMPLEMENTATIONS` is
+the one dispatch table, aggregate name -> store dialect -> function, complete for every dialect (checked at
+import, so no store can fall through to another aggregate's SQL). A windowed aggregate with fresh daily partials
+in the store is summed from them instead (:mod:`adapters.partials`: same answer).
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ from adapters.aggregates import health, mobility, postgresql, spark, telecom, tr
 from adapters.backends import DIALECTS, Store
 from adapters.backends.duckdb_store import DuckDBStore
 from federation.catalog.aggregates import AGGREGATES, AggregateSpec, aggregate_spec
-from federation.errors import ConfigError, InvalidQuery, UnknownDistrict
+from federation.errors import InvalidQuery, UnknownDistrict
 from federation.vocabulary import (
     AGENCY_KINDS,
     CASE_DATES,
@@ -119,13 +118,14 @@ SQL: Mapping[str, _Compute] = MappingProxyType(
         ),
     }
 )
-if set(SQL) != set(AGGREGATES):
-    raise ImportError(
-        "adapters.aggregates.SQL must cover exactly the catalog's aggregates; missing: "
-        + ", ".join(sorted(set(AGGREGATES) - set(SQL)))
-        + "; extra: "
-        + ", ".join(sorted(set(SQL) - set(AGGREGATES)))
-    )
+for _module, _table in (("adapters.aggregates", SQL), ("postgresql", postgresql.SQL), ("spark", spark.SQL)):
+    if set(_table) != set(AGGREGATES):
+        raise ImportError(
+            f"{_module}.SQL must cover exactly the catalog's aggregates; missing: "
+            + ", ".join(sorted(set(AGGREGATES) - set(_table)))
+            + "; extra: "
+            + ", ".join(sorted(set(_table) - set(AGGREGATES)))
+        )
 
 #: (store, checked request) -> the aggregate's vector, computed inside ``store``.
 Implementation = Callable[[Store, _Checked], npt.NDArray[np.uint64]]
@@ -155,22 +155,14 @@ IMPLEMENTATIONS: Mapping[str, Mapping[str, Implementation]] = MappingProxyType(
         name: MappingProxyType(
             {
                 "duckdb": _on_duckdb(SQL[name]),
-                **(
-                    {"postgresql": _on_store(name, postgresql.SQL, postgresql.BOUNDED)}
-                    if name in postgresql.SQL
-                    else {}
-                ),
-                **({"spark": _on_store(name, spark.SQL, spark.BOUNDED)} if name in spark.SQL else {}),
+                "postgresql": _on_store(name, postgresql.SQL, postgresql.BOUNDED),
+                "spark": _on_store(name, spark.SQL, spark.BOUNDED),
             }
         )
         for name in SQL
     }
 )
-assert all(set(by_dialect) <= set(DIALECTS) for by_dialect in IMPLEMENTATIONS.values())
-
-#: Aggregates with SQL for DuckDB only so far (the mobility cohorts): an agency on PostgreSQL or Spark refuses
-#: their rounds with a ConfigError naming the aggregate and its store. Every other aggregate has every dialect.
-DUCKDB_ONLY: frozenset[str] = frozenset({"telecom.arrivals", "telecom.exposure"})
+assert all(set(by_dialect) == set(DIALECTS) for by_dialect in IMPLEMENTATIONS.values())
 
 AGGREGATES_BY_KIND: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {kind: tuple(name for name, spec in AGGREGATES.items() if spec.agency_kind == kind) for kind in AGENCY_KINDS}
@@ -191,8 +183,8 @@ def compute_aggregate(
     ``store`` is any backend (``adapters.backends``); a bare DuckDB connection is taken as a DuckDB store. The
     vector is summed from the store's daily partials when they are fresh (``adapters.partials``; same answer,
     cost in days x districts) unless ``use_partials`` is False, and computed from the raw tables otherwise.
-    Raises InvalidQuery (an unknown aggregate, parameter, mode or home prefix; a missing or inverted window),
-    UnknownDistrict (a domain that is not ascending six-digit codes) or ConfigError (no SQL for this store).
+    Raises InvalidQuery (an unknown aggregate, parameter, mode or home prefix; a missing or inverted window)
+    or UnknownDistrict (a domain that is not ascending six-digit codes).
     """
     spec, checked = _check(req)
     if isinstance(store, duckdb.DuckDBPyConnection):
@@ -203,13 +195,7 @@ def compute_aggregate(
             store, spec.name, c.domain, c.start, c.end, c.params, c.max_trips_per_day
         )
     else:
-        implementation = IMPLEMENTATIONS[spec.name].get(store.dialect)
-        if implementation is None:
-            raise ConfigError(
-                f"{spec.name} has no SQL for a {store.dialect} store yet: run this agency on an engine that has it "
-                f"({', '.join(IMPLEMENTATIONS[spec.name])}) or leave its query kinds out of the agency's policy"
-            )
-        vector = implementation(store, checked)
+        vector = IMPLEMENTATIONS[spec.name][store.dialect](store, checked)
     expected = spec.length(len(checked.domain), checked.days)
     if vector.shape != (expected,):
         raise InvalidQuery(f"{spec.name} computed {vector.shape[0]} cells, its layout has {expected}")

@@ -6,6 +6,8 @@ Differences from DuckDB, and why each is equivalent: ``DISTINCT ON (...) ORDER B
 of a (subscriber, day) where DuckDB uses ``QUALIFY row_number() = 1``, and the last event before the window where
 DuckDB takes a struct ``max``: both order by ``(ts, cell_id)``. The domain is ``unnest(...) WITH ORDINALITY``.
 Parameters are bound by psycopg on the client (COPY takes no server-side parameters); every value is typed.
+The mobility cohorts (arrivals, exposure) are DuckDB's statements with psycopg's markers, ``DISTINCT ON`` for
+the last events and the shared stays relation (:mod:`adapters.aggregates.stays`, standard SQL) as it is.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from adapters.aggregates.mobility import EXPOSURE_STAY_HOURS
+from adapters.aggregates.stays import DISTRICT_AREA, stays_sql
 from adapters.backends import Store
 from federation.vocabulary import CASE_ORIGINS, CASE_STATUSES, CLUSTER_WINDOW_DAYS, DEFAULT_MAX_TRIPS_PER_DAY
 
@@ -32,7 +36,9 @@ __all__ = [
     "SQL",
     "BoundedCompute",
     "Compute",
+    "arrivals",
     "cases",
+    "exposure",
     "presence",
     "residents",
     "roamers",
@@ -102,6 +108,74 @@ JOIN domain_index AS o ON o.district = numbered.origin
 JOIN domain_index AS d ON d.district = numbered.district
 WHERE nth <= %(max_trips)s
 GROUP BY 1
+"""
+
+# adapters.aggregates.mobility's arrivals: the home region's presence days from the day before the window, then
+# the (subscriber, district) pairs with a present day whose previous day was not in the same district.
+_ARRIVALS = f"""
+WITH {_DOMAIN},
+home_region AS (
+    SELECT subscriber_id FROM subscribers WHERE starts_with(home_district::text, %(home_prefix)s)
+),
+last_event AS (
+    SELECT DISTINCT ON (subscriber_id, ts::date) subscriber_id, ts::date AS day, cell_id
+    FROM signalling
+    WHERE ts >= %(before_ts)s AND ts < %(end_excl_ts)s
+      AND subscriber_id IN (SELECT subscriber_id FROM home_region)
+    ORDER BY subscriber_id, ts::date, ts DESC, cell_id DESC
+),
+present AS (
+    SELECT last_event.subscriber_id, last_event.day, cells.district
+    FROM last_event JOIN cells ON cells.cell_id = last_event.cell_id
+),
+arrived AS (
+    SELECT DISTINCT today.subscriber_id, today.district
+    FROM present AS today
+    LEFT JOIN present AS yesterday
+           ON yesterday.subscriber_id = today.subscriber_id
+          AND yesterday.district = today.district
+          AND yesterday.day = today.day - 1
+    WHERE today.day >= %(start)s::date AND yesterday.subscriber_id IS NULL
+)
+SELECT dom.idx AS pos, count(*)::bigint AS n
+FROM arrived JOIN domain_index AS dom ON dom.district = arrived.district
+GROUP BY 1
+"""
+
+# adapters.aggregates.mobility's exposure: the window's events plus each subscriber's last event before it.
+_WINDOW_EVENTS = """signalling.ts < %(end_excl_ts)s AND (
+    signalling.ts >= %(start_ts)s
+    OR (signalling.subscriber_id, signalling.ts) IN (
+        SELECT subscriber_id, max(ts) FROM signalling WHERE ts < %(start_ts)s GROUP BY subscriber_id
+    )
+)"""
+
+_EXPOSURE = f"""
+WITH {_DOMAIN},
+stays AS ({stays_sql(DISTRICT_AREA, _WINDOW_EVENTS)}),
+exposed AS (
+    SELECT DISTINCT subscriber_id
+    FROM stays
+    WHERE area = ANY(%(risk)s::integer[])
+      AND stay_end - greatest(stay_start, %(start_ts)s) >= INTERVAL '{EXPOSURE_STAY_HOURS} hours'
+),
+last_event AS (
+    SELECT DISTINCT ON (subscriber_id) subscriber_id, cell_id
+    FROM signalling
+    WHERE ts >= %(last_day_ts)s AND ts < %(end_excl_ts)s
+    ORDER BY subscriber_id, ts DESC, cell_id DESC
+),
+counted AS (
+    SELECT dom.idx, count(*) AS present, count(exposed.subscriber_id) AS exposed
+    FROM last_event
+    JOIN cells ON cells.cell_id = last_event.cell_id
+    JOIN domain_index AS dom ON dom.district = cells.district
+    LEFT JOIN exposed ON exposed.subscriber_id = last_event.subscriber_id
+    GROUP BY dom.idx
+)
+SELECT idx * 2 AS pos, exposed::bigint AS n FROM counted WHERE exposed > 0
+UNION ALL
+SELECT idx * 2 + 1 AS pos, present::bigint AS n FROM counted
 """
 
 _STATUS_INDEX = " ".join(f"WHEN '{status}' THEN {i}" for i, status in enumerate(CASE_STATUSES))
@@ -231,6 +305,29 @@ def telecom_trips(
     return store.counts(_TELECOM_TRIPS, values, len(domain) ** 2)
 
 
+def arrivals(
+    store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
+) -> npt.NDArray[np.uint64]:
+    values = {
+        **_base(domain, start, end),
+        "home_prefix": params["home_prefix"],
+        "before_ts": dt.datetime.combine(start - dt.timedelta(days=1), dt.time()),
+    }
+    return store.counts(_ARRIVALS, values, len(domain))
+
+
+def exposure(
+    store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
+) -> npt.NDArray[np.uint64]:
+    values = {
+        **_base(domain, start, end),
+        # Checked by the request: ascending distinct six-digit codes, comma-separated.
+        "risk": [int(code) for code in params["risk_districts"].split(",")],
+        "last_day_ts": dt.datetime.combine(end, dt.time()),
+    }
+    return store.counts(_EXPOSURE, values, 2 * len(domain))
+
+
 def cases(
     store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
 ) -> npt.NDArray[np.uint64]:
@@ -270,6 +367,8 @@ SQL: Mapping[str, Compute] = {
     "telecom.residents": residents,
     "telecom.trips": telecom_trips,
     "telecom.roamers": roamers,
+    "telecom.arrivals": arrivals,
+    "telecom.exposure": exposure,
     "health.cases": cases,
     "health.confirmed_daily": confirmed_daily,
     "health.clusters": clusters,

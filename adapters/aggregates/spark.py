@@ -5,7 +5,10 @@ has no QUALIFY: the last event of a (subscriber, day) is ``row_number() = 1`` in
 ``(ts DESC, cell_id DESC)`` order; the last event before the window is ``max(struct(ts, cell_id))``, which Spark
 orders field by field like DuckDB. The domain is ``posexplode`` of an array literal. Values are rendered into
 the statement by :func:`literal` (integers, dates and timestamps, and strings the request check already
-restricted to digits or a fixed mode name), so a statement is also readable in Spark's own logs.
+restricted to digits or a fixed mode name), so a statement is also readable in Spark's own logs. The mobility
+cohorts (arrivals, exposure) are DuckDB's statements with ``date_sub`` for the day before and the shared stays
+relation (:mod:`adapters.aggregates.stays`, standard SQL) as it is; a stay's 4 hours are compared as
+``stay_end >= start + INTERVAL 4 HOURS`` (the same test as DuckDB's ``stay_end - start >= INTERVAL``).
 """
 
 from __future__ import annotations
@@ -17,11 +20,25 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
+from adapters.aggregates.mobility import EXPOSURE_STAY_HOURS
 from adapters.aggregates.postgresql import BoundedCompute, Compute
+from adapters.aggregates.stays import DISTRICT_AREA, stays_sql
 from adapters.backends import Store
 from federation.vocabulary import CASE_ORIGINS, CASE_STATUSES, CLUSTER_WINDOW_DAYS, DEFAULT_MAX_TRIPS_PER_DAY
 
-__all__ = ["BOUNDED", "SQL", "cases", "literal", "presence", "residents", "roamers", "telecom_trips", "transport_trips"]
+__all__ = [
+    "BOUNDED",
+    "SQL",
+    "arrivals",
+    "cases",
+    "exposure",
+    "literal",
+    "presence",
+    "residents",
+    "roamers",
+    "telecom_trips",
+    "transport_trips",
+]
 
 _SAFE_TEXT = re.compile(r"[A-Za-z0-9_-]*")
 
@@ -154,6 +171,94 @@ def telecom_trips(
     return store.counts(sql, {}, n * n)
 
 
+def arrivals(
+    store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
+) -> npt.NDArray[np.uint64]:
+    """adapters.aggregates.mobility's arrivals: home-region presence days from the day before the window on."""
+    before_ts = literal(dt.datetime.combine(start - dt.timedelta(days=1), dt.time()))
+    _, end_excl_ts = _window(start, end)
+    sql = f"""
+    WITH {_domain_cte(domain)},
+    home_region AS (
+        SELECT subscriber_id FROM subscribers
+        WHERE startswith(CAST(home_district AS STRING), {literal(params["home_prefix"])})
+    ),
+    last_event AS (
+        SELECT subscriber_id, day, cell_id FROM (
+            SELECT subscriber_id, CAST(ts AS DATE) AS day, cell_id,
+                   row_number() OVER (PARTITION BY subscriber_id, CAST(ts AS DATE)
+                                      ORDER BY ts DESC, cell_id DESC) AS rank
+            FROM signalling
+            WHERE ts >= {before_ts} AND ts < {end_excl_ts}
+              AND subscriber_id IN (SELECT subscriber_id FROM home_region)
+        ) WHERE rank = 1
+    ),
+    present AS (
+        SELECT last_event.subscriber_id, last_event.day, cells.district
+        FROM last_event JOIN cells ON cells.cell_id = last_event.cell_id
+    ),
+    arrived AS (
+        SELECT DISTINCT today.subscriber_id, today.district
+        FROM present AS today
+        LEFT JOIN present AS yesterday
+               ON yesterday.subscriber_id = today.subscriber_id
+              AND yesterday.district = today.district
+              AND yesterday.day = date_sub(today.day, 1)
+        WHERE today.day >= {literal(start)} AND yesterday.subscriber_id IS NULL
+    )
+    SELECT dom.idx AS pos, count(*) AS n
+    FROM arrived JOIN domain_index AS dom ON dom.district = arrived.district
+    GROUP BY 1
+    """
+    return store.counts(sql, {}, len(domain))
+
+
+def exposure(
+    store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
+) -> npt.NDArray[np.uint64]:
+    """adapters.aggregates.mobility's exposure: stays over the window's events and each last event before it."""
+    start_ts, end_excl_ts = _window(start, end)
+    last_day_ts = literal(dt.datetime.combine(end, dt.time()))
+    # Checked by the request: ascending distinct six-digit codes, comma-separated.
+    risk = ", ".join(str(int(code)) for code in params["risk_districts"].split(","))
+    window_events = f"""signalling.ts < {end_excl_ts} AND (
+        signalling.ts >= {start_ts}
+        OR (signalling.subscriber_id, signalling.ts) IN (
+            SELECT subscriber_id, max(ts) FROM signalling WHERE ts < {start_ts} GROUP BY subscriber_id
+        )
+    )"""
+    sql = f"""
+    WITH {_domain_cte(domain)},
+    stays AS ({stays_sql(DISTRICT_AREA, window_events)}),
+    exposed AS (
+        SELECT DISTINCT subscriber_id
+        FROM stays
+        WHERE area IN ({risk})
+          AND stay_end >= greatest(stay_start, {start_ts}) + INTERVAL {EXPOSURE_STAY_HOURS} HOURS
+    ),
+    last_event AS (
+        SELECT subscriber_id, cell_id FROM (
+            SELECT subscriber_id, cell_id,
+                   row_number() OVER (PARTITION BY subscriber_id ORDER BY ts DESC, cell_id DESC) AS rank
+            FROM signalling
+            WHERE ts >= {last_day_ts} AND ts < {end_excl_ts}
+        ) WHERE rank = 1
+    ),
+    counted AS (
+        SELECT dom.idx, count(*) AS present, count(exposed.subscriber_id) AS exposed
+        FROM last_event
+        JOIN cells ON cells.cell_id = last_event.cell_id
+        JOIN domain_index AS dom ON dom.district = cells.district
+        LEFT JOIN exposed ON exposed.subscriber_id = last_event.subscriber_id
+        GROUP BY dom.idx
+    )
+    SELECT idx * 2 AS pos, exposed AS n FROM counted WHERE exposed > 0
+    UNION ALL
+    SELECT idx * 2 + 1 AS pos, present AS n FROM counted
+    """
+    return store.counts(sql, {}, 2 * len(domain))
+
+
 def cases(
     store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
 ) -> npt.NDArray[np.uint64]:
@@ -268,6 +373,8 @@ SQL: Mapping[str, Compute] = {
     "telecom.residents": residents,
     "telecom.trips": telecom_trips,
     "telecom.roamers": roamers,
+    "telecom.arrivals": arrivals,
+    "telecom.exposure": exposure,
     "health.cases": cases,
     "health.confirmed_daily": confirmed_daily,
     "health.clusters": clusters,
