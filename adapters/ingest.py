@@ -1,8 +1,9 @@
-"""Loading an agency's raw data (CSV or Parquet) into its DuckDB store, validated in SQL.
+"""Loading an agency's raw data (CSV or Parquet) into its store (DuckDB, PostgreSQL or Spark), validated in SQL.
 
-``fedbroker ingest KIND --store FILE (--csv | --parquet) PATH [--table TABLE] [--provinces P | --federation F]
+``fedbroker ingest KIND --store STORE (--csv | --parquet) PATH [--table TABLE] [--provinces P | --federation F]
 [--show-rejected] [--update] [--strict]``: one file feeds one raw table (telecom has three, so it needs
-``--table``). Every check runs in DuckDB, never row by row in Python:
+``--table``); STORE is any store value (a DuckDB path, ``postgresql://...``, ``spark:TABLES_DIR``). Every check
+runs in DuckDB, never row by row in Python:
 
 - a row with a null or unparsable id, timestamp or date, a district not in the domain (the registry, the given
   provinces or the roster's domain), a status or mode outside the allowed values, or too few fields goes to
@@ -26,8 +27,9 @@ A UTC offset in a timestamp (``Z``, ``+08``, ``-05:00``) is converted to the sto
 kept naive like the raw tables' own TIMESTAMP columns; text without one is local time already. A load is one
 transaction: it lands whole or not at all; ``--strict`` rolls it back (exit 1) when any row is rejected; a
 load that fails leaves no trace, not even a new empty store file. After a load the store's daily partial
-aggregates are rebuilt (``adapters.partials``). This ingest writes DuckDB stores; load PostgreSQL or Spark
-stores with ``fedbroker store copy`` from a DuckDB store ingested here.
+aggregates are rebuilt (``adapters.partials``). A PostgreSQL or Spark store gets the same checks, run in an
+in-memory DuckDB over the stored rows they need, and the result applied in one change set
+(``adapters.ingest_remote``: one transaction in PostgreSQL, files renamed into place for Spark's Parquet).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -46,12 +48,14 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
+from adapters.backends import open_backend
 from adapters.backends.duckdb_store import DuckDBStore
 from adapters.ingest_checks import KeyOutcome, check_keys, check_references, flag_rows, record_lines
 from adapters.partials import refresh as refresh_partials
 from adapters.store import ADDED_COLUMNS, AGENCY_KINDS, RAW_TABLES, create_tables, open_store
 from federation.errors import ConfigError, FederationError
 from federation.msisdn import E164_PATTERN
+from federation.stores import DEFAULT_SPARK_MASTER, StoreLocation, parse_store
 from federation.vocabulary import CASE_STATUSES, TRANSPORT_MODES
 
 __all__ = ["PRIMARY_KEYS", "IngestSummary", "add_arguments", "ingest", "run"]
@@ -157,9 +161,13 @@ class IngestSummary:
         return lines
 
 
+#: Called once ``ingest_checked`` exists, before the checks that look at stored rows: (con, table, key).
+BeforeChecks = Callable[[duckdb.DuckDBPyConnection, str, Sequence[str]], None]
+
+
 def ingest(
     kind: str,
-    store: Path,
+    store: Path | StoreLocation,
     *,
     csv: Path | None = None,
     parquet: Path | None = None,
@@ -175,12 +183,18 @@ def ingest(
     ``update`` replaces stored rows whose key comes again with other content (audited in ingest_updates);
     without it they are rejected as conflicts. ``strict`` rolls the whole load back when any row is rejected.
     Raises ConfigError for a bad kind, table, source or store; a bad row is rejected, never raised. A load that
-    raises or is refused changes nothing: not even a new, empty store file is left behind.
+    raises or is refused changes nothing: not even a new, empty store file is left behind. ``store`` is a
+    DuckDB file or any store location (PostgreSQL, Spark Parquet tables: ``adapters.ingest_remote``).
     """
     table = _table_of(kind, table)
     source, source_format = _source_of(csv, parquet)
     codes = _domain_codes(domain)
     digest = _sha256(source)
+    if isinstance(store, StoreLocation):
+        if store.engine != "duckdb":
+            return _ingest_elsewhere(store, kind, table, source, source_format, digest, codes, update, strict)
+        assert store.path is not None
+        store = store.path
     created = not Path(store).exists()
     con = open_store(store, read_only=False)
     try:
@@ -209,6 +223,60 @@ def ingest(
     return summary
 
 
+def _ingest_elsewhere(
+    location: StoreLocation,
+    kind: str,
+    table: str,
+    source: Path,
+    source_format: str,
+    digest: str,
+    codes: list[int],
+    update: bool,
+    strict: bool,
+) -> IngestSummary:
+    """The same load into a PostgreSQL or Spark store: checked in a DuckDB workspace, applied as one change set."""
+    from adapters.ingest_remote import open_workspace
+
+    backend = open_backend(location, read_only=False)
+    try:
+        workspace = open_workspace(backend, kind, table)
+        try:
+            summary = _load(
+                workspace.con,
+                kind,
+                table,
+                source,
+                source_format,
+                digest,
+                codes,
+                update=update,
+                before_checks=workspace.fetch_keyed_rows,
+            )
+            if summary.already_loaded:
+                return summary
+            if strict and summary.rejected:
+                return dataclasses.replace(summary, loaded=0, updated=0, strict_refused=True)
+            changes = workspace.changes(_key_of)
+            workspace.target.apply(changes)
+        finally:
+            workspace.close()
+        # Partials go stale only when their raw rows came or went (fresh() compares fingerprints of the raw
+        # tables), and each partial in the store's engine costs jobs: rebuild only those.
+        changed = [
+            c.table for c in changes if c.table in RAW_TABLES[kind] and (c.added.num_rows or c.deleted_keys is not None)
+        ]
+        if changed:
+            refresh_partials(backend, kind, changed)
+    finally:
+        backend.close()
+    return summary
+
+
+def _key_of(table: str) -> tuple[str, ...]:
+    """The key of a raw table or of its provenance table (rows --update replaces are deleted by it)."""
+    return PRIMARY_KEYS.get(table) or PRIMARY_KEYS.get(table.removeprefix("ingest_lines_"), ())
+
+
 def _remove_store(path: Path) -> None:
     for leftover in (path, Path(f"{path}.wal")):
         leftover.unlink(missing_ok=True)
@@ -217,7 +285,14 @@ def _remove_store(path: Path) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``fedbroker ingest``."""
     parser.add_argument("kind", choices=AGENCY_KINDS, help="agency kind of the store")
-    parser.add_argument("--store", type=Path, required=True, help="the agency's DuckDB store (created if missing)")
+    parser.add_argument(
+        "--store",
+        required=True,
+        help="the agency's store: PATH (DuckDB, created if missing) | postgresql://USER@HOST:PORT/DB | spark:DIR",
+    )
+    parser.add_argument(
+        "--spark-master", default=DEFAULT_SPARK_MASTER, help="Spark master for spark: stores (default local[2])"
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--csv", type=Path, help="CSV file with a header row naming the table's columns")
     source.add_argument("--parquet", type=Path, help="Parquet file with the table's columns")
@@ -249,9 +324,15 @@ def run(args: argparse.Namespace) -> int:
 
             provinces = load_federation(args.federation).domain.provinces
             domain = np.array(_registry_codes(None if provinces is None else list(provinces)), dtype=np.int32)
+        location = parse_store(
+            str(args.store),
+            base=Path.cwd(),
+            where="--store",
+            spark_master=getattr(args, "spark_master", DEFAULT_SPARK_MASTER),
+        )
         summary = ingest(
             args.kind,
-            args.store,
+            location,
             csv=args.csv,
             parquet=args.parquet,
             domain=domain,
@@ -279,6 +360,7 @@ def _load(
     domain: list[int],
     *,
     update: bool,
+    before_checks: BeforeChecks | None = None,
 ) -> IngestSummary:
     create_tables(con, kind)
     columns = [name for name, _ in RAW_TABLES[kind][table]]
@@ -313,7 +395,9 @@ def _load(
     # A CSV's first data row is line 2 (after the header); a Parquet file's rows are numbered from 1.
     first_line = 2 if source_format == "csv" else 1
     try:
-        checks = _validate_and_insert(con, kind, table, str(source), first_line=first_line, update=update)
+        checks = _validate_and_insert(
+            con, kind, table, str(source), first_line=first_line, update=update, before_checks=before_checks
+        )
     finally:
         con.execute("DROP TABLE IF EXISTS ingest_raw")
         con.execute("DROP TABLE IF EXISTS ingest_domain")
@@ -365,7 +449,14 @@ def _default_text(value: str) -> str:
 
 
 def _validate_and_insert(
-    con: duckdb.DuckDBPyConnection, kind: str, table: str, source: str, *, first_line: int, update: bool
+    con: duckdb.DuckDBPyConnection,
+    kind: str,
+    table: str,
+    source: str,
+    *,
+    first_line: int,
+    update: bool,
+    before_checks: BeforeChecks | None = None,
 ) -> _Checks:
     """Check every row of ingest_raw, reject the bad, insert the new (``first_line``: the first row's line)."""
     rules = _RULES[table]
@@ -444,8 +535,10 @@ def _validate_and_insert(
             )
             """
         )
-    references = check_references(con, table)
     key = PRIMARY_KEYS[table]
+    if before_checks is not None:
+        before_checks(con, table, key)
+    references = check_references(con, table)
     outcome = check_keys(con, table, columns, key, source=source, update=update)
     outcome.notes[:0] = references
     flagged = flag_rows(con, table, source)

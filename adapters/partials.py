@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,13 +174,19 @@ def state(store: Store) -> dict[str, str]:
     return {str(partial): str(covers) for partial, covers, _ in store.rows(f"SELECT * FROM {_STATE_TABLE}")}
 
 
-def refresh(store: Store, kind: str) -> dict[str, int]:
-    """Rebuild every partial of an agency kind from its raw tables; partial table -> rows (district-days)."""
+def refresh(store: Store, kind: str, changed: Collection[str] | None = None) -> dict[str, int]:
+    """Rebuild the partials of an agency kind from its raw tables; partial table -> rows (district-days).
+
+    ``changed`` (raw table names) limits the rebuild to the partials built from one of them: the others still
+    cover exactly the raw data they were built from (an ingest of subscribers leaves trips' partials fresh).
+    """
     built: dict[str, int] = {}
     recorded = state(store)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     for name, partial in PARTIALS.items():
         if not name.startswith(f"{kind}."):
+            continue
+        if changed is not None and not set(partial.sources) & set(changed):
             continue
         # Fingerprint first: rows that arrive during the build make the partial look stale, never fresh.
         covers = _fingerprint(store, partial)
