@@ -87,7 +87,10 @@ def run_demo(workdir: Path, *, fresh: bool = False, subscribers: int | None = No
     roster = ensure_scenario(workdir, fresh=fresh, subscribers=subscribers)
     if exact:
         roster = exact_roster(roster)
-        _say("exact sums: every agency's noise is off for this run (noise: none)")
+        _say(
+            "exact sums: every agency's noise is off for this run (noise: none); `fedbroker demo --noise` runs "
+            "with the roster's noise, which this small world's district counts do not survive (see README)"
+        )
     started = time.perf_counter()
     _say("starting every node on loopback with mutual TLS ...")
     with LocalFederation(roster) as federation:
