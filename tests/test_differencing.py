@@ -38,12 +38,13 @@ DROPPED = "telecom-b"
 RHO = 0.05
 
 
-def claimed_dropout_round(
-    evil: EvilBroker, day: dt.date, *, claim_dropped: str | None, rho: str = ""
+def presence_round(
+    evil: EvilBroker, start: dt.date, end: dt.date, *, claim_dropped: str | None = None, rho: str = ""
 ) -> npt.NDArray[np.uint64]:
-    """One presence round driven straight through the adapters; ``claim_dropped`` sends its masked input but is
-    left out of U3, so the broker asks the others for its mask-key shares."""
-    query, signed = evil.query(start=day, end=day)
+    """One presence round driven straight through the adapters with the broker's secagg library;
+    ``claim_dropped`` sends its masked input but is left out of U3, so the broker asks the others for its
+    mask-key shares."""
+    query, signed = evil.query(start=start, end=end)
     spec = evil.spec(query, rho=rho)
     round_id = secrets.token_bytes(16)
     state = BrokerRound(
@@ -109,7 +110,7 @@ def _presence_of(federation: LocalFederation, node_id: str, day: dt.date) -> npt
 def test_an_exact_agency_refuses_a_second_survivor_set(exact_fed: LocalFederation) -> None:
     evil = EvilBroker(exact_fed.config)
     day = exact_fed.config.data_end
-    full = claimed_dropout_round(evil, day, claim_dropped=None)
+    full = presence_round(evil, day, day, claim_dropped=None)
 
     def presence(con: duckdb.DuckDBPyConnection) -> npt.NDArray[np.uint64]:
         return oracle.oracle_presence(con, evil.registry.codes, day, day)
@@ -117,15 +118,15 @@ def test_an_exact_agency_refuses_a_second_survivor_set(exact_fed: LocalFederatio
     assert np.array_equal(full, oracle_sum(exact_fed.config, "telecom", presence))
     assert _presence_of(exact_fed, DROPPED, day).sum() > 0  # there is something to steal
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        claimed_dropout_round(evil, day, claim_dropped=DROPPED)
+        presence_round(evil, day, day, claim_dropped=DROPPED)
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     details = refused.value.details() or ""
     assert "already released telecom.presence" in details and "telecom-a, telecom-b, telecom-c" in details
     # The same survivors again are fine: the sum is the one already released.
-    assert np.array_equal(claimed_dropout_round(evil, day, claim_dropped=None), full)
+    assert np.array_equal(presence_round(evil, day, day, claim_dropped=None), full)
     # Another day is another spec, with its own first survivor set.
     other = day - dt.timedelta(days=1)
-    partial = claimed_dropout_round(evil, other, claim_dropped=DROPPED)
+    partial = presence_round(evil, other, other, claim_dropped=DROPPED)
     expected = _presence_of(exact_fed, "telecom-a", other) + _presence_of(exact_fed, "telecom-c", other)
     assert np.array_equal(partial, expected)
 
@@ -133,8 +134,8 @@ def test_an_exact_agency_refuses_a_second_survivor_set(exact_fed: LocalFederatio
 def test_a_noisy_agency_pays_for_the_second_round_and_the_difference_is_noisy(noisy_fed: LocalFederation) -> None:
     evil = EvilBroker(noisy_fed.config)
     day = noisy_fed.config.data_end
-    full = claimed_dropout_round(evil, day, claim_dropped=None, rho=repr(RHO))
-    without = claimed_dropout_round(evil, day, claim_dropped=DROPPED, rho=repr(RHO))
+    full = presence_round(evil, day, day, claim_dropped=None, rho=repr(RHO))
+    without = presence_round(evil, day, day, claim_dropped=DROPPED, rho=repr(RHO))
     stolen = (full.view(np.int64) - without.view(np.int64)).astype(np.int64)
     exact = _presence_of(noisy_fed, DROPPED, day).astype(np.int64)
     noise = stolen - exact

@@ -28,13 +28,9 @@ from fedbroker.harness import LocalFederation
 from federation.catalog import new_query
 from federation.config import PrivacyPolicy
 from federation.errors import ResourceExhausted
-from federation.identity import Roster
-from federation.queries import query_hash
-from federation.secagg import BrokerRound
-from federation.v1 import adapter_pb2
-from federation.wire import advert_from_pb, revealed_from_pb, shares_from_pb, shares_to_pb
 from tests import oracle
 from tests.federation_fixtures import oracle_sum, private_copy
+from tests.test_differencing import presence_round
 from tests.test_round_refusals import TELECOM, EvilBroker
 
 pytestmark = pytest.mark.slow
@@ -62,41 +58,6 @@ def budget_fed(small_scenario: Path, tmp_path_factory: pytest.TempPathFactory) -
         yield federation
 
 
-def direct_round(evil: EvilBroker, start: dt.date, end: dt.date) -> npt.NDArray[np.uint64]:
-    """One presence round driven straight through the adapters with the broker's secagg library."""
-    query, signed = evil.query(start=start, end=end)
-    spec = evil.spec(query, rho=repr(RHO))
-    round_id = secrets.token_bytes(16)
-    state = BrokerRound(
-        round_id=round_id,
-        query_hash=query_hash(signed.canonical),
-        participants=list(TELECOM),
-        threshold=2,
-        length=int(spec.length),
-        verifier=Roster.from_files(evil.config.certificates(), ca=evil.config.ca),
-    )
-    adverts = asyncio.run(evil.open_all(round_id, signed, spec))
-    u1 = state.receive_adverts([advert_from_pb(a) for a in adverts.values()])
-    request = adapter_pb2.ShareKeysRequest(round_id=round_id, adverts=[adverts[n] for n in u1])
-    shared = {n: asyncio.run(evil.call(n, "ShareKeys", request)) for n in TELECOM}
-    routed = state.route_shares({n: shares_from_pb(r.shares) for n, r in shared.items()})
-    for node in TELECOM:
-        masked = adapter_pb2.MaskedInputRequest(
-            round_id=round_id, survivors=state.u2, shares=shares_to_pb(routed[node])
-        )
-        chunks = asyncio.run(evil.call(node, "MaskedInput", masked))
-        offset = 0
-        for chunk in chunks[1:]:
-            state.add_masked_chunk(node, offset, chunk.data)
-            offset += len(chunk.data) // 8
-        state.finish_masked(node, int(chunks[0].header.length))
-    signatures = asyncio.run(evil.signatures(round_id, state.survivors))
-    state.receive_consistency({s.node_id: s.signature for s in signatures})
-    unmask = adapter_pb2.UnmaskRequest(round_id=round_id, survivors=state.survivors, signatures=signatures)
-    revealed = {n: revealed_from_pb(asyncio.run(evil.call(n, "Unmask", unmask)).shares) for n in TELECOM}
-    return state.unmask(revealed)
-
-
 def test_the_noise_on_the_sum_has_variance_sigma_squared(variance_fed: LocalFederation) -> None:
     """Three disjoint weeks, one round each: every cell's noisy sum minus its exact sum is one draw of the
     federation's noise. With ~2 000 draws the sample variance is within 15% of 15 (five standard errors)."""
@@ -107,7 +68,7 @@ def test_the_noise_on_the_sum_has_variance_sigma_squared(variance_fed: LocalFede
     for week in range(3):
         last = end - dt.timedelta(days=7 * week)
         first = last - dt.timedelta(days=6)
-        noisy = direct_round(evil, first, last).view(np.int64)
+        noisy = presence_round(evil, first, last, rho=repr(RHO)).view(np.int64)
 
         def presence(con: duckdb.DuckDBPyConnection, a: dt.date = first, b: dt.date = last) -> npt.NDArray[np.uint64]:
             return oracle.oracle_presence(con, codes, a, b)
