@@ -6,7 +6,6 @@ The broker learns only each round's cross-agency sum; what it releases passes di
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
 import secrets
@@ -15,7 +14,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import grpc
-import numpy as np
 
 from broker.budget import BudgetMirror, RoundBudget
 from broker.rounds import AdapterPeer, RoundOutcome, run_round
@@ -302,12 +300,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             rho=budget.rho_text,
             sigma=self._budget.sigma(budget, outcome.contributors),
         )
-        if any(budget.costs[n].noisy for n in outcome.contributors):
-            # Noise can take a small count below zero (it wrapped mod 2^64): read the sum as signed and clip at 0.
-            # Clipping is post-processing, so it costs no privacy; it only biases counts near zero upwards.
-            as_signed = outcome.total.view(np.int64)
-            clipped = np.where(as_signed < 0, np.int64(0), as_signed).astype(np.uint64)
-            outcome = dataclasses.replace(outcome, total=clipped)
+        # A noisy sum goes to the kind as it is (noise may have wrapped a small count below zero mod 2^64): the
+        # kind reads it as signed with the round's σ and clips only what it releases, after summing over cells.
         return outcome
 
     async def _release(
@@ -315,12 +309,15 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     ) -> broker_pb2.QueryResult:
         entry = kind(query.kind)
         disclosure = self._federation.broker
+        budgets = {o.name: self._round_budgets.pop((query.nonce, o.name)) for o in outcomes}
+        sigmas = {o.name: self._budget.sigma(budgets[o.name], o.contributors) for o in outcomes}
         release = Release(
             registry=self._registry,
             sums={o.name: o.total for o in outcomes},
             mobility_k=disclosure.mobility_k,
             cases_k=disclosure.cases_k,
             scope=scope_of(coordinator),
+            sigma={name: sigma for name, sigma in sigmas.items() if sigma > 0},
         )
         result = entry.release(query, release)
         k = disclosure.mobility_k if entry.disclosure == "mobility" else disclosure.cases_k
@@ -337,14 +334,14 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         )
         privacy = []
         for outcome in outcomes:
-            budget = self._round_budgets.pop((query.nonce, outcome.name))
+            budget = budgets[outcome.name]
             noisy = [n for n in outcome.contributors if budget.costs[n].noisy]
             privacy.append(
                 broker_pb2.RoundPrivacy(
                     round=outcome.name,
                     aggregate=budget.aggregate,
                     noise="discrete-gaussian" if noisy else "none",
-                    sigma=self._budget.sigma(budget, outcome.contributors),
+                    sigma=sigmas[outcome.name],
                     rho_spent=max((budget.costs[n].rho for n in noisy), default=0.0),
                     rho_left=self._budget.rho_left(budget, noisy),
                 )

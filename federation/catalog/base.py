@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from federation.catalog.aggregates import AGGREGATES, vector_length
+from federation.catalog.disclosure import round_counts
 from federation.catalog.result import Cell, QueryResult
 from federation.errors import InvalidQuery, UnknownDistrict
 from federation.queries import Query
@@ -187,13 +188,24 @@ class Scope:
 @dataclass(frozen=True)
 class Release:
     """What a kind's :meth:`QueryKind.build` works from: the domain, each round's unmasked sum by round name,
-    the small-cell thresholds, and the scope of the coordinator who will see the result."""
+    the small-cell thresholds, the scope of the coordinator who will see the result, and each noisy round's σ
+    (the standard deviation bound of every cell of its sum; a round absent from ``sigma`` is exact)."""
 
     registry: Registry
     sums: Mapping[str, NDArray[np.uint64]]
     mobility_k: int
     cases_k: int
     scope: Scope = field(default_factory=Scope)
+    sigma: Mapping[str, float] = field(default_factory=dict)
+
+    def sigma_of(self, round_name: str) -> float:
+        """σ of each cell of round ``round_name``'s sum (0.0 for an exact round)."""
+        return float(self.sigma.get(round_name, 0.0))
+
+    def counts(self, round_name: str, length: int) -> NDArray[np.int64]:
+        """Round ``round_name``'s sum as int64 cells, checked (disclosure.checked_counts): signed and unclipped
+        for a noisy round, so that a kind's sums over cells stay unbiased."""
+        return round_counts(self.sums, round_name, length, noisy=self.sigma_of(round_name) > 0)
 
 
 class QueryKind:

@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from federation.catalog.base import DISTRICTS, QueryKind, Release, RoundPlan, plan
-from federation.catalog.disclosure import round_counts, small_cell_mask
+from federation.catalog.disclosure import released_count, small_cell_mask
 from federation.catalog.result import Cell, QueryResult
 from federation.queries import Query
 from federation.registry import Registry
@@ -34,12 +34,12 @@ class Cases(QueryKind):
     def case_matrix(self, query: Query, release: Release) -> NDArray[np.int64]:
         """Exact case counts before suppression, int64 of shape (districts, 3) in CASE_STATUSES order."""
         (cases,) = self.rounds(query, release.registry)
-        counts = round_counts(release.sums, cases.name, cases.length)
+        counts = release.counts(cases.name, cases.length)
         return counts.reshape(len(release.registry), len(CASE_STATUSES))
 
     def build(self, query: Query, release: Release) -> QueryResult:
         registry, k = release.registry, release.cases_k
-        cases = self.case_matrix(query, release)
+        cases = released_count(self.case_matrix(query, release))  # each cell is released as it is: clip it
         listed = np.flatnonzero(self.district_mask(query, registry, release.scope) & (cases.sum(axis=1) > 0))
         counts = cases[listed]
         hidden = small_cell_mask(counts, k)

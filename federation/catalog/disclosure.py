@@ -10,6 +10,12 @@ cases, importation-risk) drop zero rows and do not count them as suppressed; out
 (population) show the zeros.
 
 Derived values (the importation index I_d) are released only where the count they rest on is at least k.
+
+Noisy rounds (docs/protocol.md, "Post-processing of noisy sums"): a round whose agencies added discrete Gaussian
+noise reaches the kinds as signed int64 cells, unclipped, so that sums over cells stay unbiased. A kind sums over
+the signed cells first and clips once, at the end (:func:`released_count`); a decision that a count is present
+(an origin's cases, a cluster, new cases) uses :func:`detected` against the round's σ, so that noise in many
+empty cells does not add up to a signal.
 """
 
 from __future__ import annotations
@@ -24,6 +30,12 @@ from federation.errors import IntegrityFault, VectorMismatch
 # Honest counts are far below 2^63 (docs/protocol.md, "Arithmetic"); a sum at or above it means the masks did
 # not cancel.
 _COUNT_CEILING = np.uint64(1 << 63)
+# A noisy sum is a count plus noise of a few σ: either sign, but nowhere near 2^62 in magnitude unless the masks
+# did not cancel (a uniformly random 64-bit cell lands there with probability 1/2 per cell).
+_NOISY_MAGNITUDE = 1 << 62
+#: How many σ a noisy count must reach to count as present: an empty cell passes with probability
+#: P(Z ≥ 2) ≈ 2.3 % (one-sided normal tail; the discrete Gaussian's tail is no heavier).
+DETECTION_SIGMAS = 2.0
 
 
 def small_cell_mask(counts: NDArray[np.integer], k: int) -> NDArray[np.bool_]:
@@ -31,22 +43,37 @@ def small_cell_mask(counts: NDArray[np.integer], k: int) -> NDArray[np.bool_]:
     return (counts > 0) & (counts < k)
 
 
-def round_counts(sums: Mapping[str, NDArray[np.uint64]], round_name: str, length: int) -> NDArray[np.int64]:
-    """The unmasked sum of round ``round_name`` as int64 counts (see :func:`checked_counts`)."""
+def round_counts(
+    sums: Mapping[str, NDArray[np.uint64]], round_name: str, length: int, *, noisy: bool = False
+) -> NDArray[np.int64]:
+    """The unmasked sum of round ``round_name`` as int64 counts (see :func:`checked_counts`); signed when
+    ``noisy``."""
     if round_name not in sums:
         raise VectorMismatch(f"no sum for round {round_name!r}; got rounds {', '.join(sorted(sums)) or 'none'}")
-    return checked_counts(sums[round_name], length, what=f"round {round_name!r}")
+    return checked_counts(sums[round_name], length, what=f"round {round_name!r}", noisy=noisy)
 
 
-def checked_counts(counts: NDArray[np.uint64], length: int | None = None, what: str = "sum") -> NDArray[np.int64]:
-    """A released secure-aggregation sum as int64 counts, after checking its length and range.
+def checked_counts(
+    counts: NDArray[np.uint64], length: int | None = None, what: str = "sum", *, noisy: bool = False
+) -> NDArray[np.int64]:
+    """A released secure-aggregation sum (uint64 mod 2^64) as int64 counts, after checking its length and range.
 
-    Raises :class:`VectorMismatch` if the length differs from ``length`` or a cell is >= 2^63 (a sum whose masks
-    did not cancel, or a negative contribution wrapped mod 2^64).
+    Exact (``noisy`` False): every cell must be < 2^63. Noisy: the cells are read as two's complement signed
+    int64 (noise may take a small count below zero) and every magnitude must be < 2^62. Raises
+    :class:`VectorMismatch` if the length differs from ``length``, :class:`IntegrityFault` if a cell is out of
+    range (a sum whose masks did not cancel, or a negative contribution to an exact round).
     """
     flat = np.asarray(counts, dtype=np.uint64).reshape(-1)
     if length is not None and flat.shape[0] != length:
         raise VectorMismatch(f"{what} has {flat.shape[0]} cells, expected {length}")
+    if noisy:
+        signed = flat.view(np.int64)
+        if signed.shape[0] and bool(((signed >= _NOISY_MAGNITUDE) | (signed <= -_NOISY_MAGNITUDE)).any()):
+            raise IntegrityFault(
+                f"{what} is a noisy sum with cells of magnitude >= 2^62: the masks did not cancel; nothing is "
+                "released: the operators of the round's nodes must check their logs"
+            )
+        return signed.copy()
     if flat.shape[0] and bool((flat >= _COUNT_CEILING).any()):
         # Not the caller's fault: some node computed or sent something wrong, so nothing may be released.
         raise IntegrityFault(
@@ -54,3 +81,22 @@ def checked_counts(counts: NDArray[np.uint64], length: int | None = None, what: 
             "released: the operators of the round's nodes must check their logs"
         )
     return flat.astype(np.int64)
+
+
+def released_count(values: NDArray[np.integer] | NDArray[np.floating]) -> NDArray[np.int64]:
+    """What a count is released as: max(0, round(x)), int64 (the one clip, after every sum over signed cells).
+    Exact counts pass unchanged."""
+    return np.maximum(np.rint(np.asarray(values, dtype=np.float64)), 0).astype(np.int64)
+
+
+def detection_threshold(sigma: float) -> float:
+    """The least value a count with noise σ must reach to count as present: 1 for exact counts, else
+    max(1, :data:`DETECTION_SIGMAS` · σ)."""
+    return max(1.0, DETECTION_SIGMAS * sigma)
+
+
+def detected(values: NDArray[np.integer], sigma: float) -> NDArray[np.int64]:
+    """``values`` where they reach :func:`detection_threshold` (σ), 0 elsewhere (int64). For exact counts (σ = 0)
+    this is the identity on non-negative counts."""
+    counts = np.asarray(values, dtype=np.int64)
+    return np.where(counts >= detection_threshold(sigma), counts, 0)

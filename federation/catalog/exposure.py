@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from federation.catalog.base import DISTRICTS, Param, QueryKind, Release, RoundPlan, plan
-from federation.catalog.disclosure import round_counts, small_cell_mask
+from federation.catalog.disclosure import released_count, small_cell_mask
 from federation.catalog.result import Cell, QueryResult
 from federation.errors import InvalidQuery, UnknownDistrict
 from federation.queries import Query
@@ -77,11 +77,11 @@ class Exposure(QueryKind):
     def exposure_matrix(self, query: Query, release: Release) -> NDArray[np.int64]:
         """Exact counts before suppression, int64 (districts, 2): column 0 exposed, column 1 present."""
         (exposure,) = self.rounds(query, release.registry)
-        return round_counts(release.sums, exposure.name, exposure.length).reshape(len(release.registry), 2)
+        return release.counts(exposure.name, exposure.length).reshape(len(release.registry), 2)
 
     def build(self, query: Query, release: Release) -> QueryResult:
         registry, k = release.registry, release.mobility_k
-        counts = self.exposure_matrix(query, release)
+        counts = released_count(self.exposure_matrix(query, release))
         listed = np.flatnonzero(self.district_mask(query, registry, release.scope) & (counts[:, 1] > 0))
         exposed, present = counts[listed, 0], counts[listed, 1]
         hide_exposed, hide_present = small_cell_mask(exposed, k), small_cell_mask(present, k)

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from federation.catalog.base import DISTRICTS, OUTSIDE, OUTSIDE_NAME, Param, QueryKind, Release, RoundPlan, plan
-from federation.catalog.disclosure import round_counts
+from federation.catalog.disclosure import released_count
 from federation.catalog.result import Cell, QueryResult
 from federation.errors import InvalidQuery
 from federation.queries import Query
@@ -63,11 +63,12 @@ class Flows(QueryKind):
         """Exact trips before suppression, int64 of shape (origins, destinations); the diagonal as summed."""
         n = len(release.registry)
         (trips,) = self.rounds(query, release.registry)
-        return round_counts(release.sums, trips.name, trips.length).reshape(n, n)
+        return release.counts(trips.name, trips.length).reshape(n, n)
 
     def build(self, query: Query, release: Release) -> QueryResult:
         registry, k, scope = release.registry, release.mobility_k, release.scope
-        trips = self.od_matrix(query, release)
+        signed = self.od_matrix(query, release)  # noisy cells stay signed for the border sums
+        trips = released_count(signed)
         n = len(registry)
         wanted = self.district_mask(query, registry, scope)
         inside = scope.inside(registry)
@@ -85,7 +86,7 @@ class Flows(QueryKind):
         source, mode = self.source(query)
         notes = [f"source: {source}" + (f", mode: {mode}" if mode is not None else "")]
         if scope.province is not None:
-            border, border_suppressed = _border_rows(trips, registry, wanted, inside, k)
+            border, border_suppressed = _border_rows(signed, registry, wanted, inside, k)
             suppressed += border_suppressed
             rows = sorted([*rows, *border], key=lambda r: (-int(r[4] or 0), int(r[0] or 0), int(r[2] or 0)))
         notes.append(f"origin-destination pairs with fewer than k={k} trips (and more than 0) dropped: {suppressed}")
@@ -100,10 +101,11 @@ class Flows(QueryKind):
 def _border_rows(
     trips: NDArray[np.int64], registry: Registry, wanted: NDArray[np.bool_], inside: NDArray[np.bool_], k: int
 ) -> tuple[list[tuple[Cell, ...]], int]:
-    """Each wanted district's exact trips to and from anywhere outside the province, as rows whose other end is
-    :data:`OUTSIDE`, released where the total reaches k; and how many non-zero totals were below k."""
-    leaving = trips[:, ~inside].sum(axis=1)  # inside origin -> anywhere outside
-    arriving = trips[~inside, :].sum(axis=0)  # anywhere outside -> inside destination
+    """Each wanted district's trips to and from anywhere outside the province, as rows whose other end is
+    :data:`OUTSIDE`, released where the total reaches k; and how many non-zero totals were below k. ``trips``
+    may be signed (noisy cells): the totals are summed over them and clipped once."""
+    leaving = released_count(trips[:, ~inside].sum(axis=1))  # inside origin -> anywhere outside
+    arriving = released_count(trips[~inside, :].sum(axis=0))  # anywhere outside -> inside destination
     rows: list[tuple[Cell, ...]] = []
     suppressed = 0
     for i in np.flatnonzero(wanted).tolist():

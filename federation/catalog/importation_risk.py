@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from federation.catalog.base import DISTRICTS, OUTSIDE, OUTSIDE_NAME, Param, QueryKind, Release, RoundPlan, plan
-from federation.catalog.disclosure import round_counts
+from federation.catalog.disclosure import detected, released_count
 from federation.catalog.result import Cell, QueryResult, Table
 from federation.queries import Query
 from federation.registry import Registry
@@ -49,14 +49,16 @@ ORIGIN_COLUMNS = ("district", "rank", "origin", "origin_name", "share")
 
 @dataclass(frozen=True)
 class ImportationRisk:
-    """Exact values before suppression, all aligned with the registry's codes (length n)."""
+    """Values before suppression, all aligned with the registry's codes (length n): exact, or from noisy sums
+    (F, C, N signed as summed; the derived values post-processed as docs/protocol.md says)."""
 
     trips: NDArray[np.int64]  # F, (n, n) origin × destination
     confirmed: NDArray[np.int64]  # C, (n,)
     residents: NDArray[np.int64]  # N, (n,)
-    index: NDArray[np.float64]  # I, (n,)
+    weights: NDArray[np.float64]  # w = C/N over the detected origins, 0 elsewhere, (n,)
+    index: NDArray[np.float64]  # I >= 0, (n,)
     probability: NDArray[np.float64]  # P, (n,)
-    inflow: NDArray[np.int64]  # (n,)
+    inflow: NDArray[np.int64]  # Σ_{o≠d} F(o→d), summed signed then clipped at 0, (n,)
 
 
 def origin_weights(confirmed: NDArray[np.integer], residents: NDArray[np.integer]) -> NDArray[np.float64]:
@@ -95,7 +97,7 @@ def top_origins(
     origin position ascending; only origins with contribution > 0, flow F(o→d) ≥ k and confirmed C_o ≥
     ``cases_k``: a named origin's share · I_d / F(o→d) is C_o/N_o, so an origin whose case count ``cases``
     would suppress is never named."""
-    weights = origin_weights(risk.confirmed, risk.residents)
+    weights = risk.weights
     flows = risk.trips[:, destinations]
     nameable = (flows >= k) & (weights[:, None] > 0) & (risk.confirmed[:, None] >= cases_k)
     nameable[destinations, np.arange(destinations.shape[0])] = False  # o = d never counts
@@ -142,21 +144,33 @@ class ImportationRiskKind(QueryKind):
         )
 
     def exact_values(self, query: Query, release: Release) -> ImportationRisk:
-        """F, C, N from the round sums and the derived I, P and inflow, before any suppression."""
+        """F, C, N from the round sums and the derived w, I, P and inflow, before any suppression.
+
+        Noisy sums: w_o = C_o/N_o only for origins whose C_o and N_o reach their detection thresholds
+        (disclosure.detected: max(1, 2σ)), so that the noise of hundreds of empty origins does not add up in
+        I_d; I_d = Σ_{o≠d} F(o→d)·w_o over the signed F, clipped at 0; inflow summed signed, clipped at 0.
+        """
         n = len(release.registry)
         trips_plan, residents_plan, confirmed_plan = self.rounds(query, release.registry)
-        trips = round_counts(release.sums, trips_plan.name, trips_plan.length).reshape(n, n)
-        residents = round_counts(release.sums, residents_plan.name, residents_plan.length)
-        cases = round_counts(release.sums, confirmed_plan.name, confirmed_plan.length)
+        trips = release.counts(trips_plan.name, trips_plan.length).reshape(n, n)
+        residents = release.counts(residents_plan.name, residents_plan.length)
+        cases = release.counts(confirmed_plan.name, confirmed_plan.length)
         confirmed = cases.reshape(n, len(CASE_STATUSES))[:, CASE_STATUSES.index("confirmed")].copy()
-        index = importation_index(trips, confirmed, residents)
+        weights = origin_weights(
+            detected(confirmed, release.sigma_of(confirmed_plan.name)),
+            detected(residents, release.sigma_of(residents_plan.name)),
+        )
+        off_diagonal = trips.astype(np.float64)
+        np.fill_diagonal(off_diagonal, 0.0)
+        index = np.maximum(weights @ off_diagonal, 0.0)
         return ImportationRisk(
             trips=trips,
             confirmed=confirmed,
             residents=residents,
+            weights=weights,
             index=index,
             probability=importation_probability(index),
-            inflow=inflow(trips),
+            inflow=released_count(inflow(trips)),
         )
 
     def build(self, query: Query, release: Release) -> QueryResult:

@@ -29,7 +29,7 @@ the home region may lie anywhere.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -37,7 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from federation.catalog.base import DISTRICTS, Param, QueryKind, Release, RoundPlan, plan
-from federation.catalog.disclosure import round_counts
+from federation.catalog.disclosure import released_count
 from federation.catalog.result import Cell, QueryResult, Table
 from federation.errors import InvalidQuery
 from federation.queries import Query
@@ -144,15 +144,16 @@ class Outflow(QueryKind):
         registry = release.registry
         values = self.values(query)
         arrivals_plan, confirmed_plan = self.rounds(query, registry)
-        arrivals = round_counts(release.sums, arrivals_plan.name, arrivals_plan.length)
-        cases = round_counts(release.sums, confirmed_plan.name, confirmed_plan.length)
+        arrivals = release.counts(arrivals_plan.name, arrivals_plan.length)
+        cases = release.counts(confirmed_plan.name, confirmed_plan.length)
         confirmed = cases.reshape(len(registry), len(CASE_STATUSES))[:, CASE_STATUSES.index("confirmed")].copy()
         wanted = self.district_mask(query, registry, release.scope) & outside_region(registry, values["home"])
         return destination_areas(registry, wanted, arrivals, confirmed, values["level"])
 
     def build(self, query: Query, release: Release) -> QueryResult:
         mobility_k, cases_k = release.mobility_k, release.cases_k
-        areas = self.exact_areas(query, release)
+        summed = self.exact_areas(query, release)  # areas summed over signed (noisy) district cells
+        areas = replace(summed, arrivals=released_count(summed.arrivals), confirmed=released_count(summed.confirmed))
         listed = areas.arrivals >= mobility_k
         dropped = int(((areas.arrivals > 0) & ~listed).sum())
         shown_cases = listed & ~((areas.confirmed > 0) & (areas.confirmed < cases_k))

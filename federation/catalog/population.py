@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from federation.catalog.base import DISTRICTS, QueryKind, Release, RoundPlan, plan
-from federation.catalog.disclosure import round_counts, small_cell_mask
+from federation.catalog.disclosure import released_count, small_cell_mask
 from federation.catalog.result import Cell, QueryResult
 from federation.queries import Query
 from federation.registry import Registry
@@ -32,16 +32,16 @@ class Population(QueryKind):
         return (plan("presence", "telecom.presence", query.start, query.end, registry),)
 
     def presence_matrix(self, query: Query, release: Release) -> NDArray[np.int64]:
-        """Exact presence counts before suppression, int64 of shape (districts, window days)."""
+        """Presence counts before suppression, int64 of shape (districts, window days): exact, or signed noisy sums."""
         (presence,) = self.rounds(query, release.registry)
-        counts = round_counts(release.sums, presence.name, presence.length)
+        counts = release.counts(presence.name, presence.length)
         return counts.reshape(len(release.registry), query.window_days)
 
     def build(self, query: Query, release: Release) -> QueryResult:
         registry, k = release.registry, release.mobility_k
         presence = self.presence_matrix(query, release)
         listed = np.flatnonzero(self.district_mask(query, registry, release.scope))
-        counts = presence[listed]
+        counts = released_count(presence[listed])
         hidden = small_cell_mask(counts, k)
         days = [(query.start + timedelta(days=t)).isoformat() for t in range(query.window_days)]
         values, flags = counts.tolist(), hidden.tolist()

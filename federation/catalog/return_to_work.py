@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from federation.catalog.base import DISTRICTS, Param, QueryKind, Release, RoundPlan, plan
-from federation.catalog.disclosure import round_counts, small_cell_mask
+from federation.catalog.disclosure import detected, released_count, small_cell_mask
 from federation.catalog.result import Cell, QueryResult
 from federation.epi.tiers import HIGH, LOW, MEDIUM, TIER_WINDOW_DAYS, risk_tiers
 from federation.errors import InvalidQuery
@@ -135,24 +135,33 @@ class ReturnToWork(QueryKind):
         )
 
     def origin_tiers(self, query: Query, release: Release) -> NDArray[np.int8]:
-        """The tier of every district on ``end`` (int8, federation.epi.tiers codes), from exact case counts."""
+        """The tier of every district on ``end`` (int8, federation.epi.tiers codes), from the case counts: a noisy
+        count of new cases or clusters counts as present only where it reaches its detection threshold
+        (disclosure.detected); the cumulative count is compared with the limit as it is (unbiased)."""
         n = len(release.registry)
         plans = {p.name: p for p in self.rounds(query, release.registry)}
         confirmed = CASE_STATUSES.index("confirmed")
-        new = round_counts(release.sums, "new_cases", plans["new_cases"].length).reshape(n, -1)[:, confirmed]
-        total = round_counts(release.sums, "cumulative_cases", plans["cumulative_cases"].length)
-        clusters = round_counts(release.sums, "clusters", plans["clusters"].length).reshape(n, -1)[:, -1]
-        return risk_tiers(new, total.reshape(n, -1)[:, confirmed], clusters)
+        new = release.counts("new_cases", plans["new_cases"].length).reshape(n, -1)[:, confirmed]
+        total = release.counts("cumulative_cases", plans["cumulative_cases"].length)
+        clusters = release.counts("clusters", plans["clusters"].length).reshape(n, -1)[:, -1]
+        return risk_tiers(
+            detected(new, release.sigma_of("new_cases")),
+            total.reshape(n, -1)[:, confirmed],
+            detected(clusters, release.sigma_of("clusters")),
+        )
 
     def build(self, query: Query, release: Release) -> QueryResult:
         registry, k = release.registry, release.mobility_k
         n = len(registry)
         plans = {p.name: p for p in self.rounds(query, registry)}
-        baseline_days = round_counts(release.sums, "baseline", plans["baseline"].length).reshape(n, -1)
-        window_days = round_counts(release.sums, "presence", plans["presence"].length).reshape(n, -1)
-        trips = round_counts(release.sums, "trips", plans["trips"].length).reshape(n, n)
-        inflow = inflow_by_tier(trips, self.origin_tiers(query, release))
-        baseline, presence = baseline_median(baseline_days), window_days.mean(axis=1)
+        baseline_days = release.counts("baseline", plans["baseline"].length).reshape(n, -1)
+        window_days = release.counts("presence", plans["presence"].length).reshape(n, -1)
+        trips = release.counts("trips", plans["trips"].length).reshape(n, n)
+        # Sums and medians over the signed noisy cells first, one clip at the end (docs/protocol.md).
+        inflow = released_count(inflow_by_tier(trips, self.origin_tiers(query, release)))
+        baseline = np.maximum(baseline_median(baseline_days), 0.0)
+        presence = np.maximum(window_days.mean(axis=1), 0.0)
+        baseline_days, window_days = released_count(baseline_days), released_count(window_days)
         change = change_pct(baseline, presence)
         listed = np.flatnonzero(self.district_mask(query, registry, release.scope))
         show_baseline: NDArray[np.bool_] = ~np.asarray(small_cell_mask(baseline_days, k).any(axis=1))

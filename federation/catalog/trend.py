@@ -37,7 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from federation.catalog.base import DISTRICTS, Param, QueryKind, Release, RoundPlan, plan
-from federation.catalog.disclosure import round_counts, small_cell_mask
+from federation.catalog.disclosure import released_count, small_cell_mask
 from federation.catalog.result import Cell, QueryResult, Table
 from federation.epi.growth import fit_growth
 from federation.epi.rt import MIN_WINDOW_CASES, RtEstimate, estimate_rt
@@ -154,13 +154,12 @@ class Trend(QueryKind):
         return (plan("confirmed", "health.confirmed_daily", query.start, query.end, registry, date=by),)
 
     def area_series(self, query: Query, release: Release) -> AreaSeries:
-        """The exact daily series of every area with a case in the window (areas in code order)."""
+        """The daily series of every area with a case in the window (areas in code order): exact, or noisy district
+        cells summed per area and then clipped at 0."""
         registry = release.registry
         (confirmed,) = self.rounds(query, registry)
         days = query.window_days
-        counts = round_counts(release.sums, confirmed.name, confirmed.length).reshape(
-            len(registry), days, len(CASE_ORIGINS)
-        )
+        counts = release.counts(confirmed.name, confirmed.length).reshape(len(registry), days, len(CASE_ORIGINS))
         listed = self.district_mask(query, registry, release.scope)
         level = self.values(query)["level"]
         area_of = _area_codes(registry, level)[listed]
@@ -169,6 +168,8 @@ class Trend(QueryKind):
         imported = np.zeros((codes.shape[0], days), dtype=np.int64)
         np.add.at(local, index, counts[listed, :, 0])
         np.add.at(imported, index, counts[listed, :, 1])
+        # Noisy cells are summed into areas signed, then each area-day is clipped once: Rt needs counts >= 0.
+        local, imported = released_count(local), released_count(imported)
         has_cases = (local + imported).sum(axis=1) > 0
         codes, local, imported = codes[has_cases], local[has_cases], imported[has_cases]
         names = tuple(_area_name(registry, level, int(code)) for code in codes.tolist())

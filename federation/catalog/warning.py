@@ -30,17 +30,18 @@ district's inflow is 0 or at least mobility-k (None otherwise).
 
 from __future__ import annotations
 
+import math
 from datetime import date, timedelta
 
 import numpy as np
 from numpy.typing import NDArray
 
 from federation.catalog.base import DISTRICTS, Param, QueryKind, Release, RoundPlan, plan
-from federation.catalog.disclosure import round_counts
+from federation.catalog.disclosure import DETECTION_SIGMAS, detected, released_count
 from federation.catalog.importation_risk import importation_index, inflow
 from federation.catalog.result import Cell, QueryResult
 from federation.epi.ears import ears_c1, ears_c2, ears_c3
-from federation.epi.tiers import TIER_NAMES, TIER_WINDOW_DAYS, tier_history, tier_since, trailing_sums
+from federation.epi.tiers import TIER_NAMES, TIER_WINDOW_DAYS, risk_tiers, tier_since, trailing_sums
 from federation.errors import InvalidQuery
 from federation.queries import Query
 from federation.registry import Registry
@@ -97,32 +98,40 @@ class EarlyWarning(QueryKind):
         )
 
     def series(self, query: Query, release: Release) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """Exact daily confirmed (districts, days) and clusters in the 14 days ending each day (districts, days)."""
+        """Daily confirmed (districts, days) and clusters in the 14 days ending each day (districts, days): exact,
+        or signed noisy sums."""
         registry = release.registry
         confirmed, clusters, _, _ = self.rounds(query, registry)
         n, days = len(registry), query.window_days
-        daily = round_counts(release.sums, confirmed.name, confirmed.length).reshape(n, days, len(CASE_ORIGINS))
-        return daily.sum(axis=2), round_counts(release.sums, clusters.name, clusters.length).reshape(n, days)
+        daily = release.counts(confirmed.name, confirmed.length).reshape(n, days, len(CASE_ORIGINS))
+        return daily.sum(axis=2), release.counts(clusters.name, clusters.length).reshape(n, days)
 
     def build(self, query: Query, release: Release) -> QueryResult:
         registry = release.registry
         k, mobility_k = release.cases_k, release.mobility_k
         threshold = self.values(query)["threshold"]
         daily, clusters = self.series(query, release)
-        history = tier_history(daily, clusters)
+        # A district-day's confirmed count is the sum of its local and imported cells, each with the round's σ.
+        sigma_day = release.sigma_of("confirmed") * math.sqrt(len(CASE_ORIGINS))
+        history = noisy_tier_history(daily, clusters, sigma_day, release.sigma_of("clusters"))
         since = tier_since(history)
         tier = history[:, -1]
-        new_14d = trailing_sums(daily)[:, -1]
-        cumulative = daily.sum(axis=1)
-        clusters_14d = clusters[:, -1]
+        trailing = trailing_sums(daily)[:, -1]
+        # Sums over the signed noisy cells first; what is released is clipped once.
+        new_14d = released_count(trailing)
+        cumulative = released_count(daily.sum(axis=1))
+        clusters_14d = released_count(clusters[:, -1])
         alarms = [method(daily) for method in (ears_c1, ears_c2, ears_c3)]
 
         _, _, trips_plan, residents_plan = self.rounds(query, registry)
         n = len(registry)
-        trips = round_counts(release.sums, trips_plan.name, trips_plan.length).reshape(n, n)
-        residents = round_counts(release.sums, residents_plan.name, residents_plan.length)
-        index = importation_index(trips, trailing_sums(daily)[:, -1], residents)
-        arrivals = inflow(trips)
+        trips = release.counts(trips_plan.name, trips_plan.length).reshape(n, n)
+        residents = release.counts(residents_plan.name, residents_plan.length)
+        sigma_new = sigma_day * math.sqrt(min(TIER_WINDOW_DAYS, query.window_days))
+        index = importation_index(
+            trips, detected(trailing, sigma_new), detected(residents, release.sigma_of("residents"))
+        )
+        arrivals = released_count(inflow(trips))
 
         listed = np.flatnonzero(self.district_mask(query, registry, release.scope))
         order = listed[np.lexsort((listed, -cumulative[listed], -tier[listed]))]
@@ -160,6 +169,20 @@ class EarlyWarning(QueryKind):
             f"k={mobility_k} (and above 0)",
         )
         return QueryResult(query=query, columns=COLUMNS, rows=rows, suppressed=suppressed, notes=notes)
+
+
+def noisy_tier_history(
+    daily: NDArray[np.int64], clusters: NDArray[np.int64], sigma_day: float, sigma_clusters: float
+) -> NDArray[np.int8]:
+    """The tier of every district on every day (as federation.epi.tiers.tier_history) from possibly noisy series:
+    new cases in the trailing 14 days and a cluster count as present only where they reach their detection
+    threshold (disclosure.detected; a trailing sum of w days has σ = ``sigma_day`` · √w), the cumulative count
+    is compared with the limit as summed. With σ = 0 this is tier_history exactly."""
+    trailing = trailing_sums(daily)
+    window = np.minimum(np.arange(1, daily.shape[-1] + 1), TIER_WINDOW_DAYS)
+    threshold = np.maximum(1.0, DETECTION_SIGMAS * sigma_day * np.sqrt(window))
+    new = np.where(trailing >= threshold[None, :], trailing, 0)
+    return risk_tiers(new, np.cumsum(daily, axis=-1), detected(clusters, sigma_clusters))
 
 
 KIND = EarlyWarning()

@@ -1,0 +1,115 @@
+"""Post-processing of noisy sums (docs/protocol.md, "Post-processing of noisy sums"), on hand-built sums: signed
+cells reach the kinds, the kinds sum before they clip, and presence decisions use the round's σ, so that the
+noise of hundreds of empty cells neither biases a sum nor puts every district on alert.
+
+The noise here is drawn with numpy from a fixed seed (a test's stand-in for the agencies' discrete Gaussian,
+whose sampler is tested against its exact pmf elsewhere); every assertion is therefore deterministic, and each
+tolerance is stated in σ of the quantity it bounds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from federation.catalog import Release, kind
+from federation.catalog.disclosure import checked_counts, detected, released_count
+from federation.catalog.importation_risk import importation_index
+from federation.catalog.warning import noisy_tier_history
+from federation.epi.tiers import HIGH, LOW, MEDIUM, tier_history
+from federation.errors import IntegrityFault
+from federation.queries import Query
+from federation.registry import load_registry
+
+REGISTRY = load_registry([42, 43])  # Hubei and Hunan: about 230 districts
+N = len(REGISTRY)
+END = dt.date(2020, 2, 29)
+
+
+def wire(values: NDArray[np.integer]) -> NDArray[np.uint64]:
+    """Signed counts as the secure sum delivers them: two's complement mod 2^64."""
+    return np.asarray(values, dtype=np.int64).reshape(-1).view(np.uint64)
+
+
+def test_noisy_sums_reach_the_kinds_signed_and_broken_ones_are_still_refused() -> None:
+    noisy = wire(np.array([-3, 0, 7]))
+    assert checked_counts(noisy, 3, noisy=True).tolist() == [-3, 0, 7]
+    with pytest.raises(IntegrityFault, match="2\\^63"):
+        checked_counts(noisy, 3)  # the same cells in an exact round: a negative contribution
+    for absurd in (1 << 62, -(1 << 62), -(1 << 63)):
+        with pytest.raises(IntegrityFault, match="2\\^62"):
+            checked_counts(wire(np.array([1, absurd])), 2, noisy=True)
+    assert released_count(np.array([-2, 0, 3])).tolist() == [0, 0, 3]
+    assert detected(np.array([0, 1, 2, 5]), 0.0).tolist() == [0, 1, 2, 5]  # exact: every positive count
+    assert detected(np.array([-1, 1, 2, 5]), 1.2).tolist() == [0, 0, 0, 5]  # noisy: at least 2σ = 2.4
+
+
+def risk_world() -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """A world where only five origins have cases: F(o→d) one trip between every pair, and 150 into each of ten
+    destinations from the first infected origin; 500 residents a district."""
+    trips = np.full((N, N), 1, dtype=np.int64)
+    trips[0, 10:20] = 150
+    confirmed = np.zeros(N, dtype=np.int64)
+    confirmed[:5] = [20, 8, 6, 4, 3]
+    residents = np.full(N, 500, dtype=np.int64)
+    return trips, confirmed, residents
+
+
+def risk_query() -> Query:
+    return Query(
+        "importation-risk", END - dt.timedelta(days=13), END, {}, "nhc-national", "0" * 32, "2026-12-01T00:00:00Z"
+    )
+
+
+def test_importation_risk_from_noisy_sums_keeps_the_exact_alerts() -> None:
+    trips, confirmed, residents = risk_world()
+    exact_index = importation_index(trips, confirmed, residents)
+    # σ of one round at ρ = 0.5: trips Δ₂² = 30 → 5.5, cases 3 → 1.7, residents 1 → 1.0.
+    sigma = {"trips": math.sqrt(30), "confirmed": math.sqrt(3), "residents": 1.0}
+    rng = np.random.default_rng(12)
+    cases = np.zeros((N, 3), dtype=np.int64)
+    cases[:, 0] = confirmed
+    noisy = {
+        "trips": trips + np.rint(rng.normal(0, sigma["trips"], trips.shape)).astype(np.int64),
+        "residents": residents + np.rint(rng.normal(0, sigma["residents"], N)).astype(np.int64),
+        "confirmed": cases + np.rint(rng.normal(0, sigma["confirmed"], cases.shape)).astype(np.int64),
+    }
+    release = Release(REGISTRY, {k: wire(v) for k, v in noisy.items()}, 15, 3, sigma=sigma)
+    risk = kind("importation-risk").exact_values(risk_query(), release)  # type: ignore[attr-defined]
+    # Without detection every one of ~230 origins would carry a weight (half of them positive): noise ~ 0.4σ_C
+    # per origin times ~700 trips would put I_d near 5 everywhere. With it, only origins whose noisy count
+    # reaches 2σ_C = 3.5 count: the five infected ones and, by chance, about 2.3 % of the others.
+    assert (risk.weights > 0).sum() <= 5 + 0.023 * N + 3 * math.sqrt(0.023 * N)
+    alerts = risk.index >= 1.0
+    assert alerts[10:20].all()  # I_d = 150 · 20/500 = 6 there: far above the threshold
+    # Elsewhere I_d ≈ 0.08 with noise σ_F·√(Σ w²) ≈ 0.25 (and a spurious origin of ~4 cases adds ~0.01): none
+    # of the other ~220 districts reaches 1 but with probability P(Z ≥ 3.7) ≈ 1e-4 each.
+    assert alerts.sum() == 10
+    # The inflow is summed over signed cells: unbiased (σ·√(N−1) ≈ 83), not pushed up by ~0.4σ per cell.
+    inflow_sigma = sigma["trips"] * math.sqrt(N - 1)
+    bias = float(np.mean(risk.inflow - (trips.sum(axis=0) - np.diagonal(trips))))
+    assert abs(bias) < 4 * inflow_sigma / math.sqrt(N)
+    assert np.abs(risk.index[10:20] - exact_index[10:20]).max() < 0.5 * exact_index[10:20].min()
+
+
+def test_noisy_tiers_leave_empty_districts_low() -> None:
+    days = 40
+    daily = np.zeros((N, days), dtype=np.int64)
+    daily[0] = 3  # 120 cumulative: high with its cluster
+    daily[1, -5] = 6  # new cases: medium
+    clusters = np.zeros((N, days), dtype=np.int64)
+    clusters[0, -14:] = 4
+    exact = tier_history(daily, clusters)
+    assert noisy_tier_history(daily, clusters, 0.0, 0.0).tolist() == exact.tolist()  # σ = 0: the exact rule
+    rng = np.random.default_rng(7)
+    sigma_day, sigma_clusters = 0.6, 0.9  # ρ = 1 per round: confirmed_daily σ 0.71 per cell, √2 of them a day
+    noisy_daily = daily + np.rint(rng.normal(0, sigma_day, daily.shape)).astype(np.int64)
+    noisy_clusters = clusters + np.rint(rng.normal(0, sigma_clusters, clusters.shape)).astype(np.int64)
+    tiers = noisy_tier_history(noisy_daily, noisy_clusters, sigma_day, sigma_clusters)[:, -1]
+    assert tiers[0] == HIGH and tiers[1] == MEDIUM
+    # An empty district turns medium only where its 14-day noise reaches 2σ (2.3 %): about 5 of 230.
+    assert (tiers[2:] != LOW).sum() <= 0.023 * N + 3 * math.sqrt(0.023 * N)
