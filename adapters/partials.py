@@ -52,6 +52,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from adapters.backends import Store
+from federation.catalog.aggregates import ODFrame, od_frame
 from federation.vocabulary import (
     CASE_STATUSES,
     DEFAULT_MAX_TRIPS_PER_DAY,
@@ -220,6 +221,13 @@ def _domain(domain: npt.NDArray[np.int32], alias: str) -> str:
     return _values([(str(int(code)), i) for i, code in enumerate(domain)], f"{alias}(district, idx)")
 
 
+def _positions(domain: npt.NDArray[np.int32], positions: npt.NDArray[np.int64], alias: str) -> str:
+    """An OD frame's rows or columns (``positions``, −1: not counted) as a VALUES relation ``alias(district, idx)``."""
+    at = positions >= 0
+    pairs = [(str(int(c)), int(i)) for c, i in zip(domain[at].tolist(), positions[at].tolist(), strict=True)]
+    return _values(pairs, f"{alias}(district, idx)")
+
+
 def _days(start: dt.date, end: dt.date) -> str:
     days = [(f"DATE '{start + dt.timedelta(days=t)}'", t) for t in range((end - start).days + 1)]
     return _values(days, "w(day, t)")
@@ -233,9 +241,11 @@ def answer_from_partials(
     end: dt.date,
     params: Mapping[str, str],
     max_trips_per_day: int = DEFAULT_MAX_TRIPS_PER_DAY,
+    frame: ODFrame | None = None,
 ) -> npt.NDArray[np.uint64]:
     """The aggregate's vector (the layout of ``adapters.aggregates``) summed from its per-day partials; the trips
-    aggregates keep each person-day's first ``max_trips_per_day`` (at most MAX_TRIPS_PER_DAY_LIMIT)."""
+    aggregates keep each person-day's first ``max_trips_per_day`` (at most MAX_TRIPS_PER_DAY_LIMIT), in the
+    provincial layout ``frame`` gives (:func:`federation.catalog.aggregates.od_frame`; None: the domain's)."""
     n = len(domain)
     days = (end - start).days + 1
     window = f"p.day >= DATE '{start}' AND p.day <= DATE '{end}'"
@@ -269,13 +279,15 @@ def answer_from_partials(
             mode = params["mode"]
             assert mode in TRANSPORT_MODES  # checked by the request; rendered as a literal
             mode_filter = f"AND p.mode = '{mode}'"
+        frame = frame or od_frame(None, np.ones(n, dtype=np.bool_))
+        position = f"CAST(o.idx AS BIGINT) * {frame.columns} + d.idx"
         sql = f"""
-        SELECT CAST(o.idx AS BIGINT) * {n} + d.idx AS pos, CAST(sum(p.n) AS BIGINT) AS n
+        SELECT {position} AS pos, CAST(sum(p.n) AS BIGINT) AS n
         FROM {table} AS p
-        JOIN {_domain(domain, "o")} ON o.district = p.origin
-        JOIN {_domain(domain, "d")} ON d.district = p.destination
-        WHERE {window} AND p.nth <= {int(max_trips_per_day)} {mode_filter}
+        JOIN {_positions(domain, frame.origin, "o")} ON o.district = p.origin
+        JOIN {_positions(domain, frame.destination, "d")} ON d.district = p.destination
+        WHERE {window} AND p.nth <= {int(max_trips_per_day)} {mode_filter} AND {position} < {frame.cells}
         GROUP BY 1
         """
-        return store.counts(sql, {}, n * n)
+        return store.counts(sql, {}, frame.cells)
     raise AssertionError(f"{aggregate} has no partials")

@@ -3,19 +3,23 @@
 Every adapter decides for itself, from its own config, whether to contribute: the query must be signed by a
 coordinator in the roster, fresh, of a kind and window its policy allows, from a coordinator and role it serves,
 within the signer's jurisdiction, and the round the broker asks for must be one that the signed query really
-needs (so a broker can neither alter a query nor invent a round).
+needs (so a broker can neither alter a query nor invent a round), over no more districts than the signer's
+jurisdiction needs: the plan is recomputed for the signing coordinator's scope, so a provincial coordinator's
+round limited to its province (docs/protocol.md, "Vector layouts") cannot be widened to the whole domain or
+moved to another province by the broker.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from federation.catalog import RoundPlan, kind
-from federation.catalog.jurisdiction import outside_jurisdiction
+from federation.catalog.aggregates import LAYOUT_PARAM, PROVINCE_PARAM, SCOPE_PARAMS
+from federation.catalog.jurisdiction import outside_jurisdiction, scope_of
 from federation.config import CoordinatorConfig, FederationConfig, NodeConfig
-from federation.errors import InvalidQuery, PolicyRefused, RegistryMismatch
+from federation.errors import InvalidQuery, PermissionDenied, PolicyRefused, RegistryMismatch
 from federation.identity import Roster
 from federation.queries import Query
 from federation.registry import Registry
@@ -92,7 +96,7 @@ def approve_round(
             f"{node.id} uses district registry {registry.hash[:12]}…, the round names "
             f"{request.registry_hash[:12]}…; both sides must load the same domain"
         )
-    plan = _matching_plan(node, query, registry, request)
+    plan = _matching_plan(node, query, coordinator, registry, request)
     if request.length != plan.length:
         raise InvalidQuery(
             f"the round asks for {request.length} cells of {plan.aggregate}, but over {len(registry)} districts "
@@ -150,18 +154,52 @@ def check_honest_majority(node_id: str, threshold: int, members: int, set_name: 
         )
 
 
-def _matching_plan(node: NodeConfig, query: Query, registry: Registry, request: RoundRequest) -> RoundPlan:
-    # The same plan the broker ran (federation.catalog): a broker can neither alter a query nor invent a round.
-    for plan in kind(query.kind).rounds(query, registry):
-        if (
-            plan.agency_kind == node.kind
-            and plan.aggregate == request.aggregate
-            and _iso(plan.start) == request.start
-            and _iso(plan.end) == request.end
-            and dict(plan.params) == request.params
-        ):
+def _matching_plan(
+    node: NodeConfig, query: Query, coordinator: CoordinatorConfig, registry: Registry, request: RoundRequest
+) -> RoundPlan:
+    # The same plan the broker ran (federation.catalog), for the signer's own jurisdiction: a broker can neither
+    # alter a query nor invent a round, nor ask a provincial coordinator's round over more districts.
+    plans = [
+        plan
+        for plan in kind(query.kind).rounds(query, registry, scope_of(coordinator))
+        if plan.agency_kind == node.kind
+        and plan.aggregate == request.aggregate
+        and _iso(plan.start) == request.start
+        and _iso(plan.end) == request.end
+    ]
+    for plan in plans:
+        if dict(plan.params) == request.params:
             return plan
+    asked = _unscoped(request.params)
+    for plan in plans:
+        if _unscoped(plan.params) == asked:
+            raise PermissionDenied(
+                f"{node.id} refused: {_signer(coordinator)}'s {query.kind} query needs {plan.aggregate} "
+                f"{_extent(plan.params)}, the round asked for it {_extent(request.params)}"
+            )
     raise PolicyRefused(
         f"{node.id} refused: the signed {query.kind} query does not need a {request.aggregate} round over "
         f"{request.start or '-'}..{request.end or '-'} with {request.params or 'no params'}"
     )
+
+
+def _unscoped(params: Mapping[str, str]) -> dict[str, str]:
+    return {key: value for key, value in params.items() if key not in SCOPE_PARAMS}
+
+
+def _signer(coordinator: CoordinatorConfig) -> str:
+    if coordinator.role == "national" or coordinator.jurisdiction is None:
+        return f"national coordinator {coordinator.id}"
+    return f"{coordinator.id} (provincial, province {coordinator.jurisdiction})"
+
+
+def _extent(params: Mapping[str, str]) -> str:
+    """Which districts a round's params limit it to, as a bounded phrase (the values come from the broker)."""
+    layout, province = params.get(LAYOUT_PARAM), params.get(PROVINCE_PARAM)
+    if layout is None and province is None:
+        return "over the whole domain"
+    return f"limited to province {_short(province or '-')} in layout {_short(layout or '-')}"
+
+
+def _short(text: str) -> str:
+    return repr(text if len(text) <= 12 else text[:9] + "...")

@@ -25,6 +25,7 @@ from adapters.stages import NO_HOOKS, StageHooks
 from federation import __version__, metrics
 from federation.audit import AuditLog
 from federation.catalog import KINDS
+from federation.catalog.aggregates import SCOPE_PARAMS
 from federation.chunking import CHUNK_BYTES, iter_chunks
 from federation.config import FederationConfig, NodeConfig
 from federation.errors import FederationError, InvalidQuery, PermissionDenied
@@ -191,6 +192,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
                 end=query.end.isoformat(),
                 nonce=query.nonce,
                 aggregate=approval.plan.aggregate,
+                layout=approval.plan.layout or "domain",
                 participants=list(request.participants),
                 threshold=request.threshold,
                 noise=self._node.policy.privacy.noise,
@@ -299,7 +301,10 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         signatures = {s.node_id: s.signature for s in request.signatures}
         if self._survivors is not None:
             plan = live.approval.plan
-            spec = release_spec(plan.aggregate, plan.start, plan.end, plan.params, self._registry.hash)
+            # A round limited to a province is a function of the whole-domain one: both share one survivor set,
+            # else a provincial round minus the national one (a carrier "dropped" in one) gives that carrier's cells.
+            params = {key: value for key, value in plan.params.items() if key not in SCOPE_PARAMS}
+            spec = release_spec(plan.aggregate, plan.start, plan.end, params, self._registry.hash)
             await asyncio.to_thread(self._survivors.admit, spec, list(request.survivors))
         async with live.lock:
             revealed = await asyncio.to_thread(live.state.unmask, list(request.survivors), signatures)

@@ -17,6 +17,7 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
+from federation.catalog.aggregates import ODFrame
 from federation.errors import ConfigError
 from federation.vocabulary import AGENCY_KINDS
 
@@ -24,12 +25,14 @@ __all__ = [
     "ADDED_COLUMNS",
     "AGENCY_KINDS",
     "DOMAIN_CTE",
+    "OD_CTE",
     "RAW_TABLES",
     "added_columns_sql",
     "count_vector",
     "create_tables",
     "data_window",
     "domain_param",
+    "od_params",
     "open_store",
     "window_params",
 ]
@@ -88,6 +91,17 @@ _DATED_COLUMN = {
 DOMAIN_CTE = (
     "domain_index AS (SELECT unnest($domain::INTEGER[]) AS district, "
     "generate_subscripts($domain::INTEGER[], 1) - 1 AS idx)"
+)
+
+
+# An origin × destination vector's rows and columns as two relations (district code -> row, -> column), from the
+# ``$origin_codes``/``$origin_idx`` and ``$destination_codes``/``$destination_idx`` parameters (od_params): a
+# district missing from one is not counted at that end, and several districts may share one position (the
+# "outside" row and column of the border layout).
+OD_CTE = (
+    "origin_index AS (SELECT unnest($origin_codes::INTEGER[]) AS district, unnest($origin_idx::BIGINT[]) AS idx), "
+    "destination_index AS (SELECT unnest($destination_codes::INTEGER[]) AS district, "
+    "unnest($destination_idx::BIGINT[]) AS idx)"
 )
 
 
@@ -172,6 +186,20 @@ def domain_param(domain: npt.NDArray[np.int32]) -> list[int]:
     """The domain as the ``$domain`` parameter of :data:`DOMAIN_CTE`."""
     codes: list[int] = domain.tolist()
     return codes
+
+
+def od_params(domain: npt.NDArray[np.int32], frame: ODFrame) -> dict[str, Any]:
+    """The parameters of :data:`OD_CTE` for ``frame`` over ``domain``, with ``$n`` (cells per row) and ``$cells``
+    (positions at or past it are not counted)."""
+    at_origin, at_destination = frame.origin >= 0, frame.destination >= 0
+    return {
+        "origin_codes": domain[at_origin].tolist(),
+        "origin_idx": frame.origin[at_origin].tolist(),
+        "destination_codes": domain[at_destination].tolist(),
+        "destination_idx": frame.destination[at_destination].tolist(),
+        "n": frame.columns,
+        "cells": frame.cells,
+    }
 
 
 def window_params(start: dt.date, end: dt.date) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from bench._round_node import PLAINTEXT_METHOD
 from broker.client import coordinator_identity, sign_query
 from broker.rounds import AdapterPeer, run_round
 from broker.service import round_threshold
-from federation.catalog import kind, new_query
+from federation.catalog import NATIONAL, kind, new_query
 from federation.chunking import cells_of
 from federation.config import load_federation
 from federation.identity import Identity, Roster
@@ -85,7 +85,9 @@ class Driver:
         return new_query(name, start=start, end=WINDOW_END, params={}, coordinator=COORDINATOR_ID)
 
     def _plan(self, aggregate: str, query: Any) -> Any:
-        return next(plan for plan in kind(query.kind).rounds(query, self.registry) if plan.aggregate == aggregate)
+        return next(
+            plan for plan in kind(query.kind).rounds(query, self.registry, NATIONAL) if plan.aggregate == aggregate
+        )
 
     async def secure_round(
         self, participants: Sequence[str], aggregate: str, on_stage: Callable[[str], None] | None = None

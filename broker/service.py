@@ -159,7 +159,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             nonce=query.nonce,
             params=[f"{k}={v}" for k, v in sorted(query.params.items())],
         )
-        plans = kind(query.kind).rounds(query, self._registry)
+        plans = kind(query.kind).rounds(query, self._registry, scope_of(caller))
         self._validate(query, plans, caller)
         events: asyncio.Queue[broker_pb2.QueryEvent | None] = asyncio.Queue()
 

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from federation.catalog import KINDS, Release, Scope, kind
+from federation.catalog import KINDS, NATIONAL, Release, Scope, kind
 from federation.catalog.importation_risk import importation_index, importation_probability
 from federation.catalog.result import Cell, QueryResult
 from federation.errors import InvalidQuery, UnknownDistrict, VectorMismatch
 from federation.queries import Query
 from federation.registry import Registry, load_registry
+from tests.layouts import limited_sums
 
 NONCE = "0123456789abcdef0123456789abcdef"
 REGISTRY = Registry.from_columns(
@@ -78,6 +79,8 @@ def build(
     """The kind's release of ``q`` with both thresholds at ``k`` (or cases at ``cases_k``), for the whole domain
     or one province."""
     cases = k if cases_k is None else cases_k
+    if province is not None:  # the rounds a provincial coordinator's query runs carry only its cells
+        sums = limited_sums(q, sums, registry, Scope(province))
     release = Release(registry=registry, sums=sums, mobility_k=k, cases_k=cases, scope=Scope(province))
     return kind(q.kind).release(q, release)
 
@@ -101,7 +104,7 @@ def test_catalog_covers_every_kind() -> None:
 
 
 def test_round_names_match_plans() -> None:
-    plans = kind("importation-risk").rounds(query("importation-risk", window_days="14"), REGISTRY)
+    plans = kind("importation-risk").rounds(query("importation-risk", window_days="14"), REGISTRY, NATIONAL)
     assert [p.name for p in plans] == list(risk_sums())
     assert [p.length for p in plans] == [36, 6, 18]
 
@@ -375,7 +378,7 @@ def test_every_plan_uses_only_declared_aggregates_with_catalog_lengths() -> None
         query("importation-risk"),
     ):
         entry = kind(q.kind)
-        for plan in entry.rounds(q, REGISTRY):
+        for plan in entry.rounds(q, REGISTRY, NATIONAL):
             assert plan.aggregate in entry.aggregates
             assert plan.agency_kind == AGGREGATES[plan.aggregate].agency_kind
             assert plan.length == vector_length(plan.aggregate, len(REGISTRY), plan.start, plan.end)

@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from federation.catalog import kind, new_query
+from federation.catalog import NATIONAL, kind, new_query
 from federation.catalog.base import Release, Scope
 from federation.catalog.trend import peak_day, turning_point
 from federation.errors import InvalidQuery
 from federation.registry import load_registry
+from tests.layouts import limited_sums
 
 REGISTRY = load_registry([42, 43])
 START = dt.date(2020, 1, 1)
@@ -48,7 +49,7 @@ def trend_query(**params: str) -> object:
 
 def test_trend_plans_one_round_from_the_data_start() -> None:
     query = new_query("trend", start=None, end=END, params={"by": "onset"}, coordinator="x", data_start=START)
-    (confirmed,) = kind("trend").rounds(query, REGISTRY)
+    (confirmed,) = kind("trend").rounds(query, REGISTRY, NATIONAL)
     assert (confirmed.aggregate, confirmed.start, confirmed.end, dict(confirmed.params)) == (
         "health.confirmed_daily",
         START,
@@ -101,7 +102,8 @@ def test_trend_levels_and_provincial_scope() -> None:
     query = new_query("trend", start=None, end=END, params={"level": "province"}, coordinator="x", data_start=START)
     everyone = kind("trend").release(query, Release(REGISTRY, sums, 15, 3))
     assert sorted({int(str(r[0])) for r in everyone.rows}) == [42, 43]
-    hubei = kind("trend").release(query, Release(REGISTRY, sums, 15, 3, Scope(province=42)))
+    hubei_sums = limited_sums(query, sums, REGISTRY, Scope(42))
+    hubei = kind("trend").release(query, Release(REGISTRY, hubei_sums, 15, 3, Scope(province=42)))
     assert {r[0] for r in hubei.rows} == {42} and {r[0] for r in hubei.tables[0].rows} == {42}
     national = new_query("trend", start=None, end=END, params={"level": "national"}, coordinator="x", data_start=START)
     (row,) = kind("trend").release(national, Release(REGISTRY, sums, 15, 3)).tables[0].rows
@@ -147,7 +149,7 @@ def warning_sums(
 
 def test_warning_plans_tiers_alerts_and_disclosure() -> None:
     query = new_query("warning", start=None, end=END, params={}, coordinator="x", data_start=START)
-    plans = kind("warning").rounds(query, REGISTRY)
+    plans = kind("warning").rounds(query, REGISTRY, NATIONAL)
     assert [(p.name, p.aggregate, p.start, p.end) for p in plans] == [
         ("confirmed", "health.confirmed_daily", START, END),
         ("clusters", "health.clusters", START, END),
@@ -179,5 +181,6 @@ def test_warning_plans_tiers_alerts_and_disclosure() -> None:
     rank = {"high": 0, "medium": 1, "low": 2}
     assert [rank[str(r[3])] for r in result.rows] == sorted(rank[str(r[3])] for r in result.rows)
     assert [r[0] for r in result.rows[:2]] == [WUHAN_A, WUHAN_B]
-    hubei = kind("warning").release(query, Release(REGISTRY, sums, 15, 3, Scope(province=42)))
+    hubei_sums = limited_sums(query, sums, REGISTRY, Scope(42))
+    hubei = kind("warning").release(query, Release(REGISTRY, hubei_sums, 15, 3, Scope(province=42)))
     assert all(int(str(r[0])) // 10_000 == 42 for r in hubei.rows)

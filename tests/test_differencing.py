@@ -22,6 +22,8 @@ import numpy.typing as npt
 import pytest
 
 from fedbroker.harness import LocalFederation
+from federation.catalog import NATIONAL, kind, new_query
+from federation.catalog.jurisdiction import scope_of
 from federation.config import PrivacyPolicy
 from federation.identity import Roster
 from federation.privacy.ledger import ledger_path
@@ -32,6 +34,7 @@ from federation.wire import advert_from_pb, revealed_from_pb, shares_from_pb, sh
 from tests import oracle
 from tests.federation_fixtures import oracle_sum, private_copy
 from tests.test_round_refusals import TELECOM, EvilBroker
+from tests.test_security_perimeter import round_vector, vector_spec
 
 pytestmark = pytest.mark.slow
 DROPPED = "telecom-b"
@@ -146,3 +149,23 @@ def test_a_noisy_agency_pays_for_the_second_round_and_the_difference_is_noisy(no
         lines = ledger_path(noisy_fed.config.node(node_id)).read_text().splitlines()
         charges = [json.loads(line) for line in lines]
         assert [c["days"] for c in charges] == [[day.isoformat()], [day.isoformat()]], node_id
+
+
+def test_a_provincial_round_shares_the_national_rounds_survivor_set(exact_fed: LocalFederation) -> None:
+    """Across layouts: a province's presence minus the national presence of the same day with a carrier "dropped"
+    would give that carrier's cells; a round limited to a province is the same aggregate spec for the survivor
+    rule (docs/protocol.md, "Vector layouts"), so the second survivor set is refused."""
+    config = exact_fed.config
+    registry = EvilBroker(config).registry
+    day = config.data_end - dt.timedelta(days=2)
+    national_query = new_query("population", start=day, end=day, params={}, coordinator="nhc-national")
+    (national,) = kind("population").rounds(national_query, registry, NATIONAL)
+    round_vector(config, national_query, vector_spec(national, registry.hash))
+    provincial = next(c for c in config.coordinators if c.role == "provincial")
+    query = new_query("population", start=day, end=day, params={}, coordinator=provincial.id)
+    (inside,) = kind("population").rounds(query, registry, scope_of(provincial))
+    assert inside.layout == "inside"
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        round_vector(config, query, vector_spec(inside, registry.hash), claim_dropped=DROPPED)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "already released telecom.presence" in (refused.value.details() or "")

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from federation.catalog import Release, Scope, kind, new_query
+from federation.catalog import NATIONAL, Release, Scope, kind, new_query
 from federation.catalog.result import Cell, QueryResult
 from federation.errors import InvalidQuery, UnknownDistrict
 from federation.queries import Query
 from federation.registry import Registry
+from tests.layouts import limited_sums
 
 NONCE = "0123456789abcdef0123456789abcdef"
 # Wuhan (two districts), Xiaogan (two), Changsha (two), Guangzhou (one).
@@ -40,6 +41,8 @@ def u64(values: list[int] | NDArray[np.integer]) -> NDArray[np.uint64]:
 def release(
     q: Query, sums: dict[str, NDArray[np.uint64]], k: int = 15, cases_k: int = 3, province: int | None = None
 ) -> QueryResult:
+    if province is not None:  # the rounds a provincial coordinator's query runs carry only its cells
+        sums = limited_sums(q, sums, REGISTRY, Scope(province))
     return kind(q.kind).release(q, Release(REGISTRY, sums, mobility_k=k, cases_k=cases_k, scope=Scope(province)))
 
 
@@ -63,7 +66,7 @@ CONFIRMED = [500, 80, 40, 2, 6, 9, 0]
 
 def test_outflow_rounds_follow_the_signed_query() -> None:
     q = query("outflow", home="4201", cases_end="2020-02-05")
-    arrivals, confirmed = kind("outflow").rounds(q, REGISTRY)
+    arrivals, confirmed = kind("outflow").rounds(q, REGISTRY, NATIONAL)
     assert (arrivals.aggregate, arrivals.start, arrivals.end) == ("telecom.arrivals", date(2020, 1, 10), END)
     assert arrivals.params == {"home_prefix": "4201"} and arrivals.length == len(CODES)
     assert (confirmed.aggregate, confirmed.start, confirmed.end) == (
@@ -147,11 +150,11 @@ def exposure_sums() -> dict[str, NDArray[np.uint64]]:
 
 def test_exposure_round_carries_the_risk_list_ascending() -> None:
     q = query("exposure", risk_districts="420103, 420102,420103")
-    (round_plan,) = kind("exposure").rounds(q, REGISTRY)
+    (round_plan,) = kind("exposure").rounds(q, REGISTRY, NATIONAL)
     assert round_plan.aggregate == "telecom.exposure" and round_plan.params == {"risk_districts": "420102,420103"}
     assert (round_plan.start, round_plan.end, round_plan.length) == (date(2020, 1, 10), END, 2 * len(CODES))
     with pytest.raises(UnknownDistrict, match="110101"):
-        kind("exposure").rounds(query("exposure", risk_districts="110101"), REGISTRY)
+        kind("exposure").rounds(query("exposure", risk_districts="110101"), REGISTRY, NATIONAL)
     with pytest.raises(InvalidQuery, match="needs --risk-districts"):
         query("exposure")
 
@@ -224,7 +227,7 @@ def rtw_query(**params: str) -> Query:
 
 
 def test_return_to_work_rounds_and_checks() -> None:
-    plans = {p.name: p for p in kind("return-to-work").rounds(rtw_query(), REGISTRY)}
+    plans = {p.name: p for p in kind("return-to-work").rounds(rtw_query(), REGISTRY, NATIONAL)}
     assert [(p.aggregate, p.start, p.end) for p in plans.values()] == [
         ("telecom.presence", date(2020, 1, 1), date(2020, 1, 5)),
         ("telecom.presence", date(2020, 1, 17), END),

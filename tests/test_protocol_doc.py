@@ -23,7 +23,8 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from adapters.itinerary.sms import OutboxSender, code_text
 from adapters.store import RAW_TABLES
-from federation.catalog import KINDS, new_query, parse_query
+from federation.catalog import KINDS, NATIONAL, Scope, new_query, parse_query
+from federation.catalog.aggregates import AGGREGATES, LAYOUTS
 from federation.errors import InvalidQuery
 from federation.msisdn import mask_msisdn
 from federation.queries import Query
@@ -201,13 +202,28 @@ def _sample_queries(name: str) -> list[Query]:
 @pytest.mark.parametrize("name", sorted(KINDS))
 def test_each_kind_documents_its_rounds(name: str) -> None:
     registry = load_registry([42])
-    planned = {
+    national = {
         (plan.name, plan.agency_kind, plan.aggregate, plan.start is None)
         for query in _sample_queries(name)
-        for plan in KINDS[name].rounds(query, registry)
+        for plan in KINDS[name].rounds(query, registry, NATIONAL)
     }
-    documented = {(_code(r[0]), r[1], _code(r[2]), r[3].startswith("none")) for r in table_after(f"rounds: {name}")}
-    assert documented == planned
+    # The layout each round has for a provincial coordinator (docs/protocol.md, "Vector layouts").
+    provincial = {
+        (plan.name, plan.agency_kind, plan.aggregate, plan.start is None, plan.layout or "whole domain")
+        for query in _sample_queries(name)
+        for plan in KINDS[name].rounds(query, registry, Scope(42))
+    }
+    rows = table_after(f"rounds: {name}")
+    documented = {(_code(r[0]), r[1], _code(r[2]), r[3].startswith("none"), _code(r[5])) for r in rows}
+    assert documented == provincial
+    assert {row[:4] for row in documented} == national
+
+
+def test_vector_layouts_are_the_catalogs() -> None:
+    documented = {_code(name): (_code(cells), _code(index)) for name, cells, index, _ in table_after("layouts")}
+    assert set(documented) == set(LAYOUTS)
+    limited = {_code(r[0]): {_code(c) for c in r[1].split(",")} for r in table_after("limited-layouts")}
+    assert limited == {name: set(spec.limited) for name, spec in AGGREGATES.items()}
 
 
 # -- raw tables and the itinerary service ----------------------------------------------------------------------

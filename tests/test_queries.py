@@ -8,7 +8,7 @@ from datetime import date
 
 import pytest
 
-from federation.catalog import KINDS, RoundPlan, kind, new_query, parse_query
+from federation.catalog import KINDS, NATIONAL, RoundPlan, kind, new_query, parse_query
 from federation.catalog.aggregates import vector_length
 from federation.errors import InvalidQuery, UnknownDistrict
 from federation.queries import Query, query_hash
@@ -26,7 +26,7 @@ REGISTRY = Registry.from_columns(
 
 
 def plan_rounds(query: Query) -> tuple[RoundPlan, ...]:
-    return kind(query.kind).rounds(query, REGISTRY)
+    return kind(query.kind).rounds(query, REGISTRY, NATIONAL)
 
 
 NONCE = "0123456789abcdef0123456789abcdef"

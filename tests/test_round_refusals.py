@@ -20,7 +20,7 @@ import pytest
 
 from broker.client import sign_query
 from fedbroker.harness import LocalFederation
-from federation.catalog import kind, new_query
+from federation.catalog import NATIONAL, kind, new_query
 from federation.config import FederationConfig
 from federation.queries import Query
 from federation.registry import load_registry
@@ -61,7 +61,7 @@ class EvilBroker:
         return query, sign_query(self.coordinator, query)
 
     def spec(self, query: Query, **changes: Any) -> common_pb2.VectorSpec:
-        plan = kind(query.kind).rounds(query, self.registry)[0]
+        plan = kind(query.kind).rounds(query, self.registry, NATIONAL)[0]
         fields: dict[str, Any] = {
             "aggregate": plan.aggregate,
             "length": plan.length,

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from adapters.service import AdapterService
@@ -33,19 +34,25 @@ from broker.service import BrokerService
 from fedbroker.cli import main as fedbroker_main
 from fedbroker.harness import LocalFederation
 from federation.audit import AuditLog
-from federation.catalog import kind, new_query
+from federation.catalog import NATIONAL as NATIONAL_SCOPE
+from federation.catalog import RoundPlan, Scope, kind, new_query
 from federation.catalog.base import OUTSIDE, OUTSIDE_NAME
+from federation.catalog.jurisdiction import scope_of
 from federation.config import FederationConfig, dump_federation, load_federation
 from federation.errors import AuthenticationFailed, ConfigError
 from federation.identity import Identity, Roster
 from federation.pki import generate_ca, issue_certificate
-from federation.queries import Query
+from federation.queries import Query, query_hash
 from federation.registry import load_registry
+from federation.secagg import BrokerRound
 from federation.signed_query import verify_signed_query
 from federation.tls import channel_credentials, channel_options
 from federation.v1 import adapter_pb2, adapter_pb2_grpc, broker_pb2, broker_pb2_grpc, common_pb2
+from federation.wire import advert_from_pb, revealed_from_pb, shares_from_pb, shares_to_pb
 from tests import oracle
 from tests.federation_fixtures import EXACT, oracle_sum, own_federation, restart_and_rejoin
+from tests.layouts import limit_vector
+from tests.test_round_refusals import EvilBroker
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")
@@ -180,7 +187,8 @@ def open_request(
 ) -> adapter_pb2.OpenRequest:
     """The Open request a broker would send for the query's first round."""
     registry = load_registry(config.domain.provinces)
-    plan = kind(query.kind).rounds(query, registry)[0]
+    signer = next(c for c in config.coordinators if c.id == query.coordinator)
+    plan = kind(query.kind).rounds(query, registry, scope_of(signer))[0]
     spec = common_pb2.VectorSpec(
         aggregate=plan.aggregate,
         length=plan.length,
@@ -517,6 +525,148 @@ def test_provincial_results_hold_only_its_own_districts(fed: LocalFederation) ->
         (o, d): t for o, d, t in zip(*(column(filtered, c) for c in ("origin", "destination", "trips")), strict=True)
     }
     assert got_filtered == {key: t for key, t in want.items() if busiest in key}
+
+
+def round_vector(
+    config: FederationConfig, query: Query, spec: common_pb2.VectorSpec, claim_dropped: str | None = None
+) -> npt.NDArray[np.uint64]:
+    """One round of ``query`` (signed by its coordinator) driven straight through the telecom adapters with the
+    broker's own secure-aggregation library: the unmasked sum, exactly as the broker would hold it.
+    ``claim_dropped`` sends its masked input but is left out of U3 (the differencing attack)."""
+    evil = EvilBroker(config)
+    signed = sign_query(config.identity(query.coordinator), query)
+    round_id = secrets.token_bytes(16)
+    state = BrokerRound(
+        round_id=round_id,
+        query_hash=query_hash(signed.canonical),
+        participants=list(TELECOM),
+        threshold=2,
+        length=int(spec.length),
+        verifier=Roster.from_files(config.certificates(), ca=config.ca),
+    )
+    adverts = run(evil.open_all(round_id, signed, spec, TELECOM))
+    u1 = state.receive_adverts([advert_from_pb(a) for a in adverts.values()])
+    request = adapter_pb2.ShareKeysRequest(round_id=round_id, adverts=[adverts[n] for n in u1])
+    shared = {n: run(evil.call(n, "ShareKeys", request)) for n in TELECOM}
+    routed = state.route_shares({n: shares_from_pb(r.shares) for n, r in shared.items()})
+    for node in TELECOM:
+        masked = adapter_pb2.MaskedInputRequest(
+            round_id=round_id, survivors=state.u2, shares=shares_to_pb(routed[node])
+        )
+        chunks = run(evil.call(node, "MaskedInput", masked))
+        if node == claim_dropped:
+            continue
+        offset = 0
+        for chunk in chunks[1:]:
+            state.add_masked_chunk(node, offset, chunk.data)
+            offset += len(chunk.data) // 8
+        state.finish_masked(node, int(chunks[0].header.length))
+    signatures = run(evil.signatures(round_id, state.survivors))
+    state.receive_consistency({sig.node_id: sig.signature for sig in signatures})
+    unmask = adapter_pb2.UnmaskRequest(round_id=round_id, survivors=state.survivors, signatures=signatures)
+    revealed = {n: revealed_from_pb(run(evil.call(n, "Unmask", unmask)).shares) for n in state.survivors}
+    return state.unmask(revealed)
+
+
+def vector_spec(plan: RoundPlan, registry_hash: str) -> common_pb2.VectorSpec:
+    return common_pb2.VectorSpec(
+        aggregate=plan.aggregate,
+        length=plan.length,
+        registry_hash=registry_hash,
+        start=plan.start.isoformat() if plan.start else "",
+        end=plan.end.isoformat() if plan.end else "",
+        params=dict(plan.params),
+    )
+
+
+def test_provincial_round_vectors_carry_no_outside_cell(fed: LocalFederation) -> None:
+    """A provincial query's rounds are computed limited to the province at every adapter (docs/protocol.md,
+    "Vector layouts"), and its released answer is the one the whole-domain rounds gave (noise off)."""
+    config = fed.config
+    registry = load_registry(config.domain.provinces)
+    inside = registry.province_codes == 42
+    n, m = len(registry), int(inside.sum())
+    end = config.data_end
+    start = end - dt.timedelta(days=6)
+    hubei = scope_of(next(c for c in config.coordinators if c.id == PROVINCIAL))
+
+    # What the adapters computed, by their own audit: each round's layout and the cells of its vector.
+    for name, params, layouts in (
+        ("flows", {"source": "telecom"}, {"trips": ("border", (m + 1) ** 2 - 1)}),
+        ("population", {}, {"presence": ("inside", m * 7)}),
+        (
+            "importation-risk",
+            {},
+            {"trips": ("inflow", n * m), "residents": ("domain", n), "confirmed": ("domain", n * 3)},
+        ),
+    ):
+        query = new_query(
+            name, start=None if name == "importation-risk" else start, end=end, params=params, coordinator=PROVINCIAL
+        )
+        provincial = run(run_query(config, PROVINCIAL, query))
+        national = run(
+            run_query(config, NATIONAL, dataclasses.replace(query, coordinator=NATIONAL, nonce=secrets.token_hex(16)))
+        )
+        if name != "flows":  # flows' border rows exist only for a provincial coordinator (checked by the oracle above)
+            at = national.columns.index("district")
+            assert provincial.rows == [r for r in national.rows if int(r[at]) in set(registry.codes[inside].tolist())]
+        plans = {p.aggregate: p for p in kind(name).rounds(query, registry, hubei)}
+        assert {p.name: (p.layout or "domain", p.length) for p in plans.values()} == layouts
+        for node in TELECOM + HEALTH:
+            records = audit_records(config, node)
+            opened = {r["round"]: r for r in records if r["event"] == "round.open" and r["nonce"] == query.nonce}
+            cells = {r["round"]: r["cells"] for r in records if r["event"] == "round.masked-input"}
+            for round_id, record in opened.items():
+                plan = plans[record["aggregate"]]
+                assert record["layout"] == (plan.layout or "domain"), (node, record)
+                assert cells[round_id] == plan.length, (node, plan.name)
+            serves = not (name == "population" and node == NO_POPULATION)
+            assert len(opened) == serves * sum(p.agency_kind == config.node(node).kind for p in plans.values()), node
+
+    # The border round's sum, as the broker holds it: inside x inside, one outside row and column, no
+    # outside x outside cell, each the oracle's exact count.
+    query = new_query("flows", start=start, end=end, params={"source": "telecom"}, coordinator=PROVINCIAL)
+    (trips,) = kind("flows").rounds(query, registry, hubei)
+    got = round_vector(config, query, vector_spec(trips, registry.hash))
+    whole = oracle_sum(config, "telecom", lambda con: oracle.oracle_trips(con, registry.codes, start, end))
+    assert got.shape == ((m + 1) ** 2 - 1,)
+    assert np.array_equal(got, limit_vector(whole, "border", inside))
+    assert got[m :: m + 1].sum() > 0 and got[m * (m + 1) :].sum() > 0, "the scenario should cross the border"
+
+
+def test_a_whole_domain_or_foreign_round_for_a_provincial_signer_is_refused_by_every_adapter(
+    fed: LocalFederation,
+) -> None:
+    """A broker asking the adapters, for a provincial coordinator's signed query, for the whole-domain vector
+    (or another province's) is refused by each of them, which recomputes the plan for the signer's jurisdiction."""
+    config = fed.config
+    registry = load_registry(config.domain.provinces)
+    query, signed = signed_query(config, "flows", coordinator=PROVINCIAL, source="telecom")
+    (whole,) = kind("flows").rounds(query, registry, NATIONAL_SCOPE)
+    (hunan,) = kind("flows").rounds(query, registry, Scope(OTHER_PROVINCE))
+    (own,) = kind("flows").rounds(query, registry, scope_of(next(c for c in config.coordinators if c.id == PROVINCIAL)))
+    assert whole.layout is None and hunan.province == OTHER_PROVINCE and own.province == 42
+    for plan, asked in ((whole, "over the whole domain"), (hunan, f"limited to province '{OTHER_PROVINCE}'")):
+        request = adapter_pb2.OpenRequest(
+            round_id=secrets.token_bytes(16),
+            query=signed,
+            spec=vector_spec(plan, registry.hash),
+            participants=list(TELECOM),
+            threshold=2,
+        )
+        for node in TELECOM:
+            opened_before = sum(r["event"] == "round.open" for r in audit_records(config, node))
+            message, _ = refused_and_audited(
+                fed,
+                node,
+                lambda node=node, request=request: call_adapter(  # type: ignore[misc]
+                    config, channel_credentials(config.identity(config.broker.id)), node, request
+                ),
+                grpc.StatusCode.PERMISSION_DENIED,
+            )
+            assert f"{PROVINCIAL} (provincial, province 42)" in message and asked in message, message
+            assert "limited to province '42' in layout 'border'" in message and len(message) < 400
+            assert sum(r["event"] == "round.open" for r in audit_records(config, node)) == opened_before
 
 
 # -- 3. signed queries -------------------------------------------------------------------------------------------

@@ -20,6 +20,12 @@ daily``                                (o: 0 local, 1 imported)
 ``transport.trips``    n * n           o_idx * n + d_idx                    ``mode``: all (default), rail, air, coach
 =====================  ==============  ===================================  ======================================
 
+A round limited to a provincial coordinator's jurisdiction names ``layout`` and ``province`` among its params
+(docs/protocol.md, "Vector layouts"): ``inside`` computes the same statement over the province's districts only
+(the domain given to the SQL is theirs), ``border`` and ``inflow`` compute the trips aggregates with origin and
+destination positions from :func:`federation.catalog.aggregates.od_frame` (the outside row and column summed by
+the store). No whole-domain vector is ever computed for such a round.
+
 The definitions are docs/protocol.md's ("Aggregates"); the lengths and accepted params are the catalog's
 (:mod:`federation.catalog.aggregates`), and :data:`SQL` maps every aggregate name to the function computing it
 in a DuckDB store: one module per agency kind (the mobility cohorts, arrivals and exposure, in
@@ -46,7 +52,17 @@ from adapters import partials
 from adapters.aggregates import health, mobility, postgresql, spark, telecom, transport
 from adapters.backends import DIALECTS, Store
 from adapters.backends.duckdb_store import DuckDBStore
-from federation.catalog.aggregates import AGGREGATES, AggregateSpec, aggregate_spec
+from federation.catalog.aggregates import (
+    AGGREGATES,
+    LAYOUT_PARAM,
+    PROVINCE_PARAM,
+    SCOPE_PARAMS,
+    AggregateSpec,
+    ODFrame,
+    aggregate_spec,
+    check_layout,
+    od_frame,
+)
 from federation.errors import InvalidQuery, UnknownDistrict
 from federation.vocabulary import (
     AGENCY_KINDS,
@@ -80,18 +96,22 @@ class AggregateRequest:
     domain: npt.NDArray[np.int32]  # ascending six-digit district codes: the vector index
     start: dt.date | None  # inclusive whole-day window; None for window-free aggregates (residents)
     end: dt.date | None
-    params: Mapping[str, str]  # {"mode": "rail"} for transport.trips, {"home_prefix": "4201"} for roamers
+    # {"mode": "rail"} for transport.trips, {"home_prefix": "4201"} for roamers; a provincial round's "layout"
+    # and "province" as well (the domain stays the whole one: the request limits it)
+    params: Mapping[str, str]
     max_trips_per_day: int = DEFAULT_MAX_TRIPS_PER_DAY  # contribution bound of the trips aggregates
 
 
 @dataclass(frozen=True)
 class _Checked:
-    domain: npt.NDArray[np.int32]
+    domain: npt.NDArray[np.int32]  # the districts the SQL indexes: the province's alone for the inside layout
     start: dt.date
     end: dt.date
     days: int  # 0 for window-free aggregates
-    params: Mapping[str, str]
+    params: Mapping[str, str]  # the aggregate's own params (no layout, no province)
     max_trips_per_day: int
+    cells: int  # the vector's length
+    frame: ODFrame | None = None  # the trips aggregates' border or inflow layout; None: o * n + d over domain
 
 
 _Compute = Callable[[duckdb.DuckDBPyConnection, _Checked], npt.NDArray[np.uint64]]
@@ -102,7 +122,7 @@ SQL: Mapping[str, _Compute] = MappingProxyType(
     {
         "telecom.presence": lambda con, c: telecom.presence(con, c.domain, c.start, c.end),
         "telecom.residents": lambda con, c: telecom.residents(con, c.domain),
-        "telecom.trips": lambda con, c: telecom.trips(con, c.domain, c.start, c.end, c.max_trips_per_day),
+        "telecom.trips": lambda con, c: telecom.trips(con, c.domain, c.start, c.end, c.max_trips_per_day, c.frame),
         "telecom.roamers": lambda con, c: telecom.roamers(con, c.domain, c.start, c.end, c.params["home_prefix"]),
         "telecom.arrivals": lambda con, c: mobility.arrivals(con, c.domain, c.start, c.end, c.params["home_prefix"]),
         "telecom.exposure": lambda con, c: mobility.exposure(
@@ -114,7 +134,7 @@ SQL: Mapping[str, _Compute] = MappingProxyType(
         ),
         "health.clusters": lambda con, c: health.clusters(con, c.domain, c.start, c.end),
         "transport.trips": lambda con, c: transport.trips(
-            con, c.domain, c.start, c.end, c.params["mode"], c.max_trips_per_day
+            con, c.domain, c.start, c.end, c.params["mode"], c.max_trips_per_day, c.frame
         ),
     }
 )
@@ -144,7 +164,7 @@ def _on_store(
 ) -> Implementation:
     if name in bounded:
         with_bound = bounded[name]
-        return lambda store, c: with_bound(store, c.domain, c.start, c.end, c.params, c.max_trips_per_day)
+        return lambda store, c: with_bound(store, c.domain, c.start, c.end, c.params, c.max_trips_per_day, c.frame)
     compute = sql[name]
     return lambda store, c: compute(store, c.domain, c.start, c.end, c.params)
 
@@ -171,8 +191,8 @@ AGGREGATES_BY_KIND: Mapping[str, tuple[str, ...]] = MappingProxyType(
 
 def vector_length(req: AggregateRequest) -> int:
     """Number of uint64 entries :func:`compute_aggregate` returns for this request (validates it first)."""
-    spec, checked = _check(req)
-    return spec.length(len(checked.domain), checked.days)
+    _, checked = _check(req)
+    return checked.cells
 
 
 def compute_aggregate(
@@ -192,11 +212,11 @@ def compute_aggregate(
     if use_partials and spec.windowed and partials.fresh(store, spec.name):
         c = checked
         vector = partials.answer_from_partials(
-            store, spec.name, c.domain, c.start, c.end, c.params, c.max_trips_per_day
+            store, spec.name, c.domain, c.start, c.end, c.params, c.max_trips_per_day, c.frame
         )
     else:
         vector = IMPLEMENTATIONS[spec.name][store.dialect](store, checked)
-    expected = spec.length(len(checked.domain), checked.days)
+    expected = checked.cells
     if vector.shape != (expected,):
         raise InvalidQuery(f"{spec.name} computed {vector.shape[0]} cells, its layout has {expected}")
     return vector
@@ -208,10 +228,15 @@ def _check(req: AggregateRequest) -> tuple[AggregateSpec, _Checked]:
         raise InvalidQuery(
             f"max_trips_per_day {req.max_trips_per_day} is outside 1..{MAX_TRIPS_PER_DAY_LIMIT} trips per person-day"
         )
-    domain = _check_domain(req.domain)
-    params = _check_params(spec, req.params)
+    domain, frame = _limited_domain(spec, _check_domain(req.domain), req.params)
+    params = _check_params(spec, {k: v for k, v in req.params.items() if k not in SCOPE_PARAMS})
+
+    def checked(start: dt.date, end: dt.date, days: int) -> _Checked:
+        cells = spec.length(len(domain), days) if frame is None else frame.cells
+        return _Checked(domain, start, end, days, params, req.max_trips_per_day, cells, frame)
+
     if not spec.windowed:
-        return spec, _Checked(domain, dt.date.min, dt.date.min, 0, params, req.max_trips_per_day)
+        return spec, checked(dt.date.min, dt.date.min, 0)
     if req.start is None or req.end is None:
         raise InvalidQuery(f"{req.name} needs a window: give both a start and an end date")
     if req.end < req.start:
@@ -219,7 +244,29 @@ def _check(req: AggregateRequest) -> tuple[AggregateSpec, _Checked]:
     days = (req.end - req.start).days + 1
     if days > MAX_WINDOW_DAYS:
         raise InvalidQuery(f"{req.name}: window of {days} days exceeds the limit of {MAX_WINDOW_DAYS}; shorten it")
-    return spec, _Checked(domain, req.start, req.end, days, params, req.max_trips_per_day)
+    return spec, checked(req.start, req.end, days)
+
+
+def _limited_domain(
+    spec: AggregateSpec, domain: npt.NDArray[np.int32], params: Mapping[str, str]
+) -> tuple[npt.NDArray[np.int32], ODFrame | None]:
+    """The districts the SQL indexes and the trips frame of a round's layout (docs/protocol.md, "Vector
+    layouts"): the whole domain without one; the province's districts for ``inside``; the whole domain placed by
+    :func:`od_frame` for ``border`` and ``inflow``."""
+    layout, province = params.get(LAYOUT_PARAM), params.get(PROVINCE_PARAM)
+    if layout is None and province is None:
+        return domain, None
+    if layout is None or province is None:
+        raise InvalidQuery(f"{spec.name}: a limited round names both {LAYOUT_PARAM} and {PROVINCE_PARAM}")
+    check_layout(spec, layout)
+    if not (len(province) == 2 and province.isascii() and province.isdigit()):
+        raise InvalidQuery(f"{spec.name}: province {_shown(province)} must be a 2-digit province code (e.g. 42)")
+    inside = domain // 10_000 == int(province)
+    if not inside.any():
+        raise UnknownDistrict(f"{spec.name}: province {province} has no district in this domain")
+    if layout == "inside":
+        return domain[inside], None
+    return domain, od_frame(layout, inside)
 
 
 def _check_domain(domain: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:

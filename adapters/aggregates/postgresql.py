@@ -22,13 +22,16 @@ import numpy.typing as npt
 from adapters.aggregates.mobility import EXPOSURE_STAY_HOURS
 from adapters.aggregates.stays import DISTRICT_AREA, stays_sql
 from adapters.backends import Store
+from federation.catalog.aggregates import ODFrame, od_frame
 from federation.vocabulary import CASE_ORIGINS, CASE_STATUSES, CLUSTER_WINDOW_DAYS, DEFAULT_MAX_TRIPS_PER_DAY
 
 #: (store, domain, start, end, checked params) -> vector: the shape of every non-DuckDB implementation.
 Compute = Callable[[Store, npt.NDArray[np.int32], dt.date, dt.date, Mapping[str, str]], npt.NDArray[np.uint64]]
-#: The trips aggregates take the contribution bound as well: (..., max_trips_per_day) -> vector.
+#: The trips aggregates take the contribution bound and the vector's frame as well:
+#: (..., max_trips_per_day, frame or None for the whole domain) -> vector.
 BoundedCompute = Callable[
-    [Store, npt.NDArray[np.int32], dt.date, dt.date, Mapping[str, str], int], npt.NDArray[np.uint64]
+    [Store, npt.NDArray[np.int32], dt.date, dt.date, Mapping[str, str], int, ODFrame | None],
+    npt.NDArray[np.uint64],
 ]
 
 __all__ = [
@@ -49,6 +52,13 @@ __all__ = [
 _DOMAIN = (
     "domain_index AS (SELECT d.district, (d.ord - 1)::bigint AS idx "
     "FROM unnest(%(domain)s::integer[]) WITH ORDINALITY AS d(district, ord))"
+)
+
+# adapters.store.OD_CTE: an origin × destination vector's rows and columns as two relations.
+_OD = (
+    "origin_index AS (SELECT o.district, o.idx FROM unnest(%(origin_codes)s::integer[], %(origin_idx)s::bigint[]) "
+    "AS o(district, idx)), destination_index AS (SELECT d.district, d.idx FROM "
+    "unnest(%(destination_codes)s::integer[], %(destination_idx)s::bigint[]) AS d(district, idx))"
 )
 
 _LAST_EVENT_OF_DAY = f"""
@@ -80,7 +90,7 @@ GROUP BY 1
 """
 
 _TELECOM_TRIPS = f"""
-WITH {_DOMAIN},
+WITH {_OD},
 before_window AS (
     SELECT DISTINCT ON (subscriber_id) subscriber_id, ts, cell_id
     FROM signalling WHERE ts < %(start_ts)s
@@ -104,9 +114,9 @@ numbered AS (
 )
 SELECT o.idx * %(n)s + d.idx AS pos, count(*)::bigint AS n
 FROM numbered
-JOIN domain_index AS o ON o.district = numbered.origin
-JOIN domain_index AS d ON d.district = numbered.district
-WHERE nth <= %(max_trips)s
+JOIN origin_index AS o ON o.district = numbered.origin
+JOIN destination_index AS d ON d.district = numbered.district
+WHERE nth <= %(max_trips)s AND o.idx * %(n)s + d.idx < %(cells)s
 GROUP BY 1
 """
 
@@ -197,7 +207,7 @@ GROUP BY 1
 """
 
 _TRANSPORT_TRIPS = f"""
-WITH {_DOMAIN},
+WITH {_OD},
 numbered AS (
     SELECT origin, destination, mode,
            row_number() OVER (PARTITION BY passenger_id, departure::date ORDER BY departure, ticket_id) AS nth
@@ -206,9 +216,9 @@ numbered AS (
 )
 SELECT o.idx * %(n)s + d.idx AS pos, count(*)::bigint AS n
 FROM numbered
-JOIN domain_index AS o ON o.district = numbered.origin
-JOIN domain_index AS d ON d.district = numbered.destination
-WHERE nth <= %(max_trips)s AND (%(mode)s = 'all' OR numbered.mode = %(mode)s)
+JOIN origin_index AS o ON o.district = numbered.origin
+JOIN destination_index AS d ON d.district = numbered.destination
+WHERE nth <= %(max_trips)s AND (%(mode)s = 'all' OR numbered.mode = %(mode)s) AND o.idx * %(n)s + d.idx < %(cells)s
 GROUP BY 1
 """
 
@@ -272,6 +282,19 @@ def _base(domain: npt.NDArray[np.int32], start: dt.date, end: dt.date) -> dict[s
     }
 
 
+def _od_values(domain: npt.NDArray[np.int32], frame: ODFrame) -> dict[str, Any]:
+    """The parameters of the origin and destination relations (``adapters.store.od_params``'s, for psycopg)."""
+    at_origin, at_destination = frame.origin >= 0, frame.destination >= 0
+    return {
+        "origin_codes": domain[at_origin].tolist(),
+        "origin_idx": frame.origin[at_origin].tolist(),
+        "destination_codes": domain[at_destination].tolist(),
+        "destination_idx": frame.destination[at_destination].tolist(),
+        "n": frame.columns,
+        "cells": frame.cells,
+    }
+
+
 def presence(
     store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
 ) -> npt.NDArray[np.uint64]:
@@ -300,9 +323,11 @@ def telecom_trips(
     end: dt.date,
     params: Mapping[str, str],
     max_trips_per_day: int = DEFAULT_MAX_TRIPS_PER_DAY,
+    frame: ODFrame | None = None,
 ) -> npt.NDArray[np.uint64]:
-    values = {**_base(domain, start, end), "max_trips": int(max_trips_per_day)}
-    return store.counts(_TELECOM_TRIPS, values, len(domain) ** 2)
+    frame = frame or od_frame(None, np.ones(len(domain), dtype=np.bool_))
+    values = {**_base(domain, start, end), **_od_values(domain, frame), "max_trips": int(max_trips_per_day)}
+    return store.counts(_TELECOM_TRIPS, values, frame.cells)
 
 
 def arrivals(
@@ -356,9 +381,16 @@ def transport_trips(
     end: dt.date,
     params: Mapping[str, str],
     max_trips_per_day: int = DEFAULT_MAX_TRIPS_PER_DAY,
+    frame: ODFrame | None = None,
 ) -> npt.NDArray[np.uint64]:
-    values = {**_base(domain, start, end), "mode": params["mode"], "max_trips": int(max_trips_per_day)}
-    return store.counts(_TRANSPORT_TRIPS, values, len(domain) ** 2)
+    frame = frame or od_frame(None, np.ones(len(domain), dtype=np.bool_))
+    values = {
+        **_base(domain, start, end),
+        **_od_values(domain, frame),
+        "mode": params["mode"],
+        "max_trips": int(max_trips_per_day),
+    }
+    return store.counts(_TRANSPORT_TRIPS, values, frame.cells)
 
 
 #: Aggregate name -> this dialect's implementation (``adapters.aggregates.IMPLEMENTATIONS`` reads it).

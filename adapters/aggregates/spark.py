@@ -24,6 +24,7 @@ from adapters.aggregates.mobility import EXPOSURE_STAY_HOURS
 from adapters.aggregates.postgresql import BoundedCompute, Compute
 from adapters.aggregates.stays import DISTRICT_AREA, stays_sql
 from adapters.backends import Store
+from federation.catalog.aggregates import ODFrame, od_frame
 from federation.vocabulary import CASE_ORIGINS, CASE_STATUSES, CLUSTER_WINDOW_DAYS, DEFAULT_MAX_TRIPS_PER_DAY
 
 __all__ = [
@@ -64,6 +65,22 @@ def _domain_cte(domain: npt.NDArray[np.int32]) -> str:
         f"domain_index AS (SELECT CAST(idx AS BIGINT) AS idx, CAST(district AS INT) AS district "
         f"FROM (SELECT posexplode(array({codes})) AS (idx, district)))"
     )
+
+
+def _od_cte(domain: npt.NDArray[np.int32], frame: ODFrame) -> str:
+    """``origin_index`` and ``destination_index`` (adapters.store.OD_CTE) as VALUES lists of integer literals."""
+
+    def relation(name: str, positions: npt.NDArray[np.int64]) -> str:
+        at = positions >= 0
+        rows = ", ".join(
+            f"({int(c)}, {int(i)})" for c, i in zip(domain[at].tolist(), positions[at].tolist(), strict=True)
+        )
+        return (
+            f"{name} AS (SELECT CAST(district AS INT) AS district, CAST(idx AS BIGINT) AS idx "
+            f"FROM (VALUES {rows}) AS v(district, idx))"
+        )
+
+    return f"{relation('origin_index', frame.origin)}, {relation('destination_index', frame.destination)}"
 
 
 def _window(start: dt.date, end: dt.date) -> tuple[str, str]:
@@ -135,11 +152,13 @@ def telecom_trips(
     end: dt.date,
     params: Mapping[str, str],
     max_trips_per_day: int = DEFAULT_MAX_TRIPS_PER_DAY,
+    frame: ODFrame | None = None,
 ) -> npt.NDArray[np.uint64]:
-    n = len(domain)
+    frame = frame or od_frame(None, np.ones(len(domain), dtype=np.bool_))
+    n = frame.columns
     start_ts, end_excl_ts = _window(start, end)
     sql = f"""
-    WITH {_domain_cte(domain)},
+    WITH {_od_cte(domain, frame)},
     before_window AS (
         SELECT subscriber_id, max(struct(ts, cell_id)) AS last
         FROM signalling WHERE ts < {start_ts} GROUP BY subscriber_id
@@ -163,12 +182,12 @@ def telecom_trips(
     )
     SELECT o.idx * {n} + d.idx AS pos, count(*) AS n
     FROM numbered
-    JOIN domain_index AS o ON o.district = numbered.origin
-    JOIN domain_index AS d ON d.district = numbered.district
-    WHERE nth <= {literal(int(max_trips_per_day))}
+    JOIN origin_index AS o ON o.district = numbered.origin
+    JOIN destination_index AS d ON d.district = numbered.district
+    WHERE nth <= {literal(int(max_trips_per_day))} AND o.idx * {n} + d.idx < {frame.cells}
     GROUP BY 1
     """
-    return store.counts(sql, {}, n * n)
+    return store.counts(sql, {}, frame.cells)
 
 
 def arrivals(
@@ -343,13 +362,15 @@ def transport_trips(
     end: dt.date,
     params: Mapping[str, str],
     max_trips_per_day: int = DEFAULT_MAX_TRIPS_PER_DAY,
+    frame: ODFrame | None = None,
 ) -> npt.NDArray[np.uint64]:
-    n = len(domain)
+    frame = frame or od_frame(None, np.ones(len(domain), dtype=np.bool_))
+    n = frame.columns
     start_ts, end_excl_ts = _window(start, end)
     mode = params["mode"]
     mode_filter = "" if mode == "all" else f"AND numbered.mode = {literal(mode)}"
     sql = f"""
-    WITH {_domain_cte(domain)},
+    WITH {_od_cte(domain, frame)},
     numbered AS (
         SELECT origin, destination, mode,
                row_number() OVER (PARTITION BY passenger_id, CAST(departure AS DATE)
@@ -359,12 +380,12 @@ def transport_trips(
     )
     SELECT o.idx * {n} + d.idx AS pos, count(*) AS n
     FROM numbered
-    JOIN domain_index AS o ON o.district = numbered.origin
-    JOIN domain_index AS d ON d.district = numbered.destination
-    WHERE nth <= {literal(int(max_trips_per_day))} {mode_filter}
+    JOIN origin_index AS o ON o.district = numbered.origin
+    JOIN destination_index AS d ON d.district = numbered.destination
+    WHERE nth <= {literal(int(max_trips_per_day))} AND o.idx * {n} + d.idx < {frame.cells} {mode_filter}
     GROUP BY 1
     """
-    return store.counts(sql, {}, n * n)
+    return store.counts(sql, {}, frame.cells)
 
 
 #: Aggregate name -> this dialect's implementation (``adapters.aggregates.IMPLEMENTATIONS`` reads it).

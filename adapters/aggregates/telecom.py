@@ -14,7 +14,8 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
-from adapters.store import DOMAIN_CTE, count_vector, domain_param, window_params
+from adapters.store import DOMAIN_CTE, OD_CTE, count_vector, domain_param, od_params, window_params
+from federation.catalog.aggregates import ODFrame, od_frame
 from federation.vocabulary import DEFAULT_MAX_TRIPS_PER_DAY
 
 __all__ = ["presence", "residents", "roamers", "trips"]
@@ -55,7 +56,7 @@ GROUP BY ALL
 # The contribution bound ranks a subscriber's trips of a day among all their trips between listed cells, before
 # the domain is applied, so the bound (and the daily partials built from it) does not depend on the domain.
 _TRIPS = f"""
-WITH {DOMAIN_CTE},
+WITH {OD_CTE},
 before_window AS (
     SELECT subscriber_id, max({{'ts': ts, 'cell_id': cell_id}}) AS last
     FROM signalling WHERE ts < $start_ts GROUP BY subscriber_id
@@ -78,9 +79,9 @@ numbered AS (
 )
 SELECT o.idx::BIGINT * $n + d.idx AS pos, count(*)::UBIGINT AS n
 FROM numbered
-JOIN domain_index AS o ON o.district = numbered.origin
-JOIN domain_index AS d ON d.district = numbered.district
-WHERE nth <= $max_trips
+JOIN origin_index AS o ON o.district = numbered.origin
+JOIN destination_index AS d ON d.district = numbered.district
+WHERE nth <= $max_trips AND o.idx::BIGINT * $n + d.idx < $cells
 GROUP BY ALL
 """
 
@@ -110,17 +111,19 @@ def trips(
     start: dt.date,
     end: dt.date,
     max_trips_per_day: int = DEFAULT_MAX_TRIPS_PER_DAY,
+    frame: ODFrame | None = None,
 ) -> npt.NDArray[np.uint64]:
-    """Origin × destination over the window (length n*n, index o_idx*n + d_idx).
+    """Origin × destination over the window (length n*n, index o_idx*n + d_idx; or ``frame.cells`` cells as a
+    provincial layout's ``frame`` places them, :func:`federation.catalog.aggregates.od_frame`).
 
     Consecutive events (by ``(ts, cell_id)``, over the subscriber's whole history) in different districts are one
     trip, dated by the later event's day; the earlier event may lie before the window. Contribution bound (the
     privacy unit is a person-day): only a subscriber's first ``max_trips_per_day`` trips of each day, by the
     later event's ``(ts, cell_id)`` among all their trips between listed cells (inside the domain or not), count.
     """
-    n = len(domain)
-    params = {"domain": domain_param(domain), "n": n, "max_trips": max_trips_per_day, **window_params(start, end)}
-    return count_vector(con, _TRIPS, params, n * n)
+    frame = frame or od_frame(None, np.ones(len(domain), dtype=np.bool_))
+    params = {**od_params(domain, frame), "max_trips": max_trips_per_day, **window_params(start, end)}
+    return count_vector(con, _TRIPS, params, frame.cells)
 
 
 def _last_event_counts(

@@ -26,13 +26,14 @@ from federation.catalog import (
     warning,
 )
 from federation.catalog.aggregates import AGGREGATES
-from federation.catalog.base import QueryKind, Release, RoundPlan, Scope
+from federation.catalog.base import NATIONAL, QueryKind, Release, RoundPlan, Scope
 from federation.catalog.result import QueryResult, Table
 from federation.errors import InvalidQuery
 from federation.queries import Query, check_envelope, parse_envelope, string_params
 
 __all__ = [
     "KINDS",
+    "NATIONAL",
     "Query",
     "QueryKind",
     "QueryResult",

@@ -22,7 +22,14 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from federation.catalog.aggregates import AGGREGATES, vector_length
+from federation.catalog.aggregates import (
+    AGGREGATES,
+    LAYOUT_PARAM,
+    PROVINCE_PARAM,
+    border_parts,
+    vector_length,
+    widen,
+)
 from federation.catalog.disclosure import round_counts
 from federation.catalog.result import Cell, QueryResult
 from federation.errors import InvalidQuery, UnknownDistrict
@@ -140,31 +147,6 @@ DISTRICTS = Param("districts", "districts", "comma-separated district codes the 
 
 
 @dataclass(frozen=True)
-class RoundPlan:
-    """One secure-aggregation round a query needs: which agency kind sums which aggregate over which window,
-    with which params, into a vector of ``length`` uint64 cells. Round names are unique within a query."""
-
-    name: str
-    agency_kind: str
-    aggregate: str
-    start: date | None
-    end: date | None
-    params: Mapping[str, str]
-    length: int
-
-
-def plan(
-    name: str, aggregate: str, start: date | None, end: date | None, registry: Registry, **params: str
-) -> RoundPlan:
-    """A :class:`RoundPlan` for ``aggregate`` over the registry's domain (window dropped for window-free ones)."""
-    spec = AGGREGATES[aggregate]
-    if not spec.windowed:
-        start = end = None
-    length = vector_length(aggregate, len(registry), start, end)
-    return RoundPlan(name, spec.agency_kind, aggregate, start, end, dict(sorted(params.items())), length)
-
-
-@dataclass(frozen=True)
 class Scope:
     """Whose eyes a result is built for: the whole domain (``province`` None), or one province's districts."""
 
@@ -183,6 +165,68 @@ class Scope:
             return True
         province = code // 10000 if code >= 100_000 else code // 100 if code >= 1000 else code
         return province == self.province
+
+
+NATIONAL = Scope()
+
+#: The layouts a kind names for each round it plans: ``inside``, ``border`` and ``inflow`` limit a provincial
+#: coordinator's round to its province (federation/catalog/aggregates.py, ``LAYOUTS``); ``domain`` keeps the
+#: round over the whole domain for every coordinator (an index over every origin needs every origin's cases
+#: and residents). A national coordinator's rounds are always over the whole domain.
+ROUND_LAYOUTS = ("domain", "inside", "border", "inflow")
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """One secure-aggregation round a query needs: which agency kind sums which aggregate over which window,
+    with which params, into a vector of ``length`` uint64 cells. Round names are unique within a query.
+
+    A round limited to a province carries ``layout`` and ``province`` among its params (:attr:`layout`)."""
+
+    name: str
+    agency_kind: str
+    aggregate: str
+    start: date | None
+    end: date | None
+    params: Mapping[str, str]
+    length: int
+
+    @property
+    def layout(self) -> str | None:
+        """The provincial layout of the vector, None for the whole domain."""
+        return self.params.get(LAYOUT_PARAM)
+
+    @property
+    def province(self) -> int | None:
+        """The province the vector is limited to, None for the whole domain."""
+        value = self.params.get(PROVINCE_PARAM)
+        return None if value is None else int(value)
+
+
+def plan(
+    name: str,
+    aggregate: str,
+    start: date | None,
+    end: date | None,
+    registry: Registry,
+    scope: Scope = NATIONAL,
+    layout: str = "inside",
+    **params: str,
+) -> RoundPlan:
+    """A :class:`RoundPlan` for ``aggregate`` (window dropped for window-free ones): over the registry's domain
+    for a national ``scope`` or ``layout="domain"``, else limited to the scope's province in ``layout``."""
+    if layout not in ROUND_LAYOUTS:
+        raise TypeError(f"round {name}: layout {layout!r} is not one of {ROUND_LAYOUTS}")
+    spec = AGGREGATES[aggregate]
+    if not spec.windowed:
+        start = end = None
+    if scope.province is None or layout == "domain":
+        length = vector_length(aggregate, len(registry), start, end)
+    else:
+        inside = int(scope.inside(registry).sum())
+        length = vector_length(aggregate, len(registry), start, end, layout, inside)
+        params = {**params, LAYOUT_PARAM: layout, PROVINCE_PARAM: str(scope.province)}
+    return RoundPlan(name, spec.agency_kind, aggregate, start, end, dict(sorted(params.items())), length)
 
 
 @dataclass(frozen=True)
@@ -206,6 +250,37 @@ class Release:
         """Round ``round_name``'s sum as int64 cells, checked (disclosure.checked_counts): signed and unclipped
         for a noisy round, so that a kind's sums over cells stay unbiased."""
         return round_counts(self.sums, round_name, length, noisy=self.sigma_of(round_name) > 0)
+
+
+def domain_counts(release: Release, plan: RoundPlan) -> NDArray[np.int64]:
+    """A round's exact counts in its aggregate's whole-domain layout (int64, flat): a round limited to the
+    province has 0 in every cell it did not compute (outside the province). A ``border`` round has no such
+    form: read it with :func:`border_counts`."""
+    counts = release.counts(plan.name, plan.length)
+    if plan.layout is None:
+        return counts
+    return widen(counts, plan.layout, release.scope.inside(release.registry))
+
+
+def border_counts(release: Release, plan: RoundPlan) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """A trips round as (origin × destination (n, n), each district's trips to anywhere outside the province
+    (n,), each district's trips from anywhere outside (n,)), int64 over the registry's districts. A ``border``
+    round fills the inside × inside block and the inside districts' border totals (0 elsewhere); a round over
+    the whole domain gives its matrix and the border totals of ``release.scope`` summed from it."""
+    registry, scope = release.registry, release.scope
+    n = len(registry)
+    inside = scope.inside(registry)
+    if plan.layout is None:
+        trips = release.counts(plan.name, plan.length).reshape(n, n)
+        return trips, trips[:, ~inside].sum(axis=1), trips[~inside, :].sum(axis=0)
+    if plan.layout != "border":
+        raise ValueError(f"round {plan.name} is in the {plan.layout} layout, not border")
+    inner, leaving, arriving = border_parts(release.counts(plan.name, plan.length), int(inside.sum()))
+    trips = np.zeros((n, n), dtype=np.int64)
+    trips[np.ix_(inside, inside)] = inner
+    out, into = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    out[inside], into[inside] = leaving, arriving
+    return trips, out, into
 
 
 class QueryKind:
@@ -327,8 +402,9 @@ class QueryKind:
 
     # -- rounds, join, release -----------------------------------------------------------------------------
 
-    def rounds(self, query: Query, registry: Registry) -> tuple[RoundPlan, ...]:
-        """The rounds this query needs, in the order the broker runs them."""
+    def rounds(self, query: Query, registry: Registry, scope: Scope) -> tuple[RoundPlan, ...]:
+        """The rounds this query needs, in the order the broker runs them, each vector limited to what the
+        answer for ``scope`` (the signing coordinator's jurisdiction) needs."""
         raise NotImplementedError
 
     def build(self, query: Query, release: Release) -> QueryResult:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from federation.catalog.base import DISTRICTS, QueryKind, Release, RoundPlan, plan
+from federation.catalog.base import DISTRICTS, QueryKind, Release, RoundPlan, Scope, domain_counts, plan
 from federation.catalog.disclosure import released_count, small_cell_mask
 from federation.catalog.result import Cell, QueryResult
 from federation.queries import Query
@@ -28,13 +28,13 @@ class Cases(QueryKind):
     params = (DISTRICTS,)
     aggregates = ("health.cases",)
 
-    def rounds(self, query: Query, registry: Registry) -> tuple[RoundPlan, ...]:
-        return (plan("cases", "health.cases", query.start, query.end, registry),)
+    def rounds(self, query: Query, registry: Registry, scope: Scope) -> tuple[RoundPlan, ...]:
+        return (plan("cases", "health.cases", query.start, query.end, registry, scope, "inside"),)
 
     def case_matrix(self, query: Query, release: Release) -> NDArray[np.int64]:
         """Exact case counts before suppression, int64 of shape (districts, 3) in CASE_STATUSES order."""
-        (cases,) = self.rounds(query, release.registry)
-        counts = release.counts(cases.name, cases.length)
+        (cases,) = self.rounds(query, release.registry, release.scope)
+        counts = domain_counts(release, cases)
         return counts.reshape(len(release.registry), len(CASE_STATUSES))
 
     def build(self, query: Query, release: Release) -> QueryResult:

@@ -25,7 +25,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from federation.catalog.base import DISTRICTS, Param, QueryKind, Release, RoundPlan, plan
+from federation.catalog.base import (
+    DISTRICTS,
+    Param,
+    QueryKind,
+    Release,
+    RoundPlan,
+    Scope,
+    domain_counts,
+    plan,
+)
 from federation.catalog.disclosure import released_count, small_cell_mask
 from federation.catalog.result import Cell, QueryResult
 from federation.errors import InvalidQuery, UnknownDistrict
@@ -70,14 +79,14 @@ class Exposure(QueryKind):
             raise UnknownDistrict(f"risk districts {shown} are not in this federation's domain; check the codes")
         return codes
 
-    def rounds(self, query: Query, registry: Registry) -> tuple[RoundPlan, ...]:
+    def rounds(self, query: Query, registry: Registry, scope: Scope) -> tuple[RoundPlan, ...]:
         listed = ",".join(str(c) for c in self.risk_districts(query, registry))
-        return (plan("exposure", "telecom.exposure", query.start, query.end, registry, risk_districts=listed),)
+        return (plan("exposure", "telecom.exposure", query.start, query.end, registry, scope, risk_districts=listed),)
 
     def exposure_matrix(self, query: Query, release: Release) -> NDArray[np.int64]:
         """Exact counts before suppression, int64 (districts, 2): column 0 exposed, column 1 present."""
-        (exposure,) = self.rounds(query, release.registry)
-        return release.counts(exposure.name, exposure.length).reshape(len(release.registry), 2)
+        (exposure,) = self.rounds(query, release.registry, release.scope)
+        return domain_counts(release, exposure).reshape(len(release.registry), 2)
 
     def build(self, query: Query, release: Release) -> QueryResult:
         registry, k = release.registry, release.mobility_k

@@ -19,7 +19,18 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from federation.catalog.base import DISTRICTS, OUTSIDE, OUTSIDE_NAME, Param, QueryKind, Release, RoundPlan, plan
+from federation.catalog.base import (
+    DISTRICTS,
+    OUTSIDE,
+    OUTSIDE_NAME,
+    Param,
+    QueryKind,
+    Release,
+    RoundPlan,
+    Scope,
+    border_counts,
+    plan,
+)
 from federation.catalog.disclosure import released_count
 from federation.catalog.result import Cell, QueryResult
 from federation.errors import InvalidQuery
@@ -53,21 +64,27 @@ class Flows(QueryKind):
         source: str = values["source"]
         return (source, values["mode"] or "all") if source == "transport" else (source, None)
 
-    def rounds(self, query: Query, registry: Registry) -> tuple[RoundPlan, ...]:
+    def rounds(self, query: Query, registry: Registry, scope: Scope) -> tuple[RoundPlan, ...]:
         source, mode = self.source(query)
         if source == "transport":
-            return (plan("trips", "transport.trips", query.start, query.end, registry, mode=mode or "all"),)
-        return (plan("trips", "telecom.trips", query.start, query.end, registry),)
+            trips = plan(
+                "trips", "transport.trips", query.start, query.end, registry, scope, "border", mode=mode or "all"
+            )
+            return (trips,)
+        return (plan("trips", "telecom.trips", query.start, query.end, registry, scope, "border"),)
 
-    def od_matrix(self, query: Query, release: Release) -> NDArray[np.int64]:
-        """Exact trips before suppression, int64 of shape (origins, destinations); the diagonal as summed."""
-        n = len(release.registry)
-        (trips,) = self.rounds(query, release.registry)
-        return release.counts(trips.name, trips.length).reshape(n, n)
+    def od_matrix(
+        self, query: Query, release: Release
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+        """Trips before suppression, int64 (exact, or signed noisy sums): (origins, destinations), the diagonal as
+        summed (for a provincial scope only the inside × inside block, the round computes no more), and each
+        district's trips to and from anywhere outside the scope's province (n,) each."""
+        (trips,) = self.rounds(query, release.registry, release.scope)
+        return border_counts(release, trips)
 
     def build(self, query: Query, release: Release) -> QueryResult:
         registry, k, scope = release.registry, release.mobility_k, release.scope
-        signed = self.od_matrix(query, release)  # noisy cells stay signed for the border sums
+        signed, leaving, arriving = self.od_matrix(query, release)  # noisy cells stay signed until released
         trips = released_count(signed)
         n = len(registry)
         wanted = self.district_mask(query, registry, scope)
@@ -86,7 +103,9 @@ class Flows(QueryKind):
         source, mode = self.source(query)
         notes = [f"source: {source}" + (f", mode: {mode}" if mode is not None else "")]
         if scope.province is not None:
-            border, border_suppressed = _border_rows(signed, registry, wanted, inside, k)
+            border, border_suppressed = _border_rows(
+                released_count(leaving), released_count(arriving), registry, wanted, k
+            )
             suppressed += border_suppressed
             rows = sorted([*rows, *border], key=lambda r: (-int(r[4] or 0), int(r[0] or 0), int(r[2] or 0)))
         notes.append(f"origin-destination pairs with fewer than k={k} trips (and more than 0) dropped: {suppressed}")
@@ -99,13 +118,11 @@ class Flows(QueryKind):
 
 
 def _border_rows(
-    trips: NDArray[np.int64], registry: Registry, wanted: NDArray[np.bool_], inside: NDArray[np.bool_], k: int
+    leaving: NDArray[np.int64], arriving: NDArray[np.int64], registry: Registry, wanted: NDArray[np.bool_], k: int
 ) -> tuple[list[tuple[Cell, ...]], int]:
-    """Each wanted district's trips to and from anywhere outside the province, as rows whose other end is
-    :data:`OUTSIDE`, released where the total reaches k; and how many non-zero totals were below k. ``trips``
-    may be signed (noisy cells): the totals are summed over them and clipped once."""
-    leaving = released_count(trips[:, ~inside].sum(axis=1))  # inside origin -> anywhere outside
-    arriving = released_count(trips[~inside, :].sum(axis=0))  # anywhere outside -> inside destination
+    """Each wanted district's exact trips to (``leaving``) and from (``arriving``) anywhere outside the province,
+    as rows whose other end is :data:`OUTSIDE`, released where the total reaches k; and how many non-zero totals
+    were below k."""
     rows: list[tuple[Cell, ...]] = []
     suppressed = 0
     for i in np.flatnonzero(wanted).tolist():

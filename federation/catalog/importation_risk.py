@@ -25,7 +25,18 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from federation.catalog.base import DISTRICTS, OUTSIDE, OUTSIDE_NAME, Param, QueryKind, Release, RoundPlan, plan
+from federation.catalog.base import (
+    DISTRICTS,
+    OUTSIDE,
+    OUTSIDE_NAME,
+    Param,
+    QueryKind,
+    Release,
+    RoundPlan,
+    Scope,
+    domain_counts,
+    plan,
+)
 from federation.catalog.disclosure import detected, released_count
 from federation.catalog.result import Cell, QueryResult, Table
 from federation.queries import Query
@@ -136,11 +147,12 @@ class ImportationRiskKind(QueryKind):
     aggregates = ("telecom.trips", "telecom.residents", "health.cases")
     trailing_window = "window_days"
 
-    def rounds(self, query: Query, registry: Registry) -> tuple[RoundPlan, ...]:
+    def rounds(self, query: Query, registry: Registry, scope: Scope) -> tuple[RoundPlan, ...]:
         return (
-            plan("trips", "telecom.trips", query.start, query.end, registry),
-            plan("residents", "telecom.residents", None, None, registry),
-            plan("confirmed", "health.cases", query.start, query.end, registry),
+            # Every origin × the inside destinations; every origin's residents and cases (its weight C_o/N_o).
+            plan("trips", "telecom.trips", query.start, query.end, registry, scope, "inflow"),
+            plan("residents", "telecom.residents", None, None, registry, scope, "domain"),
+            plan("confirmed", "health.cases", query.start, query.end, registry, scope, "domain"),
         )
 
     def exact_values(self, query: Query, release: Release) -> ImportationRisk:
@@ -151,10 +163,10 @@ class ImportationRiskKind(QueryKind):
         I_d; I_d = Σ_{o≠d} F(o→d)·w_o over the signed F, clipped at 0; inflow summed signed, clipped at 0.
         """
         n = len(release.registry)
-        trips_plan, residents_plan, confirmed_plan = self.rounds(query, release.registry)
-        trips = release.counts(trips_plan.name, trips_plan.length).reshape(n, n)
-        residents = release.counts(residents_plan.name, residents_plan.length)
-        cases = release.counts(confirmed_plan.name, confirmed_plan.length)
+        trips_plan, residents_plan, confirmed_plan = self.rounds(query, release.registry, release.scope)
+        trips = domain_counts(release, trips_plan).reshape(n, n)
+        residents = domain_counts(release, residents_plan)
+        cases = domain_counts(release, confirmed_plan)
         confirmed = cases.reshape(n, len(CASE_STATUSES))[:, CASE_STATUSES.index("confirmed")].copy()
         weights = origin_weights(
             detected(confirmed, release.sigma_of(confirmed_plan.name)),

@@ -36,7 +36,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from federation.catalog.base import DISTRICTS, Param, QueryKind, Release, RoundPlan, plan
+from federation.catalog.base import (
+    DISTRICTS,
+    Param,
+    QueryKind,
+    Release,
+    RoundPlan,
+    Scope,
+    domain_counts,
+    plan,
+)
 from federation.catalog.disclosure import released_count
 from federation.catalog.result import Cell, QueryResult, Table
 from federation.errors import InvalidQuery
@@ -132,20 +141,20 @@ class Outflow(QueryKind):
         cases_end: date | None = self.values(query)["cases_end"]
         return query.end if cases_end is None else cases_end
 
-    def rounds(self, query: Query, registry: Registry) -> tuple[RoundPlan, ...]:
+    def rounds(self, query: Query, registry: Registry, scope: Scope) -> tuple[RoundPlan, ...]:
         home: str = self.values(query)["home"]
         return (
-            plan("arrivals", "telecom.arrivals", query.start, query.end, registry, home_prefix=home),
-            plan("confirmed", "health.cases", query.start, self.cases_end(query), registry),
+            plan("arrivals", "telecom.arrivals", query.start, query.end, registry, scope, "inside", home_prefix=home),
+            plan("confirmed", "health.cases", query.start, self.cases_end(query), registry, scope, "inside"),
         )
 
     def exact_areas(self, query: Query, release: Release) -> Areas:
         """Destination areas with their exact arrivals and confirmed counts, before suppression."""
         registry = release.registry
         values = self.values(query)
-        arrivals_plan, confirmed_plan = self.rounds(query, registry)
-        arrivals = release.counts(arrivals_plan.name, arrivals_plan.length)
-        cases = release.counts(confirmed_plan.name, confirmed_plan.length)
+        arrivals_plan, confirmed_plan = self.rounds(query, registry, release.scope)
+        arrivals = domain_counts(release, arrivals_plan)
+        cases = domain_counts(release, confirmed_plan)
         confirmed = cases.reshape(len(registry), len(CASE_STATUSES))[:, CASE_STATUSES.index("confirmed")].copy()
         wanted = self.district_mask(query, registry, release.scope) & outside_region(registry, values["home"])
         return destination_areas(registry, wanted, arrivals, confirmed, values["level"])

@@ -12,7 +12,7 @@ from datetime import timedelta
 import numpy as np
 from numpy.typing import NDArray
 
-from federation.catalog.base import DISTRICTS, QueryKind, Release, RoundPlan, plan
+from federation.catalog.base import DISTRICTS, QueryKind, Release, RoundPlan, Scope, domain_counts, plan
 from federation.catalog.disclosure import released_count, small_cell_mask
 from federation.catalog.result import Cell, QueryResult
 from federation.queries import Query
@@ -28,13 +28,13 @@ class Population(QueryKind):
     params = (DISTRICTS,)
     aggregates = ("telecom.presence",)
 
-    def rounds(self, query: Query, registry: Registry) -> tuple[RoundPlan, ...]:
-        return (plan("presence", "telecom.presence", query.start, query.end, registry),)
+    def rounds(self, query: Query, registry: Registry, scope: Scope) -> tuple[RoundPlan, ...]:
+        return (plan("presence", "telecom.presence", query.start, query.end, registry, scope, "inside"),)
 
     def presence_matrix(self, query: Query, release: Release) -> NDArray[np.int64]:
         """Presence counts before suppression, int64 of shape (districts, window days): exact, or signed noisy sums."""
-        (presence,) = self.rounds(query, release.registry)
-        counts = release.counts(presence.name, presence.length)
+        (presence,) = self.rounds(query, release.registry, release.scope)
+        counts = domain_counts(release, presence)
         return counts.reshape(len(release.registry), query.window_days)
 
     def build(self, query: Query, release: Release) -> QueryResult:

@@ -32,7 +32,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from federation.catalog.base import DISTRICTS, Param, QueryKind, Release, RoundPlan, plan
+from federation.catalog.base import (
+    DISTRICTS,
+    Param,
+    QueryKind,
+    Release,
+    RoundPlan,
+    Scope,
+    domain_counts,
+    plan,
+)
 from federation.catalog.disclosure import detected, released_count, small_cell_mask
 from federation.catalog.result import Cell, QueryResult
 from federation.epi.tiers import HIGH, LOW, MEDIUM, TIER_WINDOW_DAYS, risk_tiers
@@ -122,16 +131,17 @@ class ReturnToWork(QueryKind):
                 f"--cases-start {cases_start} must be at least {TIER_WINDOW_DAYS} days before --end {query.end}"
             )
 
-    def rounds(self, query: Query, registry: Registry) -> tuple[RoundPlan, ...]:
+    def rounds(self, query: Query, registry: Registry, scope: Scope) -> tuple[RoundPlan, ...]:
         values = self.values(query)
         tier_start = query.end - timedelta(days=TIER_WINDOW_DAYS - 1)
         return (
-            plan("baseline", "telecom.presence", values["baseline_start"], values["baseline_end"], registry),
-            plan("presence", "telecom.presence", query.start, query.end, registry),
-            plan("trips", "telecom.trips", query.start, query.end, registry),
-            plan("new_cases", "health.cases", tier_start, query.end, registry),
-            plan("cumulative_cases", "health.cases", values["cases_start"], query.end, registry),
-            plan("clusters", "health.clusters", tier_start, query.end, registry),
+            plan("baseline", "telecom.presence", values["baseline_start"], values["baseline_end"], registry, scope),
+            plan("presence", "telecom.presence", query.start, query.end, registry, scope),
+            plan("trips", "telecom.trips", query.start, query.end, registry, scope, "inflow"),
+            # The origins' tiers: every origin's cases and clusters.
+            plan("new_cases", "health.cases", tier_start, query.end, registry, scope, "domain"),
+            plan("cumulative_cases", "health.cases", values["cases_start"], query.end, registry, scope, "domain"),
+            plan("clusters", "health.clusters", tier_start, query.end, registry, scope, "domain"),
         )
 
     def origin_tiers(self, query: Query, release: Release) -> NDArray[np.int8]:
@@ -139,11 +149,11 @@ class ReturnToWork(QueryKind):
         count of new cases or clusters counts as present only where it reaches its detection threshold
         (disclosure.detected); the cumulative count is compared with the limit as it is (unbiased)."""
         n = len(release.registry)
-        plans = {p.name: p for p in self.rounds(query, release.registry)}
+        plans = {p.name: p for p in self.rounds(query, release.registry, release.scope)}
         confirmed = CASE_STATUSES.index("confirmed")
-        new = release.counts("new_cases", plans["new_cases"].length).reshape(n, -1)[:, confirmed]
-        total = release.counts("cumulative_cases", plans["cumulative_cases"].length)
-        clusters = release.counts("clusters", plans["clusters"].length).reshape(n, -1)[:, -1]
+        new = domain_counts(release, plans["new_cases"]).reshape(n, -1)[:, confirmed]
+        total = domain_counts(release, plans["cumulative_cases"])
+        clusters = domain_counts(release, plans["clusters"]).reshape(n, -1)[:, -1]
         return risk_tiers(
             detected(new, release.sigma_of("new_cases")),
             total.reshape(n, -1)[:, confirmed],
@@ -153,10 +163,10 @@ class ReturnToWork(QueryKind):
     def build(self, query: Query, release: Release) -> QueryResult:
         registry, k = release.registry, release.mobility_k
         n = len(registry)
-        plans = {p.name: p for p in self.rounds(query, registry)}
-        baseline_days = release.counts("baseline", plans["baseline"].length).reshape(n, -1)
-        window_days = release.counts("presence", plans["presence"].length).reshape(n, -1)
-        trips = release.counts("trips", plans["trips"].length).reshape(n, n)
+        plans = {p.name: p for p in self.rounds(query, registry, release.scope)}
+        baseline_days = domain_counts(release, plans["baseline"]).reshape(n, -1)
+        window_days = domain_counts(release, plans["presence"]).reshape(n, -1)
+        trips = domain_counts(release, plans["trips"]).reshape(n, n)
         # Sums and medians over the signed noisy cells first, one clip at the end (docs/protocol.md).
         inflow = released_count(inflow_by_tier(trips, self.origin_tiers(query, release)))
         baseline = np.maximum(baseline_median(baseline_days), 0.0)

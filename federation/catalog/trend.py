@@ -36,7 +36,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from federation.catalog.base import DISTRICTS, Param, QueryKind, Release, RoundPlan, plan
+from federation.catalog.base import (
+    DISTRICTS,
+    Param,
+    QueryKind,
+    Release,
+    RoundPlan,
+    Scope,
+    domain_counts,
+    plan,
+)
 from federation.catalog.disclosure import released_count, small_cell_mask
 from federation.catalog.result import Cell, QueryResult, Table
 from federation.epi.growth import fit_growth
@@ -149,17 +158,17 @@ class Trend(QueryKind):
             start = data_start
         return start, params
 
-    def rounds(self, query: Query, registry: Registry) -> tuple[RoundPlan, ...]:
+    def rounds(self, query: Query, registry: Registry, scope: Scope) -> tuple[RoundPlan, ...]:
         by = self.values(query)["by"]
-        return (plan("confirmed", "health.confirmed_daily", query.start, query.end, registry, date=by),)
+        return (plan("confirmed", "health.confirmed_daily", query.start, query.end, registry, scope, date=by),)
 
     def area_series(self, query: Query, release: Release) -> AreaSeries:
         """The daily series of every area with a case in the window (areas in code order): exact, or noisy district
         cells summed per area and then clipped at 0."""
         registry = release.registry
-        (confirmed,) = self.rounds(query, registry)
+        (confirmed,) = self.rounds(query, registry, release.scope)
         days = query.window_days
-        counts = release.counts(confirmed.name, confirmed.length).reshape(len(registry), days, len(CASE_ORIGINS))
+        counts = domain_counts(release, confirmed).reshape(len(registry), days, len(CASE_ORIGINS))
         listed = self.district_mask(query, registry, release.scope)
         level = self.values(query)["level"]
         area_of = _area_codes(registry, level)[listed]

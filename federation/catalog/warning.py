@@ -36,7 +36,16 @@ from datetime import date, timedelta
 import numpy as np
 from numpy.typing import NDArray
 
-from federation.catalog.base import DISTRICTS, Param, QueryKind, Release, RoundPlan, plan
+from federation.catalog.base import (
+    DISTRICTS,
+    Param,
+    QueryKind,
+    Release,
+    RoundPlan,
+    Scope,
+    domain_counts,
+    plan,
+)
 from federation.catalog.disclosure import DETECTION_SIGMAS, detected, released_count
 from federation.catalog.importation_risk import importation_index, inflow
 from federation.catalog.result import Cell, QueryResult
@@ -88,23 +97,26 @@ class EarlyWarning(QueryKind):
         """The 14 days ending ``end`` (fewer when the window is shorter)."""
         return max(query.start, query.end - timedelta(days=TIER_WINDOW_DAYS - 1)), query.end
 
-    def rounds(self, query: Query, registry: Registry) -> tuple[RoundPlan, ...]:
+    def rounds(self, query: Query, registry: Registry, scope: Scope) -> tuple[RoundPlan, ...]:
         first, last = self.tier_window(query)
         return (
-            plan("confirmed", "health.confirmed_daily", query.start, query.end, registry, date="report"),
-            plan("clusters", "health.clusters", query.start, query.end, registry),
-            plan("trips", "telecom.trips", first, last, registry),
-            plan("residents", "telecom.residents", None, None, registry),
+            # Every origin's confirmed cases and residents weigh its flows in I_d; clusters only tier the inside.
+            plan(
+                "confirmed", "health.confirmed_daily", query.start, query.end, registry, scope, "domain", date="report"
+            ),
+            plan("clusters", "health.clusters", query.start, query.end, registry, scope),
+            plan("trips", "telecom.trips", first, last, registry, scope, "inflow"),
+            plan("residents", "telecom.residents", None, None, registry, scope, "domain"),
         )
 
     def series(self, query: Query, release: Release) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """Daily confirmed (districts, days) and clusters in the 14 days ending each day (districts, days): exact,
         or signed noisy sums."""
         registry = release.registry
-        confirmed, clusters, _, _ = self.rounds(query, registry)
+        confirmed, clusters, _, _ = self.rounds(query, registry, release.scope)
         n, days = len(registry), query.window_days
-        daily = release.counts(confirmed.name, confirmed.length).reshape(n, days, len(CASE_ORIGINS))
-        return daily.sum(axis=2), release.counts(clusters.name, clusters.length).reshape(n, days)
+        daily = domain_counts(release, confirmed).reshape(n, days, len(CASE_ORIGINS))
+        return daily.sum(axis=2), domain_counts(release, clusters).reshape(n, days)
 
     def build(self, query: Query, release: Release) -> QueryResult:
         registry = release.registry
@@ -123,15 +135,12 @@ class EarlyWarning(QueryKind):
         clusters_14d = released_count(clusters[:, -1])
         alarms = [method(daily) for method in (ears_c1, ears_c2, ears_c3)]
 
-        _, _, trips_plan, residents_plan = self.rounds(query, registry)
+        _, _, trips_plan, residents_plan = self.rounds(query, registry, release.scope)
         n = len(registry)
-        trips = release.counts(trips_plan.name, trips_plan.length).reshape(n, n)
-        residents = release.counts(residents_plan.name, residents_plan.length)
-        sigma_new = sigma_day * math.sqrt(min(TIER_WINDOW_DAYS, query.window_days))
-        index = importation_index(
-            trips, detected(trailing, sigma_new), detected(residents, release.sigma_of("residents"))
-        )
-        arrivals = released_count(inflow(trips))
+        trips = domain_counts(release, trips_plan).reshape(n, n)
+        residents = domain_counts(release, residents_plan)
+        index = importation_index(trips, trailing_sums(daily)[:, -1], residents)
+        arrivals = inflow(trips)
 
         listed = np.flatnonzero(self.district_mask(query, registry, release.scope))
         order = listed[np.lexsort((listed, -cumulative[listed], -tier[listed]))]
