@@ -52,6 +52,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from adapters.backends import Store
+from adapters.store import od_values
 from federation.catalog.aggregates import ODFrame, od_frame
 from federation.vocabulary import (
     CASE_STATUSES,
@@ -221,13 +222,6 @@ def _domain(domain: npt.NDArray[np.int32], alias: str) -> str:
     return _values([(str(int(code)), i) for i, code in enumerate(domain)], f"{alias}(district, idx)")
 
 
-def _positions(domain: npt.NDArray[np.int32], positions: npt.NDArray[np.int64], alias: str) -> str:
-    """An OD frame's rows or columns (``positions``, −1: not counted) as a VALUES relation ``alias(district, idx)``."""
-    at = positions >= 0
-    pairs = [(str(int(c)), int(i)) for c, i in zip(domain[at].tolist(), positions[at].tolist(), strict=True)]
-    return _values(pairs, f"{alias}(district, idx)")
-
-
 def _days(start: dt.date, end: dt.date) -> str:
     days = [(f"DATE '{start + dt.timedelta(days=t)}'", t) for t in range((end - start).days + 1)]
     return _values(days, "w(day, t)")
@@ -284,8 +278,8 @@ def answer_from_partials(
         sql = f"""
         SELECT {position} AS pos, CAST(sum(p.n) AS BIGINT) AS n
         FROM {table} AS p
-        JOIN {_positions(domain, frame.origin, "o")} ON o.district = p.origin
-        JOIN {_positions(domain, frame.destination, "d")} ON d.district = p.destination
+        JOIN {od_values(domain, frame.origin, "o")} ON o.district = p.origin
+        JOIN {od_values(domain, frame.destination, "d")} ON d.district = p.destination
         WHERE {window} AND p.nth <= {int(max_trips_per_day)} {mode_filter} AND {position} < {frame.cells}
         GROUP BY 1
         """

@@ -33,6 +33,7 @@ __all__ = [
     "data_window",
     "domain_param",
     "od_params",
+    "od_values",
     "open_store",
     "window_params",
 ]
@@ -200,6 +201,14 @@ def od_params(domain: npt.NDArray[np.int32], frame: ODFrame) -> dict[str, Any]:
         "n": frame.columns,
         "cells": frame.cells,
     }
+
+
+def od_values(domain: npt.NDArray[np.int32], positions: npt.NDArray[np.int64], alias: str) -> str:
+    """An OD frame's rows or columns (``positions`` over ``domain``, −1: not counted) as a portable VALUES
+    relation ``alias(district, idx)`` of integer literals, for the dialects that take no array parameter."""
+    at = positions >= 0
+    rows = ", ".join(f"({int(c)}, {int(i)})" for c, i in zip(domain[at].tolist(), positions[at].tolist(), strict=True))
+    return f"(VALUES {rows}) AS {alias}(district, idx)"
 
 
 def window_params(start: dt.date, end: dt.date) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import numpy.typing as npt
 from adapters.aggregates.mobility import EXPOSURE_STAY_HOURS
 from adapters.aggregates.stays import DISTRICT_AREA, stays_sql
 from adapters.backends import Store
+from adapters.store import od_params
 from federation.catalog.aggregates import ODFrame, od_frame
 from federation.vocabulary import CASE_ORIGINS, CASE_STATUSES, CLUSTER_WINDOW_DAYS, DEFAULT_MAX_TRIPS_PER_DAY
 
@@ -282,19 +283,6 @@ def _base(domain: npt.NDArray[np.int32], start: dt.date, end: dt.date) -> dict[s
     }
 
 
-def _od_values(domain: npt.NDArray[np.int32], frame: ODFrame) -> dict[str, Any]:
-    """The parameters of the origin and destination relations (``adapters.store.od_params``'s, for psycopg)."""
-    at_origin, at_destination = frame.origin >= 0, frame.destination >= 0
-    return {
-        "origin_codes": domain[at_origin].tolist(),
-        "origin_idx": frame.origin[at_origin].tolist(),
-        "destination_codes": domain[at_destination].tolist(),
-        "destination_idx": frame.destination[at_destination].tolist(),
-        "n": frame.columns,
-        "cells": frame.cells,
-    }
-
-
 def presence(
     store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
 ) -> npt.NDArray[np.uint64]:
@@ -326,7 +314,7 @@ def telecom_trips(
     frame: ODFrame | None = None,
 ) -> npt.NDArray[np.uint64]:
     frame = frame or od_frame(None, np.ones(len(domain), dtype=np.bool_))
-    values = {**_base(domain, start, end), **_od_values(domain, frame), "max_trips": int(max_trips_per_day)}
+    values = {**_base(domain, start, end), **od_params(domain, frame), "max_trips": int(max_trips_per_day)}
     return store.counts(_TELECOM_TRIPS, values, frame.cells)
 
 
@@ -386,7 +374,7 @@ def transport_trips(
     frame = frame or od_frame(None, np.ones(len(domain), dtype=np.bool_))
     values = {
         **_base(domain, start, end),
-        **_od_values(domain, frame),
+        **od_params(domain, frame),
         "mode": params["mode"],
         "max_trips": int(max_trips_per_day),
     }

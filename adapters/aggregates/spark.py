@@ -24,6 +24,7 @@ from adapters.aggregates.mobility import EXPOSURE_STAY_HOURS
 from adapters.aggregates.postgresql import BoundedCompute, Compute
 from adapters.aggregates.stays import DISTRICT_AREA, stays_sql
 from adapters.backends import Store
+from adapters.store import od_values
 from federation.catalog.aggregates import ODFrame, od_frame
 from federation.vocabulary import CASE_ORIGINS, CASE_STATUSES, CLUSTER_WINDOW_DAYS, DEFAULT_MAX_TRIPS_PER_DAY
 
@@ -71,13 +72,9 @@ def _od_cte(domain: npt.NDArray[np.int32], frame: ODFrame) -> str:
     """``origin_index`` and ``destination_index`` (adapters.store.OD_CTE) as VALUES lists of integer literals."""
 
     def relation(name: str, positions: npt.NDArray[np.int64]) -> str:
-        at = positions >= 0
-        rows = ", ".join(
-            f"({int(c)}, {int(i)})" for c, i in zip(domain[at].tolist(), positions[at].tolist(), strict=True)
-        )
         return (
             f"{name} AS (SELECT CAST(district AS INT) AS district, CAST(idx AS BIGINT) AS idx "
-            f"FROM (VALUES {rows}) AS v(district, idx))"
+            f"FROM {od_values(domain, positions, 'v')})"
         )
 
     return f"{relation('origin_index', frame.origin)}, {relation('destination_index', frame.destination)}"

@@ -8,7 +8,9 @@ small flow exists is itself disclosive) and counted in ``suppressed``; zero pair
 
 For a provincial coordinator only pairs with both ends inside the province are listed, and each listed
 district's trips across the border are summed exactly, each way, into one row whose other end is district
-:data:`~federation.catalog.base.OUTSIDE` ("outside the province"), released only when that sum reaches k.
+:data:`~federation.catalog.base.OUTSIDE` ("outside the province"), released only when that sum reaches k. Its
+round is in the ``border`` layout (docs/protocol.md, "Vector layouts"): the agencies sum the border trips in
+their stores, and trips between two outside districts are never computed.
 """
 
 from __future__ import annotations

@@ -15,7 +15,10 @@ names up to ``top`` origins by contribution ``F(o→d)·C_o/N_o > 0`` as ``"code
 confirmed count ``C_o ≥ cases_k`` (share · I_d / F(o→d) = C_o/N_o would otherwise reveal a count that ``cases``
 suppresses), but every origin counts in I_d. ``alert`` is ``I_d ≥ threshold``. The same origins travel as
 values in the further table ``top_origins`` (``district, rank, origin, origin_name, share``). For a provincial
-coordinator an origin outside the province is shown as "outside the province" (code 0), its share kept.
+coordinator an origin outside the province is shown as "outside the province" (code 0), its share kept; its
+``trips`` round is in the ``inflow`` layout (every origin × the inside destinations), while ``residents`` and
+``confirmed`` stay over the whole domain: every origin's C_o/N_o weighs its flow (docs/protocol.md, "Vector
+layouts"; docs/security.md says what that leaves a colluding broker).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Coordinator jurisdictions: a national coordinator sees every district, a provincial one only its province.
 
 A query naming a district outside the jurisdiction is refused (:func:`check_jurisdiction`); a provincial
-coordinator's result is built by each kind for :func:`scope_of` that coordinator, then restricted again by
+coordinator's rounds are planned for :func:`scope_of` that coordinator, limited to its province (the broker
+plans them so and every adapter recomputes the plan for the signer's jurisdiction: docs/protocol.md, "Vector
+layouts"), its result is built by each kind for the same scope, then restricted again by
 :meth:`~federation.catalog.base.QueryKind.restrict` as a last guard.
 """
 
