@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_query_parser(commands)
 
-    demo = commands.add_parser("demo", help="generate or reuse the default scenario, run importation-risk")
+    demo = commands.add_parser("demo", help="generate or reuse the demo scenario, run the day's queries with noise")
     demo.add_argument("--workdir", type=Path, default=Path("fedbroker-work"), help="where the scenario lives")
     demo.add_argument("--fresh", action="store_true", help="regenerate the scenario even if one exists")
     demo.add_argument("--subscribers", type=int, help="persons in the synthetic world")
@@ -116,14 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     noise.add_argument(
         "--exact",
         action="store_true",
-        help="every agency adds no noise (noise: none), so the answer can be checked against the raw tables "
-        "(the default, see --noise)",
+        help="every agency adds no noise (noise: none), so the answer can be checked against the raw tables",
     )
     noise.add_argument(
         "--noise",
         action="store_true",
-        help="every agency adds its roster's discrete Gaussian noise, as deployed; in this small synthetic world "
-        "(about 100 persons a district) the noise is larger than most district counts and the answer with it",
+        help="every agency adds its discrete Gaussian noise (the default; kept so that older scripts still run)",
     )
 
     budget = commands.add_parser("budget", help="every agency's privacy-budget ledger, as the agencies report it")
@@ -231,7 +229,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from fedbroker.demo import run_demo
 
-        return run_demo(args.workdir, fresh=args.fresh, subscribers=args.subscribers, exact=not args.noise)
+        return run_demo(args.workdir, fresh=args.fresh, subscribers=args.subscribers, exact=args.exact)
     if args.command == "budget":
         from fedbroker.commands import budget_command
 

@@ -1,5 +1,10 @@
-"""``fedbroker demo``: the default scenario, a whole federation on loopback, one importation-risk query, and one
-subscriber's own itinerary through its carrier's SMS gateway (with how to try it by hand)."""
+"""``fedbroker demo``: the demo scenario, a whole federation on loopback, the day's queries with noise on, and one
+subscriber's own itinerary through its carrier's SMS gateway (with how to try it by hand).
+
+The demo world is Hubei (103 districts) with 100,000 persons, about a thousand a district, and its roster lets a
+round spend up to ρ = 5 (the broker lowers it per aggregate to where each agency's noise variance is 1, so every
+cell of every sum gets σ ≈ 1.7), so that the noisy answers agree with the exact ones where it matters; README
+("Noise") gives the figures and the weak privacy that buys at this scale. ``--exact`` runs with exact sums."""
 
 from __future__ import annotations
 
@@ -23,12 +28,20 @@ from fedbroker.report import format_json, importation_summary, tier_summary
 from federation.catalog import agency_query_kinds
 from federation.config import FederationConfig, PrivacyPolicy, dump_federation, load_federation
 from federation.errors import ConfigError, FederationError, NodeUnavailable
+from federation.privacy.ledger import ledger_path
 from federation.registry import load_registry
 from federation.v1 import broker_pb2
 
 NATIONAL_COORDINATOR = "nhc-national"
 DEMO_KINDS = ("importation-risk", "warning")
 DEMO_CARRIER = "telecom-a"
+#: The demo's world (docs: README "Noise"): one province, so that a district holds about a thousand persons.
+DEMO_PROVINCES = (42,)
+DEMO_SUBSCRIBERS = 100_000
+#: The most zCDP ρ a noisy round spends per data day (trips rounds spend it all), and each agency's budget per
+#: day: the demo's queries spend about 16 on a telecom day, 3.3 on a health day.
+DEMO_RHO_PER_ROUND = 5.0
+DEMO_RHO_PER_DAY = 50.0
 
 
 def _say(message: str) -> None:
@@ -47,6 +60,8 @@ def ensure_scenario(workdir: Path, *, fresh: bool, subscribers: int | None) -> P
             config = load_federation(roster)
             if not config.gateways:
                 raise ConfigError(f"{roster} predates the carriers' SMS gateways")
+            if config.domain.provinces != DEMO_PROVINCES or config.broker.rho_per_round != DEMO_RHO_PER_ROUND:
+                raise ConfigError(f"{roster} predates the demo's world (Hubei, rho {DEMO_RHO_PER_ROUND} per round)")
             stale = sorted(
                 {
                     k
@@ -62,13 +77,39 @@ def ensure_scenario(workdir: Path, *, fresh: bool, subscribers: int | None) -> P
         except FederationError as error:
             _say(f"regenerating the scenario: {error.message}")
     started = time.perf_counter()
-    _say(f"generating the default scenario (Hubei and neighbours) in {scenario} ...")
-    if subscribers:
-        generate_scenario(scenario, force=True, subscribers=subscribers)
-    else:
-        generate_scenario(scenario, force=True)
+    _say(f"generating the demo scenario (Hubei) in {scenario} ...")
+    generate_scenario(scenario, provinces=DEMO_PROVINCES, subscribers=subscribers or DEMO_SUBSCRIBERS, force=True)
+    demo_privacy(roster)
     _say(f"  generated in {time.perf_counter() - started:.1f} s")
     return roster
+
+
+def demo_privacy(roster: Path) -> None:
+    """Rewrite the generated roster with the demo's privacy: ρ :data:`DEMO_RHO_PER_ROUND` per round and
+    :data:`DEMO_RHO_PER_DAY` per agency and day, noise on everywhere."""
+    config = load_federation(roster)
+    nodes = tuple(
+        dataclasses.replace(
+            n,
+            policy=dataclasses.replace(
+                n.policy,
+                privacy=dataclasses.replace(n.policy.privacy, noise="discrete-gaussian", rho_per_day=DEMO_RHO_PER_DAY),
+            ),
+        )
+        for n in config.nodes
+    )
+    broker = dataclasses.replace(config.broker, rho_per_round=DEMO_RHO_PER_ROUND)
+    dump_federation(dataclasses.replace(config, nodes=nodes, broker=broker), roster)
+
+
+def reset_budgets(config: FederationConfig) -> None:
+    """Forget every ledger of the demo's scenario (the agencies' and the broker's copy), so that each demo run
+    starts with the whole budget: a demonstration re-runs the same days, which a deployment never would."""
+    for node in config.nodes:
+        ledger_path(node).unlink(missing_ok=True)
+    mirror = config.broker.audit_log.parent / "budget"
+    for path in mirror.glob("*.jsonl") if mirror.is_dir() else ():
+        path.unlink()
 
 
 def exact_roster(roster: Path) -> Path:
@@ -87,9 +128,12 @@ def run_demo(workdir: Path, *, fresh: bool = False, subscribers: int | None = No
     roster = ensure_scenario(workdir, fresh=fresh, subscribers=subscribers)
     if exact:
         roster = exact_roster(roster)
+        _say("exact sums: every agency's noise is off for this run (noise: none)")
+    else:
+        reset_budgets(load_federation(roster))
         _say(
-            "exact sums: every agency's noise is off for this run (noise: none); `fedbroker demo --noise` runs "
-            "with the roster's noise, which this small world's district counts do not survive (see README)"
+            f"noise on: discrete Gaussian, rho {DEMO_RHO_PER_ROUND:g} per round, each agency's budget reset to "
+            f"{DEMO_RHO_PER_DAY:g} per data day for this run (--exact for exact sums)"
         )
     started = time.perf_counter()
     _say("starting every node on loopback with mutual TLS ...")

@@ -139,11 +139,18 @@ def warning_sums(
     for (origin, destination), count in trips.items():
         flows[position(origin), position(destination)] = count
     residents = np.full(n, 100, dtype=np.uint64)
+    # The two totals the last day's tier rests on (health.cases, confirmed column): the daily series' sums.
+    new_cases = np.zeros((n, 3), dtype=np.uint64)
+    new_cases[:, 0] = grid[:, -14:, :].sum(axis=(1, 2))
+    cumulative = np.zeros((n, 3), dtype=np.uint64)
+    cumulative[:, 0] = grid.sum(axis=(1, 2))
     return {
         "confirmed": grid.reshape(-1),
         "clusters": cluster_grid.reshape(-1),
         "trips": flows.reshape(-1),
         "residents": residents,
+        "new_cases": new_cases.reshape(-1),
+        "cumulative_cases": cumulative.reshape(-1),
     }
 
 
@@ -155,6 +162,8 @@ def test_warning_plans_tiers_alerts_and_disclosure() -> None:
         ("clusters", "health.clusters", START, END),
         ("trips", "telecom.trips", END - dt.timedelta(days=13), END),
         ("residents", "telecom.residents", None, None),
+        ("new_cases", "health.cases", END - dt.timedelta(days=13), END),
+        ("cumulative_cases", "health.cases", START, END),
     ]
     wuhan = [3] * DAYS  # 120 cumulative, cases every day
     wuhan_clusters = [0] * DAYS

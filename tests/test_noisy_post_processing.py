@@ -113,3 +113,23 @@ def test_noisy_tiers_leave_empty_districts_low() -> None:
     assert tiers[0] == HIGH and tiers[1] == MEDIUM
     # An empty district turns medium only where its 14-day noise reaches 2σ (2.3 %): about 5 of 230.
     assert (tiers[2:] != LOW).sum() <= 0.023 * N + 3 * math.sqrt(0.023 * N)
+
+
+def test_a_round_asks_for_no_finer_noise_than_the_accounting_pays_for() -> None:
+    from fractions import Fraction
+
+    from broker.budget import round_rho
+    from federation.errors import InvalidQuery
+    from federation.privacy.accounting import parse_rho, party_sigma2, release_rho, sensitivity_squared
+
+    assert round_rho(0.05, 1, 3) == 0.05  # the generated roster's ρ is below every aggregate's ceiling
+    for aggregate in ("telecom.residents", "health.cases", "health.clusters", "telecom.trips"):
+        sensitivity2 = sensitivity_squared(aggregate, 4)
+        rho = parse_rho(repr(round_rho(5.0, sensitivity2, 3)))
+        party = party_sigma2(rho, sensitivity2, 3)
+        assert 1 <= party < Fraction(101, 100), aggregate  # σ²/t at least 1, within the 3-digit rounding
+        # ... where the Kairouz–Liu–Steinke charge stays within 25 % of ρ even for 10⁴ cells (it is 8 to 130
+        # times ρ at σ²/t = 1/2).
+        assert release_rho(sensitivity2, party, 3, 10_000) < 1.25 * float(rho), aggregate
+    with pytest.raises(InvalidQuery, match="decimal places"):
+        parse_rho("0.16666666666666666")

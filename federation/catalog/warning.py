@@ -1,10 +1,13 @@
 """``warning``: the official county risk tiers of February 2020, EARS aberration alerts and the importation
 alert, per district for the 14 days ending ``end`` (docs/protocol.md, "warning").
 
-Four rounds: ``confirmed`` (health.confirmed_daily by report date over [start, end], start defaulting to the
-data's first day), ``clusters`` (health.clusters over the same days), and the importation-risk rounds of the
-14 days ending ``end`` (clipped to start): ``trips`` (telecom.trips) and ``residents`` (telecom.residents). Per
-district d, on the summed series:
+Six rounds: ``confirmed`` (health.confirmed_daily by report date over [start, end], start defaulting to the
+data's first day), ``clusters`` (health.clusters over the same days), the importation-risk rounds of the 14 days
+ending ``end`` (clipped to start): ``trips`` (telecom.trips) and ``residents`` (telecom.residents), and the two
+totals the last day's tier rests on, each one cell per district: ``new_cases`` (health.cases over those 14 days)
+and ``cumulative_cases`` (health.cases over [start, end]), their confirmed column. With exact sums they equal the
+daily series' sums; with noise each has σ of one cell where a sum of the daily series would have σ·√(2·days).
+Per district d:
 
 - ``new_14d``: confirmed cases reported in the 14 days ending ``end``; ``cumulative``: since ``start``;
   ``clusters_14d``: clusters in those 14 days (a cluster id with at least two confirmed cases reported in d in
@@ -54,7 +57,7 @@ from federation.epi.tiers import TIER_NAMES, TIER_WINDOW_DAYS, risk_tiers, tier_
 from federation.errors import InvalidQuery
 from federation.queries import Query
 from federation.registry import Registry
-from federation.vocabulary import CASE_ORIGINS
+from federation.vocabulary import CASE_ORIGINS, CASE_STATUSES
 
 COLUMNS = (
     "district",
@@ -80,7 +83,7 @@ class EarlyWarning(QueryKind):
         DISTRICTS,
         Param("threshold", "float", "importation alert where I_d is at least this", default="1.0", minimum=0),
     )
-    aggregates = ("health.confirmed_daily", "health.clusters", "telecom.trips", "telecom.residents")
+    aggregates = ("health.confirmed_daily", "health.clusters", "telecom.trips", "telecom.residents", "health.cases")
     start_default = "the data's first day"
 
     def resolve_window(
@@ -107,13 +110,16 @@ class EarlyWarning(QueryKind):
             plan("clusters", "health.clusters", query.start, query.end, registry, scope),
             plan("trips", "telecom.trips", first, last, registry, scope, "inflow"),
             plan("residents", "telecom.residents", None, None, registry, scope, "domain"),
+            # The last day's totals: new cases weigh every origin in I_d too, the cumulative only tiers the inside.
+            plan("new_cases", "health.cases", first, last, registry, scope, "domain"),
+            plan("cumulative_cases", "health.cases", query.start, query.end, registry, scope),
         )
 
     def series(self, query: Query, release: Release) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """Daily confirmed (districts, days) and clusters in the 14 days ending each day (districts, days): exact,
         or signed noisy sums."""
         registry = release.registry
-        confirmed, clusters, _, _ = self.rounds(query, registry, release.scope)
+        confirmed, clusters, *_ = self.rounds(query, registry, release.scope)
         n, days = len(registry), query.window_days
         daily = domain_counts(release, confirmed).reshape(n, days, len(CASE_ORIGINS))
         return daily.sum(axis=2), domain_counts(release, clusters).reshape(n, days)
@@ -125,22 +131,30 @@ class EarlyWarning(QueryKind):
         daily, clusters = self.series(query, release)
         # A district-day's confirmed count is the sum of its local and imported cells, each with the round's σ.
         sigma_day = release.sigma_of("confirmed") * math.sqrt(len(CASE_ORIGINS))
-        history = noisy_tier_history(daily, clusters, sigma_day, release.sigma_of("clusters"))
+        sigma_clusters = release.sigma_of("clusters")
+        history = noisy_tier_history(daily, clusters, sigma_day, sigma_clusters)
+        _, _, trips_plan, residents_plan, new_plan, cumulative_plan = self.rounds(query, registry, release.scope)
+        n = len(registry)
+        confirmed_column = CASE_STATUSES.index("confirmed")
+        trailing = domain_counts(release, new_plan).reshape(n, -1)[:, confirmed_column]
+        total = domain_counts(release, cumulative_plan).reshape(n, -1)[:, confirmed_column]
+        sigma_new = release.sigma_of(new_plan.name)
+        # The last day's tier from the two totals (one noisy cell each), the run before it from the daily series.
+        history[:, -1] = risk_tiers(detected(trailing, sigma_new), total, detected(clusters[:, -1], sigma_clusters))
         since = tier_since(history)
         tier = history[:, -1]
-        trailing = trailing_sums(daily)[:, -1]
-        # Sums over the signed noisy cells first; what is released is clipped once.
+        # What is released is clipped once, after the sums.
         new_14d = released_count(trailing)
-        cumulative = released_count(daily.sum(axis=1))
+        cumulative = released_count(total)
         clusters_14d = released_count(clusters[:, -1])
         alarms = [method(daily) for method in (ears_c1, ears_c2, ears_c3)]
 
-        _, _, trips_plan, residents_plan = self.rounds(query, registry, release.scope)
-        n = len(registry)
         trips = domain_counts(release, trips_plan).reshape(n, n)
         residents = domain_counts(release, residents_plan)
-        index = importation_index(trips, trailing_sums(daily)[:, -1], residents)
-        arrivals = inflow(trips)
+        index = importation_index(
+            trips, detected(trailing, sigma_new), detected(residents, release.sigma_of("residents"))
+        )
+        arrivals = released_count(inflow(trips))
 
         listed = np.flatnonzero(self.district_mask(query, registry, release.scope))
         order = listed[np.lexsort((listed, -cumulative[listed], -tier[listed]))]

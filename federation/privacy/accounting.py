@@ -69,6 +69,8 @@ _SENSITIVITY_SQUARED = {
     # district-days' cluster counts changes by at most one.
     "health.clusters": CLUSTER_WINDOW_DAYS,
 }
+#: The most decimal places a round's ρ may have (parse_rho).
+_MAX_RHO_DECIMALS = 6
 #: Aggregates whose vector also depends on the day before the window, which a release therefore charges.
 _READS_DAY_BEFORE = frozenset({"telecom.arrivals"})
 
@@ -100,6 +102,9 @@ def parse_rho(text: str) -> Fraction:
         raise InvalidQuery(f"the round's rho {text!r} is not a decimal number; send e.g. 0.05") from None
     if not 0 < rho <= 100:
         raise InvalidQuery(f"the round's rho {text} must be in (0, 100]")
+    if rho.denominator > 10**_MAX_RHO_DECIMALS:
+        # σ²/t = Δ₂²/(2ρt) feeds the exact sampler's integer arithmetic: keep its terms small.
+        raise InvalidQuery(f"the round's rho {text[:40]} has more than {_MAX_RHO_DECIMALS} decimal places; round it")
     return rho
 
 
