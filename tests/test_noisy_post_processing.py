@@ -133,3 +133,35 @@ def test_a_round_asks_for_no_finer_noise_than_the_accounting_pays_for() -> None:
         assert release_rho(sensitivity2, party, 3, 10_000) < 1.25 * float(rho), aggregate
     with pytest.raises(InvalidQuery, match="decimal places"):
         parse_rho("0.16666666666666666")
+
+
+def test_noisy_indices_and_shares_are_rounded_to_what_their_noise_supports() -> None:
+    from federation.catalog.disclosure import round_supported, supported_decimals
+
+    assert [supported_decimals(s) for s in (0.0, 0.23, 3.0, 40.0)] == [None, 1, 0, -1]
+    assert round_supported(1.7281, 0.23) == 1.7 and round_supported(1.7281, 0.0) == 1.7281
+    trips, confirmed, residents = risk_world()
+    cases = np.zeros((N, 3), dtype=np.int64)
+    cases[:, 0] = confirmed
+    sigma = {"trips": 2.0, "confirmed": 1.0, "residents": 1.0}
+    rng = np.random.default_rng(3)
+    noisy = {
+        "trips": trips + np.rint(rng.normal(0, 2.0, trips.shape)).astype(np.int64),
+        "residents": residents + np.rint(rng.normal(0, 1.0, N)).astype(np.int64),
+        "confirmed": cases + np.rint(rng.normal(0, 1.0, cases.shape)).astype(np.int64),
+    }
+    release = Release(REGISTRY, {k: wire(v) for k, v in noisy.items()}, 15, 3, sigma=sigma)
+    entry = kind("importation-risk")
+    risk = entry.exact_values(risk_query(), release)  # type: ignore[attr-defined]
+    result = entry.build(risk_query(), release)
+    position = {int(c): i for i, c in enumerate(REGISTRY.codes.tolist())}
+    at = result.columns.index("importation_index")
+    for row in result.rows:
+        d = position[int(str(row[0]))]
+        sigma_d = float(risk.index_sigma[d])
+        assert sigma_d > 0
+        assert row[at] == round_supported(float(risk.index[d]), sigma_d)  # no digit below its σ is released
+    # I_d ≈ 6 in the ten destinations of the infected origin: σ_I ≈ 2·20/500 plus the rate's noise, tenths.
+    assert all(0.05 < float(risk.index_sigma[d]) < 1 for d in range(10, 20))
+    shares = result.table("top_origins").rows
+    assert shares and all(round(float(str(s[4])), 2) == float(str(s[4])) for s in shares)

@@ -20,6 +20,7 @@ empty cells does not add up to a signal.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -100,3 +101,17 @@ def detected(values: NDArray[np.integer], sigma: float) -> NDArray[np.int64]:
     this is the identity on non-negative counts."""
     counts = np.asarray(values, dtype=np.int64)
     return np.where(counts >= detection_threshold(sigma), counts, 0)
+
+
+def supported_decimals(sigma: float) -> int | None:
+    """The decimal places a value with noise σ is released with: those of the power of ten at or below σ
+    (σ 0.23 → 1, σ 3 → 0, σ 40 → −1, i.e. tens); None for an exact value (σ = 0), released as computed."""
+    if not (sigma > 0 and math.isfinite(sigma)):
+        return None
+    return -math.floor(math.log10(sigma))
+
+
+def round_supported(value: float, sigma: float) -> float:
+    """``value`` rounded to :func:`supported_decimals` (σ): digits below its noise are not released."""
+    decimals = supported_decimals(sigma)
+    return value if decimals is None else float(round(value, decimals))

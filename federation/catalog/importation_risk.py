@@ -23,6 +23,7 @@ layouts"; docs/security.md says what that leaves a colluding broker).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +41,7 @@ from federation.catalog.base import (
     domain_counts,
     plan,
 )
-from federation.catalog.disclosure import detected, released_count
+from federation.catalog.disclosure import detected, released_count, round_supported, supported_decimals
 from federation.catalog.result import Cell, QueryResult, Table
 from federation.queries import Query
 from federation.registry import Registry
@@ -71,6 +72,7 @@ class ImportationRisk:
     residents: NDArray[np.int64]  # N, (n,)
     weights: NDArray[np.float64]  # w = C/N over the detected origins, 0 elsewhere, (n,)
     index: NDArray[np.float64]  # I >= 0, (n,)
+    index_sigma: NDArray[np.float64]  # the standard deviation of I from the noise (0 for exact sums), (n,)
     probability: NDArray[np.float64]  # P, (n,)
     inflow: NDArray[np.int64]  # Σ_{o≠d} F(o→d), summed signed then clipped at 0, (n,)
 
@@ -171,19 +173,26 @@ class ImportationRiskKind(QueryKind):
         residents = domain_counts(release, residents_plan)
         cases = domain_counts(release, confirmed_plan)
         confirmed = cases.reshape(n, len(CASE_STATUSES))[:, CASE_STATUSES.index("confirmed")].copy()
-        weights = origin_weights(
-            detected(confirmed, release.sigma_of(confirmed_plan.name)),
-            detected(residents, release.sigma_of(residents_plan.name)),
-        )
+        sigma_f, sigma_c, sigma_n = (release.sigma_of(p.name) for p in (trips_plan, confirmed_plan, residents_plan))
+        counted = detected(residents, sigma_n)
+        weights = origin_weights(detected(confirmed, sigma_c), counted)
         off_diagonal = trips.astype(np.float64)
         np.fill_diagonal(off_diagonal, 0.0)
         index = np.maximum(weights @ off_diagonal, 0.0)
+        # Var I_d to first order: σ_F² Σ_{o≠d} w_o² from the flows, Σ_o F(o→d)² (σ_C² + w_o² σ_N²)/N_o² from the
+        # rates, over the counted origins (plug-in values).
+        squared = weights**2
+        rate_variance = np.where(
+            weights > 0, (sigma_c**2 + squared * sigma_n**2) / np.maximum(counted, 1).astype(np.float64) ** 2, 0.0
+        )
+        index_sigma = np.sqrt(sigma_f**2 * (squared.sum() - squared) + rate_variance @ off_diagonal**2)
         return ImportationRisk(
             trips=trips,
             confirmed=confirmed,
             residents=residents,
             weights=weights,
             index=index,
+            index_sigma=index_sigma,
             probability=importation_probability(index),
             inflow=released_count(inflow(trips)),
         )
@@ -198,19 +207,32 @@ class ImportationRiskKind(QueryKind):
         small = wanted & (risk.inflow > 0) & (risk.inflow < k)
         no_inflow = wanted & (risk.inflow == 0)
         destinations = np.flatnonzero(released)
-        destinations = destinations[np.lexsort((destinations, -risk.index[destinations]))]
+        # Released to the precision the noise supports (exact sums: as computed), and ranked by what is released.
+        shown_index = np.zeros(len(registry))
+        for d in destinations.tolist():
+            shown_index[d] = round_supported(float(risk.index[d]), float(risk.index_sigma[d]))
+        destinations = destinations[np.lexsort((destinations, -shown_index[destinations]))]
         origins = top_origins(risk, destinations, values["top"], k, release.cases_k)
         codes, names = registry.codes, registry.names
         visible = scope.inside(registry)
         rows: list[tuple[Cell, ...]] = []
         origin_rows: list[tuple[Cell, ...]] = []
         for d, named in zip(destinations.tolist(), origins, strict=True):
-            index = float(risk.index[d])
+            index, sigma = float(shown_index[d]), float(risk.index_sigma[d])
+            # A share of I_d carries at least I_d's relative noise; P_d = 1 − e^(−I_d) has σ_P = e^(−I_d)·σ_I.
+            share_sigma = sigma / float(risk.index[d]) if risk.index[d] > 0 else 0.0
+            probability = round_supported(
+                float(importation_probability(np.array([index]))[0]), math.exp(-index) * sigma
+            )
+            places = supported_decimals(share_sigma)
+            percent = 1 if places is None else max(0, places - 2)
             shown: list[str] = []
-            for rank, (o, share) in enumerate(named, start=1):
+            # An origin whose share rounds to nothing is not named: its share is below what the noise resolves.
+            rounded = [(o, round_supported(s, share_sigma)) for o, s in named]
+            for rank, (o, share) in enumerate([(o, s) for o, s in rounded if s > 0], start=1):
                 code, name = (int(codes[o]), names[o]) if visible[o] else (OUTSIDE, OUTSIDE_NAME)
                 label = name if code == OUTSIDE else f"{code} {name}"
-                shown.append(f"{label} ({100 * share:.1f}%)")
+                shown.append(f"{label} ({100 * share:.{percent}f}%)")
                 origin_rows.append((int(codes[d]), rank, code, name, share))
             rows.append(
                 (
@@ -218,10 +240,10 @@ class ImportationRiskKind(QueryKind):
                     names[d],
                     registry.provinces[d],
                     index,
-                    float(risk.probability[d]),
+                    probability,
                     int(risk.inflow[d]),
                     "; ".join(shown),
-                    index >= threshold,
+                    bool(risk.index[d] >= threshold),  # the estimate's own reading, before rounding
                 )
             )
         suppressed = int(small.sum())
@@ -237,6 +259,11 @@ class ImportationRiskKind(QueryKind):
             notes.append(f"origins with confirmed cases but no residents counted, contributing 0: {unpopulated}")
         if scope.province is not None:
             notes.append(f"top origins outside province {scope.province} shown as {OUTSIDE_NAME!r}")
+        if bool((risk.index_sigma[destinations] > 0).any()):
+            notes.append(
+                "noisy sums: I_d, its probability and the shares are rounded to the power of ten at or below their "
+                "standard deviation; origins count in I_d where their confirmed cases and residents reach 2 sigma"
+            )
         table = Table("top_origins", ORIGIN_COLUMNS, origin_rows)
         return QueryResult(
             query=query, columns=COLUMNS, rows=rows, suppressed=suppressed, notes=tuple(notes), tables=(table,)
