@@ -156,6 +156,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
             request.spec.rho,
             request.threshold,
             int(request.spec.length),
+            query_end=approval.query.end,  # a window-free release charges the signed query's period
         )
         self._rounds.reserve(request.round_id, approval)
         try:

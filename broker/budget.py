@@ -75,6 +75,7 @@ class BudgetMirror:
         end: dt.date | None,
         threshold: int,
         cells: int,
+        query_end: dt.date | None = None,
     ) -> RoundBudget:
         policies = [self._federation.node(n).policy.privacy for n in participants]
         noisy = any(p.noisy for p in policies)
@@ -84,7 +85,15 @@ class BudgetMirror:
         rho_text = repr(rho) if noisy else ""
         costs = {
             n: release_cost(
-                n, self._federation.node(n).policy.privacy, aggregate, start, end, rho_text, threshold, cells
+                n,
+                self._federation.node(n).policy.privacy,
+                aggregate,
+                start,
+                end,
+                rho_text,
+                threshold,
+                cells,
+                query_end=query_end,
             )
             for n in participants
         }
@@ -114,6 +123,16 @@ class BudgetMirror:
     def sigma(self, budget: RoundBudget, contributors: Sequence[str]) -> float:
         """Upper bound on the standard deviation of each cell of the sum over ``contributors``."""
         return sum_sigma([budget.costs[n].party_sigma2 for n in contributors])
+
+    def left_on(self, contributors: Sequence[str], days: Sequence[str]) -> float:
+        """The least ρ left on ``days`` at any noisy agency among ``contributors`` (the broker's ledgers)."""
+        lefts = [
+            value
+            for n in contributors
+            if self._federation.node(n).policy.privacy.noisy
+            for value in self._ledgers[n].left(days).values()
+        ]
+        return min(lefts, default=0.0)
 
     def rho_left(self, budget: RoundBudget, contributors: Sequence[str]) -> float:
         """The least ρ left on any day of the round at any noisy contributor (the broker's ledger)."""

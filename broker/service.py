@@ -16,14 +16,17 @@ from typing import Any
 import grpc
 
 from broker.budget import BudgetMirror, RoundBudget
+from broker.reuse import KeptRelease, WindowFreeReleases, release_key
 from broker.rounds import AdapterPeer, RoundOutcome, run_round
 from federation import __version__, metrics
 from federation.audit import AuditLog
 from federation.catalog import KINDS, QueryResult, Release, RoundPlan, kind
+from federation.catalog.aggregates import AGGREGATES
 from federation.catalog.jurisdiction import check_jurisdiction, scope_of
 from federation.config import CoordinatorConfig, FederationConfig
 from federation.errors import FederationError, InvalidQuery, PermissionDenied, ResourceExhausted
 from federation.identity import Roster
+from federation.privacy.accounting import WINDOW_FREE, window_free_period
 from federation.queries import Query, parse_envelope
 from federation.registry import Registry
 from federation.rpc import error_from_rpc, rpc_errors
@@ -59,6 +62,10 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self._in_flight: dict[str, int] = {}  # coordinator id -> queries running now
         self._budget = BudgetMirror(federation)
         self._round_budgets: dict[tuple[str, str], RoundBudget] = {}  # (query nonce, round) -> budget
+        # Window-free sums released earlier in their period, reused instead of run again (broker/reuse.py).
+        self._kept = WindowFreeReleases(federation.broker.audit_log.parent / "budget" / "window-free.jsonl")
+        self._reused: dict[tuple[str, str], tuple[KeptRelease, str, str]] = {}  # -> (release, aggregate, key)
+        self._to_keep: dict[tuple[str, str], tuple[str, KeptRelease]] = {}  # run this query, kept once released
         self._rounds_running = 0
         #: Per agency kind, reachability at the last health check (kept current by broker.reachability).
         self.kind_health: list[common_pb2.KindHealth] = []
@@ -187,7 +194,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
 
         progress("plan", "", [], ", ".join(f"{p.name}: {p.aggregate}" for p in plans))
         deadline = time.monotonic() + self._federation.broker.round_timeout_s
-        task = asyncio.create_task(self._run_rounds(signed, plans, deadline, progress))
+        task = asyncio.create_task(self._run_rounds(signed, query, plans, deadline, progress))
         task.add_done_callback(lambda _: events.put_nowait(None))
         try:
             while (event := await events.get()) is not None:
@@ -233,11 +240,16 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         check_jurisdiction(coordinator, self._registry, districts)
 
     async def _run_rounds(
-        self, signed: common_pb2.SignedQuery, plans: Sequence[RoundPlan], deadline: float, progress: Any
+        self,
+        signed: common_pb2.SignedQuery,
+        query: Query,
+        plans: Sequence[RoundPlan],
+        deadline: float,
+        progress: Any,
     ) -> list[RoundOutcome]:
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._run_round(signed, plan, deadline, progress)) for plan in plans]
+                tasks = [group.create_task(self._run_round(signed, query, plan, deadline, progress)) for plan in plans]
         except ExceptionGroup as failures:
             # One round failing cancels the others; the coordinator gets the reason of the first that failed.
             group_of_ours = failures.subgroup(FederationError)
@@ -250,7 +262,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         return [t.result() for t in tasks]
 
     async def _run_round(
-        self, signed: common_pb2.SignedQuery, plan: RoundPlan, deadline: float, progress: Any
+        self, signed: common_pb2.SignedQuery, query: Query, plan: RoundPlan, deadline: float, progress: Any
     ) -> RoundOutcome:
         participants = [n.id for n in self._federation.nodes_of_kind(plan.agency_kind)]
         if len(participants) < 2:
@@ -259,7 +271,29 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                 f"{len(participants)}"
             )
         threshold = round_threshold(self._federation, participants)
-        budget = self._budget.plan(participants, plan.aggregate, plan.start, plan.end, threshold, plan.length)
+        reuse_key = ""
+        if not AGGREGATES[plan.aggregate].windowed:
+            noisy = any(self._federation.node(n).policy.privacy.noisy for n in participants)
+            period = window_free_period(query.end)
+            reuse_key = release_key(plan.aggregate, plan.params, self._registry.hash, participants, noisy, period)
+            kept = self._kept.get(reuse_key)
+            if kept is not None:
+                # Released earlier in this period: reusing it is post-processing, it costs no budget.
+                self._reused[query.nonce, plan.name] = (kept, plan.aggregate, f"{WINDOW_FREE}:{period}")
+                progress("unmask", plan.name, kept.contributors, f"reused the {period} release, no new round")
+                await self._audit.append_async(
+                    "round.reused",
+                    nonce=query.nonce,
+                    round=plan.name,
+                    aggregate=plan.aggregate,
+                    period=period,
+                    contributors=list(kept.contributors),
+                    sigma=kept.sigma,
+                )
+                return RoundOutcome(plan.name, kept.total.copy(), kept.contributors, {})
+        budget = self._budget.plan(
+            participants, plan.aggregate, plan.start, plan.end, threshold, plan.length, query_end=query.end
+        )
         spec = common_pb2.VectorSpec(
             aggregate=plan.aggregate,
             length=plan.length,
@@ -300,6 +334,12 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             rho=budget.rho_text,
             sigma=self._budget.sigma(budget, outcome.contributors),
         )
+        if reuse_key:
+            noisy_contributors = any(budget.costs[n].noisy for n in outcome.contributors)
+            sigma = self._budget.sigma(budget, outcome.contributors)
+            # Kept once the kind has released it (a sum that fails its checks is never reused).
+            kept = KeptRelease(outcome.total.copy(), outcome.contributors, sigma, noisy_contributors)
+            self._to_keep[query.nonce, plan.name] = (reuse_key, kept)
         # A noisy sum goes to the kind as it is (noise may have wrapped a small count below zero mod 2^64): the
         # kind reads it as signed with the round's σ and clips only what it releases, after summing over cells.
         return outcome
@@ -309,8 +349,14 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     ) -> broker_pb2.QueryResult:
         entry = kind(query.kind)
         disclosure = self._federation.broker
-        budgets = {o.name: self._round_budgets.pop((query.nonce, o.name)) for o in outcomes}
-        sigmas = {o.name: self._budget.sigma(budgets[o.name], o.contributors) for o in outcomes}
+        reused = {
+            o.name: self._reused.pop((query.nonce, o.name)) for o in outcomes if (query.nonce, o.name) in self._reused
+        }
+        budgets = {o.name: self._round_budgets.pop((query.nonce, o.name)) for o in outcomes if o.name not in reused}
+        contributors = {o.name: o.contributors for o in outcomes}
+        to_keep = [self._to_keep.pop(at) for at in [(query.nonce, o.name) for o in outcomes] if at in self._to_keep]
+        sigmas = {name: kept.sigma for name, (kept, _, _) in reused.items()}
+        sigmas.update({name: self._budget.sigma(b, contributors[name]) for name, b in budgets.items()})
         release = Release(
             registry=self._registry,
             sums={o.name: o.total for o in outcomes},
@@ -320,6 +366,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             sigma={name: sigma for name, sigma in sigmas.items() if sigma > 0},
         )
         result = entry.release(query, release)
+        for key, kept in to_keep:
+            self._kept.keep(key, kept)
         k = disclosure.mobility_k if entry.disclosure == "mobility" else disclosure.cases_k
         await self._audit.append_async(
             "query.released",
@@ -334,6 +382,19 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         )
         privacy = []
         for outcome in outcomes:
+            if outcome.name in reused:
+                kept, aggregate, ledger_key = reused[outcome.name]
+                privacy.append(
+                    broker_pb2.RoundPrivacy(
+                        round=outcome.name,
+                        aggregate=aggregate,
+                        noise="discrete-gaussian" if kept.noisy else "none",
+                        sigma=kept.sigma,
+                        rho_spent=0.0,  # reused: released earlier in its period
+                        rho_left=self._budget.left_on(kept.contributors, [ledger_key]),
+                    )
+                )
+                continue
             budget = budgets[outcome.name]
             noisy = [n for n in outcome.contributors if budget.costs[n].noisy]
             privacy.append(

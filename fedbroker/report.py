@@ -92,6 +92,13 @@ def privacy_lines(answer: Answer) -> list[str]:
         if p["noise"] == "none":
             out.append(f"round {p['round']}: exact sums (noise: none)")
             continue
+        if not p["rho_spent"]:
+            # A window-free sum (residents) released earlier in its period, reused by the broker.
+            out.append(
+                f"round {p['round']}: discrete Gaussian noise, sigma {p['sigma']:.2f} per cell; reused from its "
+                f"period's release, no rho spent, {p['rho_left']:.4g} left"
+            )
+            continue
         out.append(
             f"round {p['round']}: discrete Gaussian noise, sigma {p['sigma']:.2f} per cell; "
             f"rho {p['rho_spent']:.4g} spent per data day, {p['rho_left']:.4g} left"

@@ -52,10 +52,19 @@ __all__ = [
     "release_rho",
     "sensitivity_squared",
     "sum_sigma",
+    "window_free_period",
 ]
 
-#: The ledger key that window-free aggregates (residents) charge instead of a data day.
+#: The ledger key that window-free aggregates (residents) charge instead of a data day, with its period.
 WINDOW_FREE = "window-free"
+
+
+def window_free_period(query_end: dt.date) -> str:
+    """The period a window-free release belongs to: the calendar month of the signed query's end, ``YYYY-MM``.
+    Both the broker (which reuses one release per period) and every agency (which charges its ledger per period)
+    derive it from the same signed date, so a broker cannot move a release into another period."""
+    return f"{query_end.year:04d}-{query_end.month:02d}"
+
 
 _SENSITIVITY_SQUARED = {
     "telecom.presence": 1,

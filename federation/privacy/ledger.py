@@ -5,7 +5,9 @@ drives, so that it refuses early. One line per charge::
 
     {"round": "<hex round id>", "aggregate": "telecom.trips", "days": ["2020-01-10", ...], "rho": 0.05}
 
-A window-free aggregate (residents) charges the key ``window-free`` instead of days. The file is appended and
+A window-free aggregate (residents) charges the key ``window-free:<period>`` instead of days, the period being
+the calendar month of the signed query's end (``window-free:2020-02``): each agency's budget for it renews per
+period, and the broker reuses one release per period (``broker/reuse.py``). The file is appended and
 fsynced before the charge counts, and read back whole at start-up, so the spent budget survives restarts; a
 torn last line (a crash mid-write) is ignored, which can only under-count a charge whose round never got its
 answer, since the answer is sent only after the fsync.
@@ -36,10 +38,11 @@ def ledger_path(node: NodeConfig) -> Path:
     return node.store.parent / f"{node.id}.budget.jsonl"
 
 
-def ledger_days(start: dt.date | None, end: dt.date | None) -> list[str]:
-    """The ledger keys a release over [start, end] charges: each ISO day, or ``window-free`` without a window."""
+def ledger_days(start: dt.date | None, end: dt.date | None, period: str | None = None) -> list[str]:
+    """The ledger keys a release over [start, end] charges: each ISO day; without a window the key
+    ``window-free:<period>`` (plain ``window-free`` when no period is given)."""
     if start is None or end is None:
-        return [WINDOW_FREE]
+        return [WINDOW_FREE if period is None else f"{WINDOW_FREE}:{period}"]
     return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
 
 

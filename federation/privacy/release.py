@@ -15,7 +15,14 @@ import numpy.typing as npt
 
 from federation.config import PrivacyPolicy
 from federation.errors import PolicyRefused
-from federation.privacy.accounting import charged_window, parse_rho, party_sigma2, release_rho, sensitivity_squared
+from federation.privacy.accounting import (
+    charged_window,
+    parse_rho,
+    party_sigma2,
+    release_rho,
+    sensitivity_squared,
+    window_free_period,
+)
 from federation.privacy.ledger import ledger_days
 from federation.privacy.sampler import discrete_gaussian
 
@@ -34,7 +41,7 @@ class ReleaseCost:
     rho: float  # accounted zCDP ρ charged on each of ``days`` (0 without noise)
     days: tuple[
         str, ...
-    ]  # ledger keys: the data days the release reads (accounting.charged_window), or ("window-free",)
+    ]  # ledger keys: the data days the release reads (accounting.charged_window), or ("window-free:YYYY-MM",)
 
 
 def release_cost(
@@ -46,13 +53,16 @@ def release_cost(
     rho_text: str,
     threshold: int,
     cells: int,
+    query_end: dt.date | None = None,
 ) -> ReleaseCost:
-    """The cost of contributing ``cells`` cells of ``aggregate`` to a round with threshold t and ρ ``rho_text``.
+    """The cost of contributing ``cells`` cells of ``aggregate`` to a round with threshold t and ρ ``rho_text``;
+    a window-free aggregate charges the period of ``query_end`` (accounting.window_free_period).
 
     A noisy policy refuses a round that names no ρ (:class:`PolicyRefused`): without it the agency could not
     know how much noise to add.
     """
-    days = tuple(ledger_days(*charged_window(aggregate, start, end)))
+    period = None if query_end is None else window_free_period(query_end)
+    days = tuple(ledger_days(*charged_window(aggregate, start, end), period=period))
     if not policy.noisy:
         return ReleaseCost(False, Fraction(0), 0.0, days)
     if not rho_text:
