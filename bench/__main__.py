@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, str] = {
     "aggregation": "bench.aggregation",
     "e2e": "bench.e2e",
     "scale": "bench.scale",
+    "generate": "bench.generate",
 }
 
 

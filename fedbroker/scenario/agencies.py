@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from adapters.store import RAW_TABLES
 from fedbroker.scenario.epidemic import NO_ONSET, STATUSES
-from fedbroker.scenario.records import MODES, CaseRecords, TelecomRecords, TicketRecords
+from fedbroker.scenario.records import MODES, CarrierTables, CaseRecords, SignallingChunk, TicketRecords
 
 # Value checks beyond the types; onset_date (NULL for close contacts) and cluster_id (NULL outside a
 # cluster) are the only nullable columns.
@@ -29,6 +29,9 @@ _CHECKS = {
     "mode": f"mode IN ({', '.join(repr(m) for m in MODES)})",
 }
 _NULLABLE = {"onset_date", "cluster_id"}
+# DuckDB's buffer for a carrier's store while it is written: without a cap it keeps every written block cached
+# (up to 80 % of the machine's memory by default), three carriers at once.
+WRITER_MEMORY_LIMIT = "512MB"
 
 
 def _create_table(con: duckdb.DuckDBPyConnection, kind: str, table: str) -> None:
@@ -94,37 +97,67 @@ def _write(path: Path, kind: str, fill: Callable[[duckdb.DuckDBPyConnection], di
     return counts
 
 
-def write_telecom(path: Path, records: TelecomRecords, start: date) -> dict[str, int]:
-    """Write a carrier's ``cells``, ``subscribers`` and ``signalling``; returns rows per table."""
+class TelecomStore:
+    """A carrier's store written as its signalling streams in: ``cells`` and ``subscribers`` at once, then one
+    :class:`SignallingChunk` per day in time order, then :meth:`finish` (or :meth:`abandon`).
 
-    def fill(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-        return {
-            "cells": _insert(
-                con, "cells", "cell_id, district", {"cell_id": records.cell_id, "district": records.cell_district}
-            ),
-            "subscribers": _insert(
-                con,
-                "subscribers",
-                "subscriber_id, home_district, msisdn",
-                {
-                    "subscriber_id": records.subscriber_id,
-                    "home_district": records.home_district,
-                    "msisdn": records.msisdn,
-                },
-            ),
-            "signalling": _insert(
-                con,
-                "signalling",
-                "subscriber_id, ts::TIMESTAMP, cell_id",
-                {
-                    "subscriber_id": records.event_subscriber,
-                    "ts": _timestamps(start, records.event_second),
-                    "cell_id": records.event_cell,
-                },
-            ),
-        }
+    Each chunk is one ``INSERT`` of that day's rows, so only a day's events are ever in memory (the store's own
+    buffer is capped by ``WRITER_MEMORY_LIMIT``); appending the days in order gives the same table, row for row,
+    as inserting the whole signalling at once.
+    """
 
-    return _write(path, "telecom", fill)
+    def __init__(self, path: Path, tables: CarrierTables, start: date) -> None:
+        self._start = start
+        self._store = _Store(path)
+        try:
+            self._store.con.execute(f"SET memory_limit = '{WRITER_MEMORY_LIMIT}'")
+            for table in RAW_TABLES["telecom"]:
+                _create_table(self._store.con, "telecom", table)
+            self.rows = {
+                "cells": _insert(
+                    self._store.con,
+                    "cells",
+                    "cell_id, district",
+                    {"cell_id": tables.cell_id, "district": tables.cell_district},
+                ),
+                "subscribers": _insert(
+                    self._store.con,
+                    "subscribers",
+                    "subscriber_id, home_district, msisdn",
+                    {
+                        "subscriber_id": tables.subscriber_id,
+                        "home_district": tables.home_district,
+                        "msisdn": tables.msisdn,
+                    },
+                ),
+                "signalling": 0,
+            }
+        except BaseException:
+            self._store.abandon()
+            raise
+
+    def append(self, chunk: SignallingChunk) -> None:
+        """Insert one day's events (after the previous day's)."""
+        if chunk.count == 0:
+            return
+        self.rows["signalling"] += _insert(
+            self._store.con,
+            "signalling",
+            "subscriber_id, ts::TIMESTAMP, cell_id",
+            {
+                "subscriber_id": chunk.subscriber_id,
+                "ts": _timestamps(self._start, chunk.second),
+                "cell_id": chunk.cell_id,
+            },
+        )
+
+    def finish(self) -> dict[str, int]:
+        """Checkpoint and rename the store into place; returns rows per table."""
+        self._store.finish()
+        return dict(self.rows)
+
+    def abandon(self) -> None:
+        self._store.abandon()
 
 
 def write_health(path: Path, records: CaseRecords, start: date) -> dict[str, int]:
@@ -171,11 +204,56 @@ def write_transport(path: Path, records: TicketRecords, start: date) -> dict[str
     return _write(path, "transport", fill)
 
 
-def digest_chunks(agency_id: str, records: TelecomRecords | CaseRecords | TicketRecords) -> Iterator[bytes]:
+def digest_chunks(agency_id: str, records: CarrierTables | CaseRecords | TicketRecords) -> Iterator[bytes]:
     """The bytes a scenario's ``content_sha256`` covers for one agency: each column's name, dtype, length
-    and little-endian values, in field order."""
+    and little-endian values, in field order. A carrier's signalling columns follow, from
+    :class:`SignallingSpool`."""
     yield agency_id.encode()
     for field in dataclasses.fields(records):
-        array = np.ascontiguousarray(getattr(records, field.name))
-        yield f"{field.name}:{array.dtype.str}:{array.shape[0]}".encode()
-        yield array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        yield from _column_chunks(field.name, np.ascontiguousarray(getattr(records, field.name)))
+
+
+def _column_chunks(name: str, array: npt.NDArray[Any]) -> Iterator[bytes]:
+    yield f"{name}:{array.dtype.str}:{array.shape[0]}".encode()
+    yield array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+class SignallingSpool:
+    """A carrier's signalling columns appended to one file each, so ``content_sha256`` can hash each column
+    whole, in the same bytes as when the columns were held in memory, without holding them.
+
+    The hash covers a column's length before its values and the columns one after the other, so it cannot be
+    fed as the days stream in; the spool costs 24 bytes per event of disk (about 2.7 GB at 114 M events) and
+    is removed by :meth:`close`.
+    """
+
+    # (hashed name, SignallingChunk field); int64 little-endian, as the in-memory columns were hashed.
+    COLUMNS = (("event_subscriber", "subscriber_id"), ("event_second", "second"), ("event_cell", "cell_id"))
+    _DTYPE = np.dtype("<i8")
+    _READ_BYTES = 16 * 2**20
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self._paths = [folder / f"{name}.i8" for name, _ in self.COLUMNS]
+        self._files = [path.open("wb") for path in self._paths]
+        self._count = 0
+
+    def append(self, chunk: SignallingChunk) -> None:
+        for spool, (_, field) in zip(self._files, self.COLUMNS, strict=True):
+            spool.write(np.ascontiguousarray(getattr(chunk, field), dtype=self._DTYPE).tobytes())
+        self._count += chunk.count
+
+    def digest_chunks(self) -> Iterator[bytes]:
+        """Each column's header and values, read back in blocks of ``_READ_BYTES``."""
+        for spool in self._files:
+            spool.close()
+        for path, (name, _) in zip(self._paths, self.COLUMNS, strict=True):
+            yield f"{name}:{self._DTYPE.str}:{self._count}".encode()
+            with path.open("rb") as values:
+                while block := values.read(self._READ_BYTES):
+                    yield block
+
+    def close(self) -> None:
+        for spool, path in zip(self._files, self._paths, strict=True):
+            spool.close()
+            path.unlink(missing_ok=True)

@@ -50,17 +50,32 @@ MSISDN_MULTIPLIER = 48_271
 
 
 @dataclass(frozen=True)
-class TelecomRecords:
-    """One carrier's cells, subscribers and signalling (district columns are six-digit codes)."""
+class CarrierTables:
+    """One carrier's ``cells`` and ``subscribers`` (district columns are six-digit codes)."""
 
     cell_id: npt.NDArray[np.int64]
     cell_district: npt.NDArray[np.int32]
     subscriber_id: npt.NDArray[np.int64]
     home_district: npt.NDArray[np.int32]
     msisdn: npt.NDArray[np.str_]  # E.164, one per subscriber
-    event_subscriber: npt.NDArray[np.int64]
-    event_second: npt.NDArray[np.int64]
-    event_cell: npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class SignallingChunk:
+    """One carrier's signalling events of one day, in time order (int64 columns).
+
+    ``subscriber_id``; ``second`` after the window's first midnight; ``cell_id``. A carrier's signalling is its
+    chunks of days 0, 1, ... concatenated; each column's name here is the name ``content_sha256`` hashes it
+    under, prefixed ``event_`` (``event_subscriber``, ``event_second``, ``event_cell``).
+    """
+
+    subscriber_id: npt.NDArray[np.int64]
+    second: npt.NDArray[np.int64]
+    cell_id: npt.NDArray[np.int64]
+
+    @property
+    def count(self) -> int:
+        return int(self.subscriber_id.shape[0])
 
 
 @dataclass(frozen=True)
@@ -89,22 +104,50 @@ class CaseRecords:
     cluster_id: npt.NDArray[np.int64]  # 0 = none (NULL)
 
 
-def telecom_records(world: World, rng: np.random.Generator) -> Iterator[TelecomRecords]:
-    """The records of every carrier, in carrier order (telecom-a, -b, -c), one at a time.
-
-    All random draws happen before the first carrier is yielded, so the records do not depend on how far
-    the caller iterates."""
+def _cells_per_district(world: World) -> npt.NDArray[np.int64]:
+    """(carriers, districts) int64: how many cells each carrier has in each district."""
     carriers = len(CARRIER_SHARES)
     districts = len(world.registry)
+    key = world.population.carrier.astype(np.int64) * districts + world.population.home
+    subscribers = np.bincount(key, minlength=carriers * districts)
+    cells: npt.NDArray[np.int64] = (
+        np.maximum(CELLS_MIN, np.ceil(np.sqrt(subscribers) / 2)).astype(np.int64).reshape(carriers, districts)
+    )
+    return cells
+
+
+def carrier_tables(world: World) -> tuple[CarrierTables, ...]:
+    """The cells and subscribers of every carrier, in carrier order (telecom-a, -b, -c); no random draws."""
+    cells = _cells_per_district(world)
     codes = world.registry.codes
     carrier_of = world.population.carrier
-    home = world.population.home
+    tables = []
+    for c in range(len(CARRIER_SHARES)):
+        members = np.flatnonzero(carrier_of == c)
+        tables.append(
+            CarrierTables(
+                # Cells are numbered in district order, so local numbers are simply 0 .. cells-1.
+                cell_id=(c + 1) * CELL_ID_BASE + np.arange(int(cells[c].sum()), dtype=np.int64),
+                cell_district=np.repeat(codes, cells[c]).astype(np.int32),
+                subscriber_id=members.astype(np.int64) + 1,
+                home_district=codes[world.population.home[members]].astype(np.int32),
+                msisdn=msisdns(c, members.astype(np.int64) + 1),
+            )
+        )
+    return tuple(tables)
 
-    subscribers = np.bincount(carrier_of.astype(np.int64) * districts + home, minlength=carriers * districts)
-    cells = np.maximum(CELLS_MIN, np.ceil(np.sqrt(subscribers) / 2)).astype(np.int64).reshape(carriers, districts)
+
+def signalling_days(world: World, rng: np.random.Generator) -> Iterator[tuple[SignallingChunk, ...]]:
+    """Every carrier's signalling, one day at a time: for day 0, 1, ... a chunk per carrier, in carrier order.
+
+    Only one day's events are alive at a time, so a world of a million persons (about 4 M events a day) streams
+    to the stores in a few hundred MB. The draws of a day are made before its chunks are yielded, in the same
+    order whatever the caller does with them, so a seed gives the same signalling however it is consumed.
+    """
+    carriers = len(CARRIER_SHARES)
+    cells = _cells_per_district(world)
     first_cell = np.cumsum(cells, axis=1) - cells
-
-    event_parts: list[list[tuple[npt.NDArray[np.int64], ...]]] = [[] for _ in range(carriers)]
+    carrier_of = world.population.carrier
     persons = world.population.persons
     everyone = np.arange(persons, dtype=np.int32)
     for day in range(world.days):
@@ -119,6 +162,7 @@ def telecom_records(world: World, rng: np.random.Generator) -> Iterator[TelecomR
                 ).astype(np.int64),
             ]
         )
+        del routine
         # Where was each person at each event: the destination of their last move at or before it, if any
         # (moves are sorted by person and second), otherwise where they woke up.
         location = world.start_location(day)[person]
@@ -128,39 +172,29 @@ def telecom_records(world: World, rng: np.random.Generator) -> Iterator[TelecomR
             last_move = np.maximum(np.searchsorted(move_key, event_key, side="right") - 1, 0)
             moved = (move_key[last_move] <= event_key) & (moves.person[last_move] == person)
             location = np.where(moved, moves.destination[last_move], location)
+            del event_key, last_move, moved
 
         carrier = carrier_of[person]
         cell = first_cell[carrier, location] + np.floor(rng.random(person.shape[0]) * cells[carrier, location])
+        del location
         cell_id = (carrier.astype(np.int64) + 1) * CELL_ID_BASE + cell.astype(np.int64)
+        del cell
         # A signalling feed arrives in time order.
         order = np.argsort(second * persons + person, kind="stable")
         person, second, cell_id, carrier = person[order], second[order], cell_id[order], carrier[order]
+        del order
+        chunks = []
         for c in range(carriers):
             mine = carrier == c
-            event_parts[c].append(
-                (person[mine].astype(np.int64) + 1, second[mine] + day * SECONDS_PER_DAY, cell_id[mine])
+            chunks.append(
+                SignallingChunk(
+                    subscriber_id=person[mine].astype(np.int64) + 1,
+                    second=second[mine] + day * SECONDS_PER_DAY,
+                    cell_id=cell_id[mine],
+                )
             )
-
-    for c in range(carriers):
-        # Hand out one carrier at a time and drop its daily parts, so at most one concatenated copy of the
-        # signalling is alive besides the parts.
-        parts, event_parts[c] = event_parts[c], []
-        members = np.flatnonzero(carrier_of == c)
-        subscriber = np.concatenate([p[0] for p in parts])
-        second = np.concatenate([p[1] for p in parts])
-        cell_ids = np.concatenate([p[2] for p in parts])
-        del parts
-        yield TelecomRecords(
-            # Cells are numbered in district order, so local numbers are simply 0 .. cells-1.
-            cell_id=(c + 1) * CELL_ID_BASE + np.arange(int(cells[c].sum()), dtype=np.int64),
-            cell_district=np.repeat(codes, cells[c]).astype(np.int32),
-            subscriber_id=members.astype(np.int64) + 1,
-            home_district=codes[home[members]].astype(np.int32),
-            msisdn=msisdns(c, members.astype(np.int64) + 1),
-            event_subscriber=subscriber,
-            event_second=second,
-            event_cell=cell_ids,
-        )
+        del person, second, cell_id, carrier
+        yield tuple(chunks)
 
 
 def msisdns(carrier: int, subscriber_id: npt.NDArray[np.int64]) -> npt.NDArray[np.str_]:

@@ -30,10 +30,10 @@ from fedbroker.scenario import epidemic as epidemic_model
 from fedbroker.scenario import records as records_model
 from fedbroker.scenario import timeline as timeline_model
 from fedbroker.scenario import world as world_model
-from fedbroker.scenario.agencies import digest_chunks, write_health, write_telecom, write_transport
+from fedbroker.scenario.agencies import SignallingSpool, TelecomStore, digest_chunks, write_health, write_transport
 from fedbroker.scenario.epidemic import line_list
-from fedbroker.scenario.records import case_records, telecom_records, ticket_records
-from fedbroker.scenario.simulate import simulate
+from fedbroker.scenario.records import carrier_tables, case_records, signalling_days, ticket_records
+from fedbroker.scenario.simulate import World, simulate
 from fedbroker.scenario.timeline import DEFAULT_DAYS, SCENARIO_START, epicentre_prefecture
 from federation.catalog import agency_query_kinds
 from federation.pki import generate_dev_pki
@@ -143,11 +143,7 @@ def generate_scenario(
     (out / "audit").mkdir(exist_ok=True)
     digest = hashlib.sha256(registry.hash.encode())
     rows: dict[str, dict[str, int]] = {}
-    for agency_id, telecom in zip(CARRIERS, telecom_records(world, telecom_rng), strict=True):
-        rows[agency_id] = write_telecom(agencies_dir / f"{agency_id}.duckdb", telecom, start)
-        for chunk in digest_chunks(agency_id, telecom):
-            digest.update(chunk)
-        del telecom
+    rows.update(_write_carriers(agencies_dir, world, telecom_rng, start, digest))
     for agency_id, cases in zip(HEALTH_NETWORKS, case_records(world, rows_list, health_rng), strict=True):
         rows[agency_id] = write_health(agencies_dir / f"{agency_id}.duckdb", cases, start)
         for chunk in digest_chunks(agency_id, cases):
@@ -200,6 +196,42 @@ def generate_scenario(
         content_sha256=content_sha256,
         seconds=time.perf_counter() - began,
     )
+
+
+def _write_carriers(
+    agencies_dir: Path, world: World, rng: np.random.Generator, start: date, digest: hashlib._Hash
+) -> dict[str, dict[str, int]]:
+    """Stream every carrier's signalling, day by day, into its store and its spool; hash each carrier in turn.
+
+    The three stores are open together so that each day's events are drawn once and written at once; the spool
+    keeps the hash what it was when whole columns were hashed in memory (agencies.SignallingSpool).
+    """
+    tables = carrier_tables(world)
+    spool_root = agencies_dir / ".signalling-spool"
+    shutil.rmtree(spool_root, ignore_errors=True)
+    stores: list[TelecomStore] = []
+    spools = [SignallingSpool(spool_root / agency_id) for agency_id in CARRIERS]
+    try:
+        for agency_id, carrier in zip(CARRIERS, tables, strict=True):
+            stores.append(TelecomStore(agencies_dir / f"{agency_id}.duckdb", carrier, start))
+        for chunks in signalling_days(world, rng):
+            for store, spool, chunk in zip(stores, spools, chunks, strict=True):
+                store.append(chunk)
+                spool.append(chunk)
+        rows = {agency_id: store.finish() for agency_id, store in zip(CARRIERS, stores, strict=True)}
+        stores.clear()
+        for agency_id, carrier, spool in zip(CARRIERS, tables, spools, strict=True):
+            for block in digest_chunks(agency_id, carrier):
+                digest.update(block)
+            for block in spool.digest_chunks():
+                digest.update(block)
+    finally:
+        for store in stores:
+            store.abandon()
+        for spool in spools:
+            spool.close()
+        shutil.rmtree(spool_root, ignore_errors=True)
+    return rows
 
 
 def _prepare(out: Path, params: Mapping[str, Any], *, force: bool) -> None:
