@@ -26,15 +26,17 @@ runs in DuckDB, never row by row in Python:
 A UTC offset in a timestamp (``Z``, ``+08``, ``-05:00``) is converted to the stores' zone, Asia/Shanghai, and
 kept naive like the raw tables' own TIMESTAMP columns; text without one is local time already. A load is one
 transaction: it lands whole or not at all; ``--strict`` rolls it back (exit 1) when any row is rejected; a
-load that fails leaves no trace, not even a new empty store file. After a load the store's daily partial
-aggregates are rebuilt (``adapters.partials``). A PostgreSQL or Spark store gets the same checks, run in an
-in-memory DuckDB over the stored rows they need, and the result applied in one change set
+load that fails leaves no trace, not even a new empty store file (only the ingest lock file beside it,
+``adapters.ingest_lock``: a second ingest into a store being loaded is refused as busy, exit 9). After a load
+the store's daily partial aggregates are rebuilt (``adapters.partials``). A PostgreSQL or Spark store gets the
+same checks, run in an in-memory DuckDB over the stored rows they need, and the result applied in one change set
 (``adapters.ingest_remote``: one transaction in PostgreSQL, files renamed into place for Spark's Parquet).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -48,12 +50,14 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
-from adapters.backends import open_backend
+from adapters.backends import Store, open_backend
 from adapters.backends.duckdb_store import DuckDBStore
+from adapters.backends.postgresql_store import PostgreSQLStore
 from adapters.ingest_checks import KeyOutcome, check_keys, check_references, flag_rows, record_lines
+from adapters.ingest_lock import exclusive_file_lock, ingest_lock_path, postgresql_ingest_lock
 from adapters.partials import refresh as refresh_partials
 from adapters.store import ADDED_COLUMNS, AGENCY_KINDS, RAW_TABLES, create_tables, open_store
-from federation.errors import ConfigError, FederationError
+from federation.errors import ConfigError, FederationError, IngestBusy
 from federation.msisdn import E164_PATTERN
 from federation.stores import DEFAULT_SPARK_MASTER, StoreLocation, parse_store
 from federation.vocabulary import CASE_STATUSES, TRANSPORT_MODES
@@ -195,6 +199,23 @@ def ingest(
             return _ingest_elsewhere(store, kind, table, source, source_format, digest, codes, update, strict)
         assert store.path is not None
         store = store.path
+    location = StoreLocation("duckdb", path=Path(store))
+    with exclusive_file_lock(ingest_lock_path(location), location.describe()):
+        return _ingest_duckdb(Path(store), kind, table, source, source_format, digest, codes, update, strict)
+
+
+def _ingest_duckdb(
+    store: Path,
+    kind: str,
+    table: str,
+    source: Path,
+    source_format: str,
+    digest: str,
+    codes: list[int],
+    update: bool,
+    strict: bool,
+) -> IngestSummary:
+    """The load into a DuckDB file, in one transaction (the caller holds the store's ingest lock)."""
     created = not Path(store).exists()
     con = open_store(store, read_only=False)
     try:
@@ -235,40 +256,63 @@ def _ingest_elsewhere(
     strict: bool,
 ) -> IngestSummary:
     """The same load into a PostgreSQL or Spark store: checked in a DuckDB workspace, applied as one change set."""
-    from adapters.ingest_remote import open_workspace
-
     backend = open_backend(location, read_only=False)
     try:
-        workspace = open_workspace(backend, kind, table)
-        try:
-            summary = _load(
-                workspace.con,
-                kind,
-                table,
-                source,
-                source_format,
-                digest,
-                codes,
-                update=update,
-                before_checks=workspace.fetch_keyed_rows,
-            )
-            if summary.already_loaded:
-                return summary
-            if strict and summary.rejected:
-                return dataclasses.replace(summary, loaded=0, updated=0, strict_refused=True)
-            changes = workspace.changes(_key_of)
-            workspace.target.apply(changes)
-        finally:
-            workspace.close()
-        # Partials go stale only when their raw rows came or went (fresh() compares fingerprints of the raw
-        # tables), and each partial in the store's engine costs jobs: rebuild only those.
-        changed = [
-            c.table for c in changes if c.table in RAW_TABLES[kind] and (c.added.num_rows or c.deleted_keys is not None)
-        ]
-        if changed:
-            refresh_partials(backend, kind, changed)
+        with _ingest_lock(backend, location):
+            return _ingest_checked_elsewhere(backend, kind, table, source, source_format, digest, codes, update, strict)
     finally:
         backend.close()
+
+
+def _ingest_lock(backend: Store, location: StoreLocation) -> contextlib.AbstractContextManager[None]:
+    """The store's ingest lock (adapters.ingest_lock): an advisory lock in PostgreSQL, a lock file for Parquet."""
+    if isinstance(backend, PostgreSQLStore):
+        return postgresql_ingest_lock(backend.conn, location.describe())
+    return exclusive_file_lock(ingest_lock_path(location), location.describe())
+
+
+def _ingest_checked_elsewhere(
+    backend: Store,
+    kind: str,
+    table: str,
+    source: Path,
+    source_format: str,
+    digest: str,
+    codes: list[int],
+    update: bool,
+    strict: bool,
+) -> IngestSummary:
+    """Check in a DuckDB workspace, apply the change set, refresh what it made stale (the caller holds the lock)."""
+    from adapters.ingest_remote import open_workspace
+
+    workspace = open_workspace(backend, kind, table)
+    try:
+        summary = _load(
+            workspace.con,
+            kind,
+            table,
+            source,
+            source_format,
+            digest,
+            codes,
+            update=update,
+            before_checks=workspace.fetch_keyed_rows,
+        )
+        if summary.already_loaded:
+            return summary
+        if strict and summary.rejected:
+            return dataclasses.replace(summary, loaded=0, updated=0, strict_refused=True)
+        changes = workspace.changes(_key_of)
+        workspace.target.apply(changes)
+    finally:
+        workspace.close()
+    # Partials go stale only when their raw rows came or went (fresh() compares fingerprints of the raw
+    # tables), and each partial in the store's engine costs jobs: rebuild only those.
+    changed = [
+        c.table for c in changes if c.table in RAW_TABLES[kind] and (c.added.num_rows or c.deleted_keys is not None)
+    ]
+    if changed:
+        refresh_partials(backend, kind, changed)
     return summary
 
 
@@ -314,7 +358,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``fedbroker ingest``: print the summary; exit 0 done, 1 rows rejected under --strict, 2 refused."""
+    """Run ``fedbroker ingest``: print the summary; exit 0 done, 1 rows rejected under --strict, 2 refused, 9 busy
+    (another ingest into the same store is running: adapters.ingest_lock)."""
     try:
         domain = None
         if args.provinces:
@@ -342,7 +387,8 @@ def run(args: argparse.Namespace) -> int:
         )
     except FederationError as exc:
         print(f"fedbroker ingest: {exc.message}", file=sys.stderr)
-        return 2
+        # Busy is worth retrying as it is; anything else needs the command or the store fixed first.
+        return exc.exit_code if isinstance(exc, IngestBusy) else 2
     print("\n".join(summary.lines(show_rejected=args.show_rejected)))
     return 1 if summary.strict_refused else 0
 

@@ -23,7 +23,9 @@ What the checks changed in the workspace (rows added to the raw table and to ``r
 
 So a load into PostgreSQL or Spark rejects, flags and reports exactly what the same load into DuckDB would
 (``tests/test_ingest_backends.py`` compares the resulting tables), with the same line numbers and messages.
-One writer at a time: two ingests into the same store at once are not isolated from each other.
+One writer at a time: ``adapters.ingest`` holds the store's ingest lock (``adapters.ingest_lock``) around all of
+this, so a second ingest into the same store is refused as busy instead of checking against rows the first is
+about to change.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ docs/protocol.md §10), so a client rebuilds the exact subclass a node raised.
     │   └── PolicyRefused    PERMISSION_DENIED      5   an adapter's own policy refuses the query
     ├── ResourceExhausted    RESOURCE_EXHAUSTED     9   a node's cap (live rounds, in-flight queries) is reached
     │   ├── RateLimited      RESOURCE_EXHAUSTED     9   a limit per number reached (itinerary codes per hour)
-    │   └── BudgetExhausted  RESOURCE_EXHAUSTED     9   a release would spend more privacy budget than a day has left
+    │   ├── BudgetExhausted  RESOURCE_EXHAUSTED     9   a release would spend more privacy budget than a day has left
+    │   └── IngestBusy       RESOURCE_EXHAUSTED     9   another ingest into the same store is running
     └── NodeUnavailable      UNAVAILABLE            6   a node cannot be reached
 
 The root itself (INTERNAL, exit 1) is any other failure. Messages are written for the person who must fix the
@@ -130,6 +131,10 @@ class RateLimited(ResourceExhausted):
 
 
 class BudgetExhausted(ResourceExhausted):
+    status = "RESOURCE_EXHAUSTED"
+
+
+class IngestBusy(ResourceExhausted):
     status = "RESOURCE_EXHAUSTED"
 
 

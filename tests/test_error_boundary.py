@@ -203,7 +203,7 @@ def test_each_error_group_has_its_own_exit_code() -> None:
         6: {errors.NodeUnavailable},
         7: {errors.RoundError, errors.RoundAborted, errors.RoundReplayed, errors.UnknownRound},
         8: {errors.IntegrityFault},
-        9: {errors.ResourceExhausted, errors.RateLimited, errors.BudgetExhausted},
+        9: {errors.ResourceExhausted, errors.RateLimited, errors.BudgetExhausted, errors.IngestBusy},
         1: {errors.FederationError},
     }
     assert {cls for classes in groups.values() for cls in classes} == set(errors.ERROR_CLASSES.values())
