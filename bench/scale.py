@@ -26,9 +26,11 @@ import datetime as dt
 import json
 import os
 import resource
+import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.aggregates import AggregateRequest, compute_aggregate
@@ -44,6 +46,7 @@ from federation.config import FederationConfig, dump_federation, load_federation
 from federation.errors import FederationError
 from federation.registry import load_registry
 from federation.stores import StoreLocation
+from federation.v1 import broker_pb2
 
 COORDINATOR = "nhc-national"
 SIZES = (100_000, 300_000, 1_000_000)
@@ -113,12 +116,35 @@ def _variant(config: FederationConfig, folder: Path) -> Path:
     return target
 
 
-def _query(config: FederationConfig) -> Callable[[], object]:
+@dataclass(frozen=True)
+class QuerySplit:
+    """Where one query's wall time went, from the broker's progress events as the coordinator receives them
+    (seconds after the call): ``opened`` when the last round's Open stage answered (every agency has
+    approved the query and computed its aggregate vector: the store's part), ``summed`` when the last
+    round's sum was recovered (ShareKeys, MaskedInput, Consistency, Unmask: the secure aggregation), and
+    ``total`` when the released answer arrived (join and disclosure control after that)."""
+
+    opened: float
+    summed: float
+    total: float
+
+
+def _query(config: FederationConfig, splits: list[QuerySplit] | None = None) -> Callable[[], object]:
     def run() -> None:
         query = new_query("importation-risk", start=None, end=config.data_end, params={}, coordinator=COORDINATOR)
-        answer = asyncio.run(run_query(config, COORDINATOR, query))
+        marks: dict[str, float] = {}
+        began = time.perf_counter()
+
+        def note(event: broker_pb2.Progress) -> None:
+            if event.stage in ("open", "unmask"):
+                marks[event.stage] = time.perf_counter() - began  # the last round's mark wins
+
+        answer = asyncio.run(run_query(config, COORDINATOR, query, on_progress=note))
+        total = time.perf_counter() - began
         if not answer.rows:
             raise AssertionError("the importation-risk query released no rows")
+        if splits is not None:
+            splits.append(QuerySplit(marks["open"], marks["unmask"], total))
 
     return run
 
@@ -141,15 +167,25 @@ def _trips_cases(config: FederationConfig) -> tuple[dict[str, Callable[[], objec
     return cases, stack
 
 
-def _spark_trips(config: FederationConfig, spark_tables: Path) -> float:
-    """One timed raw trips aggregate on Spark local[2], after the session and its views are up (seconds)."""
+def _spark_trips(config: FederationConfig, spark_tables: Path) -> tuple[float, float, float]:
+    """Trips on Spark local[2] after the session and its views are up: seconds of one raw scan, of building the
+    partials (0 when fresh) and of one answer from them after one untimed warm-up."""
     request = _trips_request(config)
     location = StoreLocation("spark", spark_master="local[2]", spark_tables=str(spark_tables))
     with _opened(location) as spark:
         spark.rows("SELECT count(*) FROM cells")  # starts the session and registers the views, untimed
         began = time.perf_counter()
         compute_aggregate(spark, request, use_partials=False)
-        return time.perf_counter() - began
+        raw_s = time.perf_counter() - began
+        refreshed = 0.0
+        if not fresh(spark, request.name):
+            began = time.perf_counter()
+            refresh(spark, "telecom")
+            refreshed = time.perf_counter() - began
+        compute_aggregate(spark, request)
+        began = time.perf_counter()
+        compute_aggregate(spark, request)
+        return raw_s, refreshed, time.perf_counter() - began
 
 
 def main(argv: list[str]) -> int:
@@ -157,7 +193,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("fedbroker-work/bench-scale"), help="scenarios here")
     parser.add_argument("--sizes", help="comma-separated persons per scenario (default 100000,300000,1000000)")
     parser.add_argument("--repetitions", type=int, default=3, help="timed runs per case (default 3)")
-    parser.add_argument("--no-spark", action="store_true", help="leave out the Spark line")
+    parser.add_argument("--no-spark", action="store_true", help="leave out the Spark lines")
+    parser.add_argument(
+        "--spark-max-persons",
+        type=int,
+        default=SIZES[-1],
+        help="run the Spark lines only up to this size (minutes per size on two cores; default: every size)",
+    )
     parser.add_argument("--quick", action="store_true", help="one small scenario (20,000 persons), 2 repetitions")
     parser.add_argument(
         "--no-federation", action="store_true", help="leave out the importation-risk query (the store side only)"
@@ -177,7 +219,7 @@ def main(argv: list[str]) -> int:
         refreshed = _refresh_all(config)
         spark_tables = None
         copied = 0.0
-        if not args.no_spark:
+        if not args.no_spark and persons <= args.spark_max_persons:
             spark_tables = roster.parent / "spark" / CARRIER
             if not spark_tables.is_dir():
                 began = time.perf_counter()
@@ -195,17 +237,24 @@ def main(argv: list[str]) -> int:
         with opened:
             trips: dict[str, Samples] = interleave(cases, repetitions)
         # Spark's raw scan of tens of millions of events takes minutes here: one timed run per size, after warm-up.
-        spark_figure = seconds(_spark_trips(config, spark_tables)) + " (1 run)" if spark_tables is not None else "—"
+        spark_figures = ["—", "—"]
+        if spark_tables is not None:
+            raw_s, spark_refresh, spark_partials = _spark_trips(config, spark_tables)
+            spark_figures = [seconds(raw_s) + " (1 run)", seconds(spark_partials) + " (1 run)"]
+            cost_rows[-1].append(f"{spark_refresh:.1f} s")
+        elif not args.no_spark:
+            cost_rows[-1].append("—")
         trip_rows.append(
-            [f"{events:,}", *(f"{seconds(s.median)} ({s.spread()})" for s in trips.values()), spark_figure]
+            [f"{events:,}", *(f"{seconds(s.median)} ({s.spread()})" for s in trips.values()), *spark_figures]
         )
-        trip_columns = [*trips, "Spark local[2] raw"]
+        trip_columns = [*trips, "Spark local[2] raw", "Spark local[2] partials"]
         with _opened(config.node(CARRIER).location()) as store:
             (partial_rows,) = store.rows("SELECT count(*) FROM partial_telecom_trips")
         trip_rows[-1].append(f"{int(partial_rows[0]):,}")
 
         if args.no_federation:
             continue
+        splits: list[QuerySplit] = []
         with contextlib.ExitStack() as stack:
             federations: dict[str, Callable[[], object]] = {}
             for label, setting in (("raw scans", "off"), ("partials", "on")):
@@ -222,18 +271,43 @@ def main(argv: list[str]) -> int:
                     else:
                         os.environ[PARTIALS_ENV] = previous
                 stack.callback(federation.stop)
-                federations[label] = _query(federation.config)
+                federations[label] = _query(federation.config, splits if setting == "on" else None)
             risk: dict[str, Samples] = interleave(federations, repetitions)
-        risk_rows.append([f"{events:,}", *(f"{seconds(s.median)} ({s.spread()})" for s in risk.values())])
+        del splits[:-repetitions]  # the warm-up's split is not a sample
+        risk_rows.append(
+            [
+                f"{events:,}",
+                *(f"{seconds(s.median)} ({s.spread()})" for s in risk.values()),
+                seconds(statistics.median(q.opened for q in splits)),
+                seconds(statistics.median(q.summed - q.opened for q in splits)),
+                seconds(statistics.median(q.total - q.summed for q in splits)),
+            ]
+        )
 
     print(f"\nuptime after: {_uptime()}\n")
     print("cost of each size\n")
     print_table(
-        ["persons", "signalling events", "generation", "partials refresh (all stores)", "Parquet copy"], cost_rows
+        ["persons", "signalling events", "generation", "partials refresh (all stores)", "Parquet copy"]
+        + ([] if args.no_spark else ["Spark partials refresh (telecom-a)"]),
+        cost_rows,
     )
     print(f"telecom.trips on {CARRIER}, national domain, last 14 days: median (min – max) of {repetitions}\n")
     print_table(["events (3 carriers)", *trip_columns, "partial_telecom_trips rows"], trip_rows)
     if risk_rows:
         print(f"national importation-risk through the federation: median (min – max) of {repetitions}\n")
-        print_table(["events (3 carriers)", "raw scans", "partials"], risk_rows)
+        print(
+            "partials split (medians): until every round opened (approval and the stores' aggregates), then the "
+            "secure aggregation until the last sum, then join and release\n"
+        )
+        print_table(
+            [
+                "events (3 carriers)",
+                "raw scans",
+                "partials",
+                "of which: stores (to last Open)",
+                "secure rounds (Open → last sum)",
+                "join + release",
+            ],
+            risk_rows,
+        )
     return 0
