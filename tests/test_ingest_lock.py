@@ -109,3 +109,31 @@ def test_the_lock_is_let_go_after_a_failed_ingest(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         ingest("telecom", location, csv=bad, table="cells", domain=DOMAIN)
     assert ingest("telecom", location, csv=cells_csv(tmp_path), table="cells", domain=DOMAIN).loaded == 2
+
+
+def test_postgresql_looks_stored_rows_up_by_an_index_on_the_key(tmp_path: Path) -> None:
+    """The key fetch of the checks and the deletes of --update use an index, not a scan of the whole table."""
+    location = engine_location("postgresql", tmp_path)
+    import psycopg
+
+    assert location.url is not None
+    source = cells_csv(tmp_path)
+    ingest("telecom", location, csv=source, table="cells", domain=DOMAIN)
+    with psycopg.connect(location.url, autocommit=True) as conn:
+        indexes = conn.execute(
+            "SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1"
+        ).fetchall()
+        keyed = {(table, definition.split(" USING ")[1]) for table, definition in indexes}
+        assert {
+            ("cells", "btree (cell_id)"),
+            ("ingest_lines_cells", "btree (cell_id)"),
+            ("signalling", "btree (subscriber_id, ts, cell_id)"),
+        } <= keyed
+        # With scans ruled out the planner can still answer the key fetch: by the index.
+        conn.execute("SET enable_seqscan = off")
+        plan = conn.execute("EXPLAIN SELECT * FROM cells WHERE cell_id = 2").fetchall()
+        assert "cells_ingest_key" in " ".join(line for (line,) in plan)
+    changed = tmp_path / "changed.csv"
+    changed.write_text(f"cell_id,district\n2,{A}\n", encoding="utf-8")
+    assert ingest("telecom", location, csv=changed, table="cells", domain=DOMAIN, update=True).updated == 1
+    assert table_rows(location, "cells") == [(1, A), (2, A)]
