@@ -42,7 +42,7 @@ from bench._common import Samples, interleave, print_header, print_table, second
 from broker.client import run_query
 from fedbroker.harness import LocalFederation
 from federation.catalog import new_query
-from federation.config import FederationConfig, dump_federation, load_federation
+from federation.config import FederationConfig, PrivacyPolicy, dump_federation, load_federation
 from federation.errors import FederationError
 from federation.registry import load_registry
 from federation.stores import StoreLocation
@@ -107,12 +107,19 @@ def _refresh_all(config: FederationConfig) -> float:
     return spent
 
 
-def _variant(config: FederationConfig, folder: Path) -> Path:
+def _variant(config: FederationConfig, folder: Path, *, exact: bool = False) -> Path:
     """The same federation in its own directory (its own runtime roster and run dir), over the same stores, with
-    deadlines long enough for a raw scan of a hundred million events on a shared machine."""
+    deadlines long enough for a raw scan of a hundred million events on a shared machine; ``exact``: every
+    agency's noise off (``privacy.noise: none``, as ``fedbroker demo`` runs by default)."""
     target = folder / "federation.yaml"
     broker = dataclasses.replace(config.broker, round_timeout_s=1800.0, stage_timeout_s=1200.0)
-    dump_federation(dataclasses.replace(config, broker=broker), target)
+    nodes = config.nodes
+    if exact:
+        nodes = tuple(
+            dataclasses.replace(n, policy=dataclasses.replace(n.policy, privacy=PrivacyPolicy(noise="none")))
+            for n in config.nodes
+        )
+    dump_federation(dataclasses.replace(config, broker=broker, nodes=nodes), target)
     return target
 
 
@@ -254,16 +261,17 @@ def main(argv: list[str]) -> int:
 
         if args.no_federation:
             continue
-        splits: list[QuerySplit] = []
+        splits: dict[str, list[QuerySplit]] = {"partials": [], "partials, noise off": []}
         with contextlib.ExitStack() as stack:
             federations: dict[str, Callable[[], object]] = {}
-            for label, setting in (("raw scans", "off"), ("partials", "on")):
-                folder = roster.parent / f"bench-{setting}"
+            variants = (("raw scans", "off", False), ("partials", "on", False), ("partials, noise off", "on", True))
+            for label, setting, exact in variants:
+                folder = roster.parent / f"bench-{setting}{'-exact' if exact else ''}"
                 folder.mkdir(exist_ok=True)
                 previous = os.environ.get(PARTIALS_ENV)
                 os.environ[PARTIALS_ENV] = setting
                 try:
-                    federation = LocalFederation(_variant(config, folder), run_dir=folder / "run")
+                    federation = LocalFederation(_variant(config, folder, exact=exact), run_dir=folder / "run")
                     federation.start()
                 finally:
                     if previous is None:
@@ -271,18 +279,22 @@ def main(argv: list[str]) -> int:
                     else:
                         os.environ[PARTIALS_ENV] = previous
                 stack.callback(federation.stop)
-                federations[label] = _query(federation.config, splits if setting == "on" else None)
+                federations[label] = _query(federation.config, splits.get(label))
             risk: dict[str, Samples] = interleave(federations, repetitions)
-        del splits[:-repetitions]  # the warm-up's split is not a sample
-        risk_rows.append(
-            [
-                f"{events:,}",
-                *(f"{seconds(s.median)} ({s.spread()})" for s in risk.values()),
-                seconds(statistics.median(q.opened for q in splits)),
-                seconds(statistics.median(q.summed - q.opened for q in splits)),
-                seconds(statistics.median(q.total - q.summed for q in splits)),
-            ]
-        )
+        row = [f"{events:,}", *(f"{seconds(s.median)} ({s.spread()})" for s in risk.values())]
+        for samples in splits.values():
+            del samples[:-repetitions]  # the warm-up's split is not a sample
+            row.append(
+                " / ".join(
+                    seconds(statistics.median(part))
+                    for part in (
+                        [q.opened for q in samples],
+                        [q.summed - q.opened for q in samples],
+                        [q.total - q.summed for q in samples],
+                    )
+                )
+            )
+        risk_rows.append(row)
 
     print(f"\nuptime after: {_uptime()}\n")
     print("cost of each size\n")
@@ -296,17 +308,17 @@ def main(argv: list[str]) -> int:
     if risk_rows:
         print(f"national importation-risk through the federation: median (min – max) of {repetitions}\n")
         print(
-            "partials split (medians): until every round opened (approval and the stores' aggregates), then the "
-            "secure aggregation until the last sum, then join and release\n"
+            "split of each partials line (medians): Open (approval, the stores' aggregates and each agency's noise) "
+            "until the last round opened / the secure aggregation until the last sum / join and release\n"
         )
         print_table(
             [
                 "events (3 carriers)",
                 "raw scans",
                 "partials",
-                "of which: stores (to last Open)",
-                "secure rounds (Open → last sum)",
-                "join + release",
+                "partials, noise off",
+                "partials: Open / secure rounds / release",
+                "noise off: Open / secure rounds / release",
             ],
             risk_rows,
         )

@@ -72,6 +72,13 @@ great-circle distance times a lognormal perturbation (σ 0.3): coach < 150 km, r
 departure on the trip's day, to the minute. Operators transport-a/b/c each sell every mode (50/30/20 %); see
 :func:`.records.ticket_records` for why there is no one-operator-per-mode split.
 
+**Writing** (:mod:`.write`). The world (homes, each day's moves, night locations, the epidemic) is simulated
+whole; the signalling, nearly all of the rows, is then drawn one day at a time and each day's events go straight
+into the three carriers' stores (and a per-column spool for ``content_sha256``), so memory holds one day of
+events, not the scenario's: a national world of 1,000,000 persons over 28 days (114 M events) is written in
+about two minutes with a peak of 1.4 GiB on two cores (BENCHMARKS.md §8). The draws are the same whichever way
+the rows are written, so a seed gives the same tables.
+
 Ids: subscriber, passenger and case-list person ids are all the person's id (index + 1); no federated query
 joins across agencies, tests use them to check the world's coherence. Each subscriber has a unique E.164
 number (``subscribers.msisdn``) in its carrier's own mobile prefixes (:data:`.records.CARRIER_PREFIXES`), for
