@@ -10,7 +10,7 @@ is a bug, and the benchmark fails.
 
 Worlds: national (2,849 districts), 28 days, seed 20200101 by default, the scale benchmark's scenarios
 (``python -m bench scale`` reuses this checkout's, which are kept in ``--workdir``); the baseline's are
-removed after each size. ``--default-world`` instead times the demo's default world (seven provinces,
+removed after each size. ``--default-world`` instead times the generator's default world (seven provinces,
 100,000 persons, 60 days).
 """
 
@@ -82,7 +82,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("fedbroker-work/bench-scale"), help="worlds here")
     parser.add_argument("--sizes", help="comma-separated persons per world (default 100000,300000,1000000)")
     parser.add_argument("--days", type=int, default=DAYS, help=f"days per world (default {DAYS})")
-    parser.add_argument("--default-world", action="store_true", help="the demo's default world instead")
+    parser.add_argument("--default-world", action="store_true", help="the generator's default world instead")
     parser.add_argument("--quick", action="store_true", help="one small national world (20,000 persons)")
     args = parser.parse_args(argv)
     worlds: list[tuple[str, list[int] | None, int, int]]
