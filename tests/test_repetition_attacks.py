@@ -14,14 +14,13 @@ charged to every agency's budget:
 Why the noisy bounds do not fail by chance (false-failure rate below 10⁻⁶ per assertion): each recovered value
 carries noise of standard deviation at least σ, the stated σ of one release's cell (about 21 here: telecom.trips,
 Δ₂² = 30, ρ = 0.05, three carriers at t = 2). A discrete Gaussian of that width takes any one integer value
-with probability at most p = 1/(σ√(2π)), so the count of exact recoveries is bounded by the binomial
-(n, p) quantile at 1 − 10⁻⁶ (:func:`_exact_bound`); an RMS error below σ/4 over n ≥ 10 values means χ²_n < n/16,
-probability below 2·10⁻⁶.
+with probability at most p = 1/(σ√(2π)), so the count of exact recoveries is bounded by the binomial (n, p)
+quantile at 1 − 10⁻⁶ (:func:`tests.attacks.binomial_bound`); an RMS error below σ/4 over n ≥ 10 values means
+χ²_n < n/16, probability below 2·10⁻⁶.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import math
 from collections.abc import Iterator
@@ -32,21 +31,17 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from broker.client import Answer, run_query
 from fedbroker.harness import LocalFederation
-from federation.catalog import new_query
 from federation.config import FederationConfig, PrivacyPolicy
 from federation.registry import load_registry
 from tests import oracle
+from tests.attacks import ask, binomial_bound, noisy, released_flows
 from tests.federation_fixtures import EXACT, oracle_sum, private_copy
 
 pytestmark = pytest.mark.slow
-NATIONAL = "nhc-national"
 RHO = 0.05
 NOISY = PrivacyPolicy(noise="discrete-gaussian", rho_per_day=0.5)
 WINDOW_DAYS = 7
-#: The false-failure rate each noisy assertion is designed for (see the module doc).
-FALSE_FAILURE = 1e-6
 #: The fewest recovered cells an attack must produce for the bounds to mean something.
 FEWEST_CELLS = 10
 
@@ -76,69 +71,45 @@ def attacked(
         yield Attacked(config, codes, config.broker.mobility_k)
 
 
-def _ask(config: FederationConfig, kind: str, start: dt.date, end: dt.date, **params: str) -> Answer:
-    query = new_query(kind, start=start, end=end, params=params, coordinator=NATIONAL)
-    return asyncio.run(run_query(config, NATIONAL, query))
-
-
-def _released_flows(answer: Answer) -> dict[tuple[int, int], int]:
-    origin, destination, trips = (answer.columns.index(c) for c in ("origin", "destination", "trips"))
-    return {(int(row[origin]), int(row[destination])): int(row[trips]) for row in answer.rows}
-
-
 def _true_trips(attacked: Attacked, start: dt.date, end: dt.date) -> npt.NDArray[np.int64]:
     n = attacked.codes.shape[0]
     total = oracle_sum(attacked.config, "telecom", lambda con: oracle.oracle_trips(con, attacked.codes, start, end))
     return total.astype(np.int64).reshape(n, n)
 
 
-def _noisy(answer: Answer) -> bool:
-    return any(p["noise"] == "discrete-gaussian" for p in answer.privacy)
-
-
 def _assert_outcome(
-    noisy: bool, recovered: npt.NDArray[np.int64], truth: npt.NDArray[np.int64], sigma: float, what: str
+    is_noisy: bool, recovered: npt.NDArray[np.int64], truth: npt.NDArray[np.int64], sigma: float, what: str
 ) -> None:
     assert recovered.shape[0] >= FEWEST_CELLS, f"{what}: only {recovered.shape[0]} cells to recover"
     cells = recovered.shape[0]
     exact = int(np.count_nonzero(recovered == truth))
-    if not noisy:
+    if not is_noisy:
         assert exact == cells, f"{what}: exact sums must let the attack recover every cell (it is real)"
         return
     assert sigma >= 10, f"{what}: σ = {sigma} is below what the module's bounds assume"
-    bound = _exact_bound(cells, 1 / (sigma * math.sqrt(2 * math.pi)))
+    bound = binomial_bound(cells, 1 / (sigma * math.sqrt(2 * math.pi)))
     assert exact <= bound, f"{what}: {exact} of {cells} suppressed cells recovered exactly (at most {bound})"
     # The error is noise of the size the release states, not a small perturbation one could round away.
     rms = math.sqrt(float(np.mean((recovered - truth).astype(np.float64) ** 2)))
     assert rms >= sigma / 4, f"{what}: recovery error {rms:.1f} is far below σ = {sigma:.1f}"
 
 
-def _exact_bound(cells: int, p: float) -> int:
-    """The least c with P(Binomial(cells, p) > c) < FALSE_FAILURE."""
-    tail = 1.0
-    for c in range(cells + 1):
-        tail -= math.comb(cells, c) * p**c * (1 - p) ** (cells - c)
-        if tail < FALSE_FAILURE:
-            return c
-    return cells
-
-
 def test_overlapping_windows_recover_a_suppressed_day_only_without_noise(attacked: Attacked) -> None:
     config, codes, k = attacked.config, attacked.codes, attacked.k
     end = config.data_end
     start = end - dt.timedelta(days=WINDOW_DAYS - 1)
-    wide = _ask(config, "flows", start, end)
-    narrow = _ask(config, "flows", start + dt.timedelta(days=1), end)
+    wide = ask(config, "flows", start, end)
+    narrow = ask(config, "flows", start + dt.timedelta(days=1), end)
     single_day = _true_trips(attacked, start, start)
     position = {int(code): i for i, code in enumerate(codes.tolist())}
-    a, b = _released_flows(wide), _released_flows(narrow)
+    a, b = released_flows(wide), released_flows(narrow)
     pairs = [pair for pair in a if pair in b and 0 < single_day[position[pair[0]], position[pair[1]]] < k]
     recovered = np.array([a[p] - b[p] for p in pairs], dtype=np.int64)
     truth = np.array([single_day[position[o], position[d]] for o, d in pairs], dtype=np.int64)
-    noisy = _noisy(wide)
+    is_noisy = noisy(wide)
     (privacy,) = narrow.privacy
-    _assert_outcome(noisy, recovered, truth, float(privacy["sigma"]), "day s from two overlapping windows")
-    if noisy:
+    _assert_outcome(is_noisy, recovered, truth, float(privacy["sigma"]), "day s from two overlapping windows")
+    if is_noisy:
         # The days the two windows share were charged again at every carrier: the difference cost its ρ.
         assert math.isclose(float(wide.privacy[0]["rho_left"]) - float(privacy["rho_left"]), RHO, rel_tol=1e-6)
 
@@ -147,8 +118,8 @@ def test_inflow_minus_released_flows_recovers_the_suppressed_total_only_without_
     config, codes, k = attacked.config, attacked.codes, attacked.k
     end = config.data_end
     start = end - dt.timedelta(days=WINDOW_DAYS - 1)
-    flows = _released_flows(_ask(config, "flows", start, end))
-    risk = _ask(config, "importation-risk", start, end, window_days=str(WINDOW_DAYS))
+    flows = released_flows(ask(config, "flows", start, end))
+    risk = ask(config, "importation-risk", start, end, window_days=str(WINDOW_DAYS))
     district, inflow_at = risk.columns.index("district"), risk.columns.index("inflow")
     inflow = {int(row[district]): int(row[inflow_at]) for row in risk.rows}
     trips = _true_trips(attacked, start, end)
@@ -162,6 +133,4 @@ def test_inflow_minus_released_flows_recovers_the_suppressed_total_only_without_
     recovered = np.array([inflow[d] - into.get(d, 0) for d in destinations], dtype=np.int64)
     truth = np.array([hidden[position[d]] for d in destinations], dtype=np.int64)
     trips_privacy = next(p for p in risk.privacy if p["round"] == "trips")
-    _assert_outcome(
-        _noisy(risk), recovered, truth, float(trips_privacy["sigma"]), "suppressed inflow from the marginal"
-    )
+    _assert_outcome(noisy(risk), recovered, truth, float(trips_privacy["sigma"]), "suppressed inflow from the marginal")

@@ -18,7 +18,6 @@ and the count of exact recoveries is held to the binomial (n, p) quantile at 1 â
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import math
 from collections.abc import Iterator
@@ -27,19 +26,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from broker.client import Answer, run_query
 from fedbroker.harness import LocalFederation
-from federation.catalog import new_query
 from federation.config import FederationConfig, PrivacyPolicy
 from federation.registry import load_registry
 from tests import oracle
+from tests.attacks import ask, binomial_bound, noisy, released_flows
 from tests.federation_fixtures import EXACT, oracle_sum, private_copy
 
 pytestmark = pytest.mark.slow
-NATIONAL = "nhc-national"
 NOISY = PrivacyPolicy(noise="discrete-gaussian", rho_per_day=0.5)
 WINDOW_DAYS = 14
-FALSE_FAILURE = 1e-6
 FEWEST = 5
 NODES = ("telecom-a", "telecom-b", "telecom-c", "health-net-1", "health-net-2", "health-net-3")
 
@@ -55,21 +51,15 @@ def federation(
         yield running.config
 
 
-def _ask(config: FederationConfig, kind: str, start: dt.date, end: dt.date, **params: str) -> Answer:
-    query = new_query(kind, start=start, end=end, params=params, coordinator=NATIONAL)
-    return asyncio.run(run_query(config, NATIONAL, query))
-
-
 def test_top_origin_shares_give_back_c_o_only_without_noise(federation: FederationConfig) -> None:
     config = federation
     codes = load_registry(config.domain.provinces).codes
     n = codes.shape[0]
     end = config.data_end
     start = end - dt.timedelta(days=WINDOW_DAYS - 1)
-    risk = _ask(config, "importation-risk", start, end, window_days=str(WINDOW_DAYS), top="20")
-    flows = _ask(config, "flows", start, end)
-    at = {c: i for i, c in enumerate(flows.columns)}
-    flow = {(int(r[at["origin"]]), int(r[at["destination"]])): int(r[at["trips"]]) for r in flows.rows}
+    risk = ask(config, "importation-risk", start, end, window_days=str(WINDOW_DAYS), top="20")
+    flows = ask(config, "flows", start, end)
+    flow = released_flows(flows)
     col = {c: i for i, c in enumerate(risk.columns)}
     index = {int(r[col["district"]]): float(r[col["importation_index"]]) for r in risk.rows}
     table = next(t for t in risk.tables if t["name"] == "top_origins")
@@ -89,23 +79,12 @@ def test_top_origin_shares_give_back_c_o_only_without_noise(federation: Federati
         truth.append(int(confirmed[position[o]]))
     assert len(recovered) >= FEWEST, f"only {len(recovered)} named origins with a released flow to recover"
     got, want = np.array(recovered), np.array(truth)
-    noisy = any(p["noise"] == "discrete-gaussian" for p in risk.privacy)
-    if not noisy:
+    if not noisy(risk):
         assert np.allclose(got, want, rtol=1e-9, atol=1e-9), "exact sums must give C_o back (the channel is real)"
         assert (want >= config.broker.cases_k).all(), "an origin below cases-k was named"
         return
     sigma = float(next(p for p in risk.privacy if p["round"] == "confirmed")["sigma"])
     assert sigma >= 1
     exact = int(np.count_nonzero(np.abs(got - want) < 0.5))
-    bound = _binomial_bound(len(got), min(1.0, 2 / (sigma * math.sqrt(2 * math.pi))))
+    bound = binomial_bound(len(got), min(1.0, 2 / (sigma * math.sqrt(2 * math.pi))))
     assert exact <= bound, f"{exact} of {len(got)} named origins gave their C_o back (at most {bound})"
-
-
-def _binomial_bound(trials: int, p: float) -> int:
-    """The least c with P(Binomial(trials, p) > c) < FALSE_FAILURE."""
-    tail = 1.0
-    for c in range(trials + 1):
-        tail -= math.comb(trials, c) * p**c * (1 - p) ** (trials - c)
-        if tail < FALSE_FAILURE:
-            return c
-    return trials
