@@ -8,10 +8,8 @@ spec; a noisy agency pays for each round in its budget, so the difference is noi
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,12 +23,7 @@ from fedbroker.harness import LocalFederation
 from federation.catalog import NATIONAL, kind, new_query
 from federation.catalog.jurisdiction import scope_of
 from federation.config import PrivacyPolicy
-from federation.identity import Roster
 from federation.privacy.ledger import ledger_path
-from federation.queries import query_hash
-from federation.secagg import BrokerRound
-from federation.v1 import adapter_pb2
-from federation.wire import advert_from_pb, revealed_from_pb, shares_from_pb, shares_to_pb
 from tests import oracle
 from tests.federation_fixtures import oracle_sum, private_copy
 from tests.test_round_refusals import TELECOM, EvilBroker
@@ -44,42 +37,9 @@ RHO = 0.05
 def presence_round(
     evil: EvilBroker, start: dt.date, end: dt.date, *, claim_dropped: str | None = None, rho: str = ""
 ) -> npt.NDArray[np.uint64]:
-    """One presence round driven straight through the adapters with the broker's secagg library;
-    ``claim_dropped`` sends its masked input but is left out of U3, so the broker asks the others for its
-    mask-key shares."""
+    """One presence round over [start, end] driven through the adapters (:meth:`EvilBroker.drive_round`)."""
     query, signed = evil.query(start=start, end=end)
-    spec = evil.spec(query, rho=rho)
-    round_id = secrets.token_bytes(16)
-    state = BrokerRound(
-        round_id=round_id,
-        query_hash=query_hash(signed.canonical),
-        participants=list(TELECOM),
-        threshold=2,
-        length=int(spec.length),
-        verifier=Roster.from_files(evil.config.certificates(), ca=evil.config.ca),
-    )
-    adverts = asyncio.run(evil.open_all(round_id, signed, spec))
-    u1 = state.receive_adverts([advert_from_pb(a) for a in adverts.values()])
-    request = adapter_pb2.ShareKeysRequest(round_id=round_id, adverts=[adverts[n] for n in u1])
-    shared = {n: asyncio.run(evil.call(n, "ShareKeys", request)) for n in TELECOM}
-    routed = state.route_shares({n: shares_from_pb(r.shares) for n, r in shared.items()})
-    for node in TELECOM:
-        masked = adapter_pb2.MaskedInputRequest(
-            round_id=round_id, survivors=state.u2, shares=shares_to_pb(routed[node])
-        )
-        chunks = asyncio.run(evil.call(node, "MaskedInput", masked))
-        if node == claim_dropped:
-            continue  # received in full, and claimed lost
-        offset = 0
-        for chunk in chunks[1:]:
-            state.add_masked_chunk(node, offset, chunk.data)
-            offset += len(chunk.data) // 8
-        state.finish_masked(node, int(chunks[0].header.length))
-    signatures = asyncio.run(evil.signatures(round_id, state.survivors))
-    state.receive_consistency({s.node_id: s.signature for s in signatures})
-    unmask = adapter_pb2.UnmaskRequest(round_id=round_id, survivors=state.survivors, signatures=signatures)
-    revealed = {n: revealed_from_pb(asyncio.run(evil.call(n, "Unmask", unmask)).shares) for n in state.survivors}
-    return state.unmask(revealed)
+    return evil.drive_round(signed, evil.spec(query, rho=rho), claim_dropped=claim_dropped)
 
 
 def _federation(small_scenario: Path, directory: Path, privacy: PrivacyPolicy) -> LocalFederation:

@@ -16,16 +16,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from broker.client import sign_query
 from fedbroker.harness import LocalFederation
 from federation.catalog import NATIONAL, kind, new_query
 from federation.config import FederationConfig
-from federation.queries import Query
+from federation.identity import Roster
+from federation.queries import Query, query_hash
 from federation.registry import load_registry
+from federation.secagg import BrokerRound
 from federation.tls import channel_credentials, channel_options
 from federation.v1 import adapter_pb2, adapter_pb2_grpc, common_pb2
+from federation.wire import advert_from_pb, revealed_from_pb, shares_from_pb, shares_to_pb
 from tests.federation_fixtures import own_federation, roster_variant
 
 pytestmark = pytest.mark.slow
@@ -83,6 +88,45 @@ class EvilBroker:
             if method == "MaskedInput":
                 return [m async for m in rpc(request, timeout=30)]
             return await rpc(request, timeout=30)
+
+    def drive_round(
+        self, signed: common_pb2.SignedQuery, spec: common_pb2.VectorSpec, *, claim_dropped: str | None = None
+    ) -> npt.NDArray[np.uint64]:
+        """One round of ``signed`` driven straight through the telecom adapters with the broker's own
+        secure-aggregation library (t = 2): the unmasked sum, exactly as the broker would hold it.
+        ``claim_dropped`` sends its masked input but is left out of U3, so the broker asks the others for its
+        mask-key shares (the differencing attack)."""
+        round_id = secrets.token_bytes(16)
+        state = BrokerRound(
+            round_id=round_id,
+            query_hash=query_hash(signed.canonical),
+            participants=list(TELECOM),
+            threshold=2,
+            length=int(spec.length),
+            verifier=Roster.from_files(self.config.certificates(), ca=self.config.ca),
+        )
+        adverts = run(self.open_all(round_id, signed, spec))
+        u1 = state.receive_adverts([advert_from_pb(a) for a in adverts.values()])
+        request = adapter_pb2.ShareKeysRequest(round_id=round_id, adverts=[adverts[n] for n in u1])
+        shared = {n: run(self.call(n, "ShareKeys", request)) for n in TELECOM}
+        routed = state.route_shares({n: shares_from_pb(r.shares) for n, r in shared.items()})
+        for node in TELECOM:
+            masked = adapter_pb2.MaskedInputRequest(
+                round_id=round_id, survivors=state.u2, shares=shares_to_pb(routed[node])
+            )
+            chunks = run(self.call(node, "MaskedInput", masked))
+            if node == claim_dropped:
+                continue  # received in full, and claimed lost
+            offset = 0
+            for chunk in chunks[1:]:
+                state.add_masked_chunk(node, offset, chunk.data)
+                offset += len(chunk.data) // 8
+            state.finish_masked(node, int(chunks[0].header.length))
+        signatures = run(self.signatures(round_id, state.survivors))
+        state.receive_consistency({s.node_id: s.signature for s in signatures})
+        unmask = adapter_pb2.UnmaskRequest(round_id=round_id, survivors=state.survivors, signatures=signatures)
+        revealed = {n: revealed_from_pb(run(self.call(n, "Unmask", unmask)).shares) for n in state.survivors}
+        return state.unmask(revealed)
 
     async def open_all(
         self,

@@ -42,13 +42,11 @@ from federation.config import FederationConfig, dump_federation, load_federation
 from federation.errors import AuthenticationFailed, ConfigError
 from federation.identity import Identity, Roster
 from federation.pki import generate_ca, issue_certificate
-from federation.queries import Query, query_hash
+from federation.queries import Query
 from federation.registry import load_registry
-from federation.secagg import BrokerRound
 from federation.signed_query import verify_signed_query
 from federation.tls import channel_credentials, channel_options
 from federation.v1 import adapter_pb2, adapter_pb2_grpc, broker_pb2, broker_pb2_grpc, common_pb2
-from federation.wire import advert_from_pb, revealed_from_pb, shares_from_pb, shares_to_pb
 from tests import oracle
 from tests.federation_fixtures import EXACT, oracle_sum, own_federation, restart_and_rejoin
 from tests.layouts import limit_vector
@@ -530,42 +528,10 @@ def test_provincial_results_hold_only_its_own_districts(fed: LocalFederation) ->
 def round_vector(
     config: FederationConfig, query: Query, spec: common_pb2.VectorSpec, claim_dropped: str | None = None
 ) -> npt.NDArray[np.uint64]:
-    """One round of ``query`` (signed by its coordinator) driven straight through the telecom adapters with the
-    broker's own secure-aggregation library: the unmasked sum, exactly as the broker would hold it.
-    ``claim_dropped`` sends its masked input but is left out of U3 (the differencing attack)."""
-    evil = EvilBroker(config)
+    """One round of ``query``, signed by its coordinator, driven through the telecom adapters
+    (:meth:`EvilBroker.drive_round`): the unmasked sum, exactly as the broker would hold it."""
     signed = sign_query(config.identity(query.coordinator), query)
-    round_id = secrets.token_bytes(16)
-    state = BrokerRound(
-        round_id=round_id,
-        query_hash=query_hash(signed.canonical),
-        participants=list(TELECOM),
-        threshold=2,
-        length=int(spec.length),
-        verifier=Roster.from_files(config.certificates(), ca=config.ca),
-    )
-    adverts = run(evil.open_all(round_id, signed, spec, TELECOM))
-    u1 = state.receive_adverts([advert_from_pb(a) for a in adverts.values()])
-    request = adapter_pb2.ShareKeysRequest(round_id=round_id, adverts=[adverts[n] for n in u1])
-    shared = {n: run(evil.call(n, "ShareKeys", request)) for n in TELECOM}
-    routed = state.route_shares({n: shares_from_pb(r.shares) for n, r in shared.items()})
-    for node in TELECOM:
-        masked = adapter_pb2.MaskedInputRequest(
-            round_id=round_id, survivors=state.u2, shares=shares_to_pb(routed[node])
-        )
-        chunks = run(evil.call(node, "MaskedInput", masked))
-        if node == claim_dropped:
-            continue
-        offset = 0
-        for chunk in chunks[1:]:
-            state.add_masked_chunk(node, offset, chunk.data)
-            offset += len(chunk.data) // 8
-        state.finish_masked(node, int(chunks[0].header.length))
-    signatures = run(evil.signatures(round_id, state.survivors))
-    state.receive_consistency({sig.node_id: sig.signature for sig in signatures})
-    unmask = adapter_pb2.UnmaskRequest(round_id=round_id, survivors=state.survivors, signatures=signatures)
-    revealed = {n: revealed_from_pb(run(evil.call(n, "Unmask", unmask)).shares) for n in state.survivors}
-    return state.unmask(revealed)
+    return EvilBroker(config).drive_round(signed, spec, claim_dropped=claim_dropped)
 
 
 def vector_spec(plan: RoundPlan, registry_hash: str) -> common_pb2.VectorSpec:
