@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "e2e": "bench.e2e",
     "scale": "bench.scale",
     "generate": "bench.generate",
+    "sampler": "bench.sampler",
 }
 
 
