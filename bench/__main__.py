@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "scale": "bench.scale",
     "generate": "bench.generate",
     "sampler": "bench.sampler",
+    "utility": "bench.utility",
 }
 
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import statistics
 
 import numpy as np
 import pytest
 from numpy.typing import NDArray
 
 from federation.catalog import Release, kind
-from federation.catalog.disclosure import checked_counts, detected, released_count
-from federation.catalog.importation_risk import importation_index
+from federation.catalog.disclosure import DETECTION_SIGMAS, checked_counts, detected, released_count
+from federation.catalog.importation_risk import FALSE_ORIGINS, alerted, importation_index, origin_sigmas
 from federation.catalog.warning import noisy_tier_history
 from federation.epi.tiers import HIGH, LOW, MEDIUM, tier_history
 from federation.errors import IntegrityFault
@@ -82,8 +83,11 @@ def test_importation_risk_from_noisy_sums_keeps_the_exact_alerts() -> None:
     risk = kind("importation-risk").exact_values(risk_query(), release)  # type: ignore[attr-defined]
     # Without detection every one of ~230 origins would carry a weight (half of them positive): noise ~ 0.4σ_C
     # per origin times ~700 trips would put I_d near 5 everywhere. With it, only origins whose noisy count
-    # reaches 2σ_C = 3.5 count: the five infected ones and, by chance, about 2.3 % of the others.
-    assert (risk.weights > 0).sum() <= 5 + 0.023 * N + 3 * math.sqrt(0.023 * N)
+    # reaches origin_sigmas(N) ≈ 2.6 σ_C count: the five infected ones and, by chance, FALSE_ORIGINS = 1 of the
+    # others on average (Poisson: more than 11 with probability below 1e-6).
+    assert origin_sigmas(N) == pytest.approx(statistics.NormalDist().inv_cdf(1 - FALSE_ORIGINS / N))
+    assert origin_sigmas(1) == origin_sigmas(2) == DETECTION_SIGMAS  # never below the presence rule
+    assert (risk.weights > 0).sum() <= 5 + 11
     alerts = risk.index >= 1.0
     assert alerts[10:20].all()  # I_d = 150 · 20/500 = 6 there: far above the threshold
     # Elsewhere I_d ≈ 0.08 with noise σ_F·√(Σ w²) ≈ 0.25 (and a spurious origin of ~4 cases adds ~0.01): none
@@ -94,6 +98,35 @@ def test_importation_risk_from_noisy_sums_keeps_the_exact_alerts() -> None:
     bias = float(np.mean(risk.inflow - (trips.sum(axis=0) - np.diagonal(trips))))
     assert abs(bias) < 4 * inflow_sigma / math.sqrt(N)
     assert np.abs(risk.index[10:20] - exact_index[10:20]).max() < 0.5 * exact_index[10:20].min()
+
+
+def test_an_origin_whose_noisy_flows_dwarf_the_threshold_puts_no_district_on_alert() -> None:
+    # The seven-province scenario at ρ = 0.05: flows with σ_F ≈ 17 per cell, cases σ_C ≈ 5.5, about 130
+    # residents a district. One origin has 30 cases (w = 0.23) and one trip to every district: its true
+    # contribution to every I_d is 0.23, far below the threshold 1, but w·σ_F ≈ 4 of noise rides on it.
+    trips = np.ones((N, N), dtype=np.int64)
+    confirmed = np.zeros((N, 3), dtype=np.int64)
+    confirmed[0, 0] = 30
+    residents = np.full(N, 130, dtype=np.int64)
+    sigma = {"trips": 17.3, "confirmed": 5.5, "residents": 3.2}
+    rng = np.random.default_rng(21)
+    noisy = {
+        "trips": trips + np.rint(rng.normal(0, sigma["trips"], trips.shape)).astype(np.int64),
+        "residents": residents + np.rint(rng.normal(0, sigma["residents"], N)).astype(np.int64),
+        "confirmed": confirmed + np.rint(rng.normal(0, sigma["confirmed"], confirmed.shape)).astype(np.int64),
+    }
+    release = Release(REGISTRY, {k: wire(v) for k, v in noisy.items()}, 15, 3, sigma=sigma)
+    risk = kind("importation-risk").exact_values(risk_query(), release)  # type: ignore[attr-defined]
+    assert risk.weights[0] > 0  # the origin counts (30 ≥ 2.6σ_C = 14.5, but for 1e-3 of the noise)
+    # Read as a point estimate, I_d ≥ 1 would put about 40 % of the districts on alert.
+    assert (risk.index >= 1.0).sum() > 0.25 * N
+    # The alert also asks for I_d ≥ origin_sigmas(N) · σ_I: FALSE_ORIGINS = 1 district on alert on average by
+    # noise alone (Poisson: more than 11 with probability below 1e-6).
+    raised = alerted(risk.index, risk.index_sigma, 1.0)
+    assert raised.sum() <= 11
+    result = kind("importation-risk").build(risk_query(), release)
+    assert sum(row[result.columns.index("alert")] is True for row in result.rows) == int(raised.sum())
+    assert alerted(np.array([0.99, 1.0]), np.zeros(2), 1.0).tolist() == [False, True]  # exact: I_d ≥ threshold
 
 
 def test_noisy_tiers_leave_empty_districts_low() -> None:

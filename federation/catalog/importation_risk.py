@@ -24,6 +24,7 @@ layouts"; docs/security.md says what that leaves a colluding broker).
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +42,13 @@ from federation.catalog.base import (
     domain_counts,
     plan,
 )
-from federation.catalog.disclosure import detected, released_count, round_supported, supported_decimals
+from federation.catalog.disclosure import (
+    DETECTION_SIGMAS,
+    detected,
+    released_count,
+    round_supported,
+    supported_decimals,
+)
 from federation.catalog.result import Cell, QueryResult, Table
 from federation.queries import Query
 from federation.registry import Registry
@@ -77,6 +84,37 @@ class ImportationRisk:
     inflow: NDArray[np.int64]  # Σ_{o≠d} F(o→d), summed signed then clipped at 0, (n,)
 
 
+#: The expected number of empty cells, over the whole domain, that the noise lets pass as detected: origins
+#: counted in I_d, destinations put on alert.
+FALSE_ORIGINS = 1.0
+#: P(Z ≥ DETECTION_SIGMAS), the share of empty cells the presence rule lets through.
+_DETECTION_TAIL = 1.0 - statistics.NormalDist().cdf(DETECTION_SIGMAS)
+
+
+def origin_sigmas(candidates: int) -> float:
+    """How many σ a noisy value must reach to be told apart from 0 among ``candidates`` (an origin's confirmed
+    count to count in I_d, a destination's I_d to raise the alert): at least :data:`DETECTION_SIGMAS`, and
+    enough that among ``candidates`` empty ones the expected number passing is :data:`FALSE_ORIGINS`
+    (one-sided normal tail; the discrete Gaussian's is no heavier): 2.3 for the 103 districts of Hubei, 3.2
+    for 730, 3.6 for the 2,849 of the national registry. At 2σ one empty cell in 44 passes, and one origin
+    counted by chance adds its noisy flows times a weight of about 2σ_C/N_o to every destination's I_d."""
+    tail = FALSE_ORIGINS / max(candidates, 1)
+    if tail >= _DETECTION_TAIL:
+        return DETECTION_SIGMAS
+    return max(DETECTION_SIGMAS, statistics.NormalDist().inv_cdf(1.0 - tail))
+
+
+def counted_origins(
+    confirmed: NDArray[np.integer], residents: NDArray[np.integer], sigma_c: float, sigma_n: float
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The confirmed cases and residents that weigh each origin in I_d: C_o where it reaches
+    :func:`origin_sigmas` (number of origins) · σ_C (and 1), N_o where it reaches disclosure.detected's 2σ_N;
+    0 elsewhere. Exact sums (σ 0) pass unchanged."""
+    c = np.asarray(confirmed, dtype=np.int64)
+    threshold = max(1.0, origin_sigmas(c.shape[0]) * sigma_c)
+    return np.where(c >= threshold, c, 0), detected(residents, sigma_n)
+
+
 def origin_weights(confirmed: NDArray[np.integer], residents: NDArray[np.integer]) -> NDArray[np.float64]:
     """C_o / N_o per origin (float64), 0 where N_o = 0."""
     c = confirmed.astype(np.float64)
@@ -93,6 +131,38 @@ def importation_index(
     np.fill_diagonal(off_diagonal, 0.0)
     index: NDArray[np.float64] = weights @ off_diagonal
     return index
+
+
+def index_sigma(
+    trips: NDArray[np.integer],
+    weights: NDArray[np.float64],
+    residents: NDArray[np.integer],
+    sigma_f: float,
+    sigma_c: float,
+    sigma_n: float,
+) -> NDArray[np.float64]:
+    """The standard deviation of each I_d from the noise (float64, length n; 0 for exact sums), to first order:
+    Var I_d = σ_F² Σ_{o≠d} w_o² from the flows plus Σ_{o≠d} F(o→d)² (σ_C² + w_o² σ_N²)/N_o² from the rates,
+    over the counted origins (w_o > 0), with plug-in values: F (n, n) o × d as summed, ``residents`` the counted
+    N_o, σ_F, σ_C, σ_N each round's σ per cell."""
+    off_diagonal = trips.astype(np.float64)
+    np.fill_diagonal(off_diagonal, 0.0)
+    squared = weights**2
+    rate_variance = np.where(
+        weights > 0, (sigma_c**2 + squared * sigma_n**2) / np.maximum(residents, 1).astype(np.float64) ** 2, 0.0
+    )
+    flows_variance = sigma_f**2 * (squared.sum() - squared)  # o = d does not count
+    variance: NDArray[np.float64] = flows_variance + rate_variance @ off_diagonal**2
+    return np.sqrt(variance)
+
+
+def alerted(index: NDArray[np.float64], sigma: NDArray[np.float64], threshold: float) -> NDArray[np.bool_]:
+    """Where the importation alert is raised: I_d ≥ ``threshold`` and I_d ≥ :func:`origin_sigmas` (n) · σ_I,
+    so that a destination whose I_d is its noise alone passes with the expected count FALSE_ORIGINS over the
+    n destinations (σ_I = 0, exact sums: I_d ≥ threshold). Without the second condition, every destination
+    whose σ_I is larger than the threshold would be on alert about half of the time."""
+    floor = origin_sigmas(index.shape[0]) * sigma
+    return np.asarray((index >= threshold) & (index >= floor), dtype=np.bool_)
 
 
 def importation_probability(index: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -117,6 +187,8 @@ def top_origins(
     flows = risk.trips[:, destinations]
     nameable = (flows >= k) & (weights[:, None] > 0) & (risk.confirmed[:, None] >= cases_k)
     nameable[destinations, np.arange(destinations.shape[0])] = False  # o = d never counts
+    # A noisy I_d clipped to 0 has no share to give: its positive contributions were outweighed by noise.
+    nameable &= (risk.index[destinations] > 0)[None, :]
     origin, column = np.nonzero(nameable)
     contribution = flows[origin, column] * weights[origin]
     # Group by destination column, largest contribution first, ties by origin position; rank within group.
@@ -174,25 +246,18 @@ class ImportationRiskKind(QueryKind):
         cases = domain_counts(release, confirmed_plan)
         confirmed = cases.reshape(n, len(CASE_STATUSES))[:, CASE_STATUSES.index("confirmed")].copy()
         sigma_f, sigma_c, sigma_n = (release.sigma_of(p.name) for p in (trips_plan, confirmed_plan, residents_plan))
-        counted = detected(residents, sigma_n)
-        weights = origin_weights(detected(confirmed, sigma_c), counted)
+        weighted, counted = counted_origins(confirmed, residents, sigma_c, sigma_n)
+        weights = origin_weights(weighted, counted)
         off_diagonal = trips.astype(np.float64)
         np.fill_diagonal(off_diagonal, 0.0)
         index = np.maximum(weights @ off_diagonal, 0.0)
-        # Var I_d to first order: σ_F² Σ_{o≠d} w_o² from the flows, Σ_o F(o→d)² (σ_C² + w_o² σ_N²)/N_o² from the
-        # rates, over the counted origins (plug-in values).
-        squared = weights**2
-        rate_variance = np.where(
-            weights > 0, (sigma_c**2 + squared * sigma_n**2) / np.maximum(counted, 1).astype(np.float64) ** 2, 0.0
-        )
-        index_sigma = np.sqrt(sigma_f**2 * (squared.sum() - squared) + rate_variance @ off_diagonal**2)
         return ImportationRisk(
             trips=trips,
             confirmed=confirmed,
             residents=residents,
             weights=weights,
             index=index,
-            index_sigma=index_sigma,
+            index_sigma=index_sigma(trips, weights, counted, sigma_f, sigma_c, sigma_n),
             probability=importation_probability(index),
             inflow=released_count(inflow(trips)),
         )
@@ -213,6 +278,7 @@ class ImportationRiskKind(QueryKind):
             shown_index[d] = round_supported(float(risk.index[d]), float(risk.index_sigma[d]))
         destinations = destinations[np.lexsort((destinations, -shown_index[destinations]))]
         origins = top_origins(risk, destinations, values["top"], k, release.cases_k)
+        raised = alerted(risk.index, risk.index_sigma, threshold)
         codes, names = registry.codes, registry.names
         visible = scope.inside(registry)
         rows: list[tuple[Cell, ...]] = []
@@ -243,7 +309,7 @@ class ImportationRiskKind(QueryKind):
                     probability,
                     int(risk.inflow[d]),
                     "; ".join(shown),
-                    bool(risk.index[d] >= threshold),  # the estimate's own reading, before rounding
+                    bool(raised[d]),  # the estimate's own reading, before rounding
                 )
             )
         suppressed = int(small.sum())
@@ -260,9 +326,11 @@ class ImportationRiskKind(QueryKind):
         if scope.province is not None:
             notes.append(f"top origins outside province {scope.province} shown as {OUTSIDE_NAME!r}")
         if bool((risk.index_sigma[destinations] > 0).any()):
+            z = origin_sigmas(len(registry))
             notes.append(
                 "noisy sums: I_d, its probability and the shares are rounded to the power of ten at or below their "
-                "standard deviation; origins count in I_d where their confirmed cases and residents reach 2 sigma"
+                f"standard deviation; origins count in I_d where their confirmed cases reach {z:.1f} sigma and "
+                f"their residents 2 sigma; the alert also needs I_d >= {z:.1f} sigma of I_d"
             )
         table = Table("top_origins", ORIGIN_COLUMNS, origin_rows)
         return QueryResult(

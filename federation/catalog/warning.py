@@ -50,7 +50,14 @@ from federation.catalog.base import (
     plan,
 )
 from federation.catalog.disclosure import DETECTION_SIGMAS, detected, released_count
-from federation.catalog.importation_risk import importation_index, inflow
+from federation.catalog.importation_risk import (
+    alerted,
+    counted_origins,
+    importation_index,
+    index_sigma,
+    inflow,
+    origin_weights,
+)
 from federation.catalog.result import Cell, QueryResult
 from federation.epi.ears import ears_c1, ears_c2, ears_c3
 from federation.epi.tiers import TIER_NAMES, TIER_WINDOW_DAYS, risk_tiers, tier_since, trailing_sums
@@ -151,9 +158,13 @@ class EarlyWarning(QueryKind):
 
         trips = domain_counts(release, trips_plan).reshape(n, n)
         residents = domain_counts(release, residents_plan)
-        index = importation_index(
-            trips, detected(trailing, sigma_new), detected(residents, release.sigma_of("residents"))
+        sigma_residents = release.sigma_of("residents")
+        weighted, counted = counted_origins(trailing, residents, sigma_new, sigma_residents)
+        index = importation_index(trips, weighted, counted)
+        spread = index_sigma(
+            trips, origin_weights(weighted, counted), counted, release.sigma_of("trips"), sigma_new, sigma_residents
         )
+        alert_raised = alerted(index, spread, threshold)
         arrivals = released_count(inflow(trips))
 
         listed = np.flatnonzero(self.district_mask(query, registry, release.scope))
@@ -167,7 +178,7 @@ class EarlyWarning(QueryKind):
                 suppressed += hidden
                 counts.append(None if hidden else value)
             ears: list[Cell] = [None if np.isnan(a.upper_bound[d, -1]) else bool(a.alarm[d, -1]) for a in alarms]
-            alert: Cell = None if 0 < arrivals[d] < mobility_k else bool(index[d] >= threshold)
+            alert: Cell = None if 0 < arrivals[d] < mobility_k else bool(alert_raised[d])
             rows.append(
                 (
                     int(registry.codes[d]),
