@@ -137,8 +137,12 @@ def compare(kind_name: str, exact: QueryResult, noisy: QueryResult) -> dict[str,
             figures[f"exact {tier}"] = len(wanted)
         figures["raised"] = sum(rank[str(noisy_tier[d])] > rank[str(t)] for d, t in exact_tier.items())
     else:
-        index_of = {d: float(v) if isinstance(v, int | float) else 0.0 for d, v in _column(exact, "importation_index").items()}
-        noisy_index = {d: float(v) if isinstance(v, int | float) else 0.0 for d, v in _column(noisy, "importation_index").items()}
+        index_of = {
+            d: float(v) if isinstance(v, int | float) else 0.0 for d, v in _column(exact, "importation_index").items()
+        }
+        noisy_index = {
+            d: float(v) if isinstance(v, int | float) else 0.0 for d, v in _column(noisy, "importation_index").items()
+        }
         top = set(sorted(index_of, key=lambda d: (-index_of[d], d))[:10])
         noisy_top = set(sorted(noisy_index, key=lambda d: (-noisy_index[d], d))[:10])
         figures["top-10 kept"] = len(top & noisy_top)
