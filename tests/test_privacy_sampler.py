@@ -1,9 +1,10 @@
 """The exact discrete Gaussian sampler and the zCDP accounting, checked against exact pmfs and OpenDP.
 
-χ² tests use a fixed sample size and a critical value at a false-failure rate of 10^-4 per test (Wilson–Hilferty
-approximation of the χ² quantile, accurate to well under 1% at these degrees of freedom): a correct sampler fails
-one run in ten thousand; a sampler off by a few percent in any bin fails nearly always. The module runs 16 such
-tests, so a correct sampler fails it about once in 600 runs. The bounds on exp and on the distribution function
+χ² tests use a fixed sample size and a critical value at a false-failure rate of 10^-7 per test (Wilson–Hilferty
+approximation of the χ² quantile, accurate to about 1% at these degrees of freedom): a correct sampler fails one
+run in ten million; a sampler off by a few percent in any bin still fails nearly always (a 10 % wider σ gives a
+χ² several times the critical value, ``test_a_biased_sampler_is_caught``). The module runs 16 such tests, so a
+correct sampler fails it about once in 600,000 runs. The bounds on exp and on the distribution function
 are checked deterministically against ``decimal`` at 60 digits (correctly rounded by its specification).
 """
 
@@ -28,13 +29,13 @@ from federation.privacy.sampler import discrete_gaussian, discrete_gaussian_pmf,
 
 PRIVACY_DIR = Path(__file__).resolve().parent.parent / "federation" / "privacy"
 SAMPLES = 40_000
-Z_UPPER_1E4 = 3.7190  # standard normal quantile at 1 − 10^-4
+Z_UPPER = 5.1993  # standard normal quantile at 1 − 10^-7
 
 
 def chi2_critical(df: int) -> float:
-    """Upper 10^-4 quantile of χ²(df) (Wilson–Hilferty)."""
+    """Upper 10^-7 quantile of χ²(df) (Wilson–Hilferty)."""
     h = 2.0 / (9.0 * df)
-    return df * (1.0 - h + Z_UPPER_1E4 * math.sqrt(h)) ** 3
+    return df * (1.0 - h + Z_UPPER * math.sqrt(h)) ** 3
 
 
 def test_no_noise_module_imports_a_non_cryptographic_generator() -> None:
