@@ -1,8 +1,9 @@
 """Daily partial aggregates: per-day counts kept in the agency's own store, so a window costs days x districts.
 
 Every windowed aggregate below is a sum of per-day counts: presence counts a subscriber once per day (its last
-event of that day), a telecom trip is dated by its later event and needs only that event's predecessor, a case
-by its report date, a ticket by its departure. ``fedbroker store refresh`` (and every ingest) rebuilds them:
+event of that day), a telecom trip is dated by its later event and needs only that event's predecessor (on
+that day or the one before), a case by its report date, a ticket by its departure. ``fedbroker store refresh``
+(and every ingest) rebuilds them:
 
 ==========================  ======================================================  ===========================
 aggregate                   partial table (per day)                                 raw data it covers
@@ -86,11 +87,12 @@ WHERE last_event.rank = 1 AND cells.district IS NOT NULL
 GROUP BY 1, 2
 """
 
-# Consecutive events over the whole history; the pair is dated by the later event. Cells missing from `cells`
-# give a NULL district and so no trip, as in the raw definition; districts outside a request's domain are
-# dropped when the partial is joined to that domain. ``nth`` is the trip's rank among the subscriber's trips of
-# that day (the contribution bound), kept up to the largest bound a policy may set, so one refresh serves every
-# agency's ``max_trips_per_day``.
+# Consecutive events over the whole history; the pair is dated by the later event, and is a trip only when the
+# earlier event is on that day or the day before (the raw definition). Cells missing from `cells` give a NULL
+# district and so no trip, as in the raw definition; districts outside a request's domain are dropped when the
+# partial is joined to that domain. ``nth`` is the trip's rank among the subscriber's trips of that day (the
+# contribution bound), kept up to the largest bound a policy may set, so one refresh serves every agency's
+# ``max_trips_per_day``.
 _TELECOM_TRIPS = f"""
 SELECT day, origin, destination, nth, CAST(count(*) AS BIGINT) AS n
 FROM (
@@ -99,10 +101,13 @@ FROM (
     FROM (
         SELECT signalling.subscriber_id, signalling.ts, signalling.cell_id, cells.district AS destination,
                lag(cells.district) OVER (PARTITION BY signalling.subscriber_id
-                                         ORDER BY signalling.ts, signalling.cell_id) AS origin
+                                         ORDER BY signalling.ts, signalling.cell_id) AS origin,
+               lag(signalling.ts) OVER (PARTITION BY signalling.subscriber_id
+                                        ORDER BY signalling.ts, signalling.cell_id) AS origin_ts
         FROM signalling LEFT JOIN cells ON cells.cell_id = signalling.cell_id
     ) AS pairs
     WHERE origin IS NOT NULL AND destination IS NOT NULL AND origin <> destination
+      AND origin_ts >= CAST(CAST(ts AS DATE) AS TIMESTAMP) - INTERVAL '1' DAY
 ) AS ranked
 WHERE nth <= {MAX_TRIPS_PER_DAY_LIMIT}
 GROUP BY 1, 2, 3, 4

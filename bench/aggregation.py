@@ -6,9 +6,11 @@ holds every event) are generated once per size. Side by side, interleaved, each 
 - the adapter's contribution path: :func:`adapters.aggregates.compute_aggregate` for ``telecom.trips`` (its
   SQL in DuckDB, then the scatter into the 8,116,801-cell uint64 vector);
 - the bare SQL: the textbook statement (join cells, ``lag()`` over each subscriber's events ordered by
-  ``(ts, cell_id)``, keep district changes, ``GROUP BY`` origin, destination), fetched as numpy;
+  ``(ts, cell_id)``, keep district changes from the same or the previous day, ``GROUP BY`` origin,
+  destination), fetched as numpy;
 - naive pandas: the tables already loaded as DataFrames (load time reported apart), then merge cells, sort by
-  subscriber, ts, cell_id, ``shift``, filter, ``groupby().size()``. pandas comes from the ``bench`` extra
+  subscriber, ts, cell_id, ``shift``, filter (district change, previous event on the same or the previous day),
+  ``groupby().size()``. pandas comes from the ``bench`` extra
   (``pip install -e '.[bench]'``) or any venv; without it, the pandas line says so.
 
 Every way's OD counts are checked equal. DuckDB uses its default thread count (all cores); pandas one core.
@@ -42,12 +44,13 @@ QUICK_EVENTS = (1_000_000,)
 BARE_SQL = """
 SELECT prev_district AS origin, district AS destination, count(*) AS trips
 FROM (
-    SELECT cells.district,
-           lag(cells.district) OVER (PARTITION BY s.subscriber_id ORDER BY s.ts, s.cell_id) AS prev_district
+    SELECT cells.district, s.ts,
+           lag(cells.district) OVER (PARTITION BY s.subscriber_id ORDER BY s.ts, s.cell_id) AS prev_district,
+           lag(s.ts) OVER (PARTITION BY s.subscriber_id ORDER BY s.ts, s.cell_id) AS prev_ts
     FROM signalling AS s JOIN cells USING (cell_id)
     WHERE s.ts < $end_excl
 )
-WHERE prev_district <> district
+WHERE prev_district <> district AND prev_ts >= CAST(ts AS DATE) - INTERVAL 1 DAY
 GROUP BY ALL
 """
 
@@ -73,7 +76,9 @@ def _pandas_trips(pd: Any, events: Any, cells: Any) -> Any:
     located = events.merge(cells, on="cell_id").sort_values(["subscriber_id", "ts", "cell_id"])
     previous_district = located["district"].shift()
     same_subscriber = located["subscriber_id"].shift() == located["subscriber_id"]
-    moved = same_subscriber & (previous_district != located["district"])
+    # A trip's earlier event must be on its day or the day before (docs/protocol.md, "Definitions").
+    recent = located["ts"].shift() >= located["ts"].dt.normalize() - pd.Timedelta(days=1)
+    moved = same_subscriber & recent & (previous_district != located["district"])
     pairs = pd.DataFrame(
         {"origin": previous_district[moved].astype("int64"), "destination": located["district"][moved]}
     )

@@ -146,9 +146,10 @@ def oracle_trips(
     end: dt.date,
     max_trips_per_day: int = MAX_TRIPS_PER_DAY,
 ) -> npt.NDArray[np.uint64]:
-    """Origin × destination: consecutive events (whole history, by (ts, cell_id)) in different districts,
-    counted when the later event's day is in the window; at most ``max_trips_per_day`` per subscriber and day
-    (the first, in event order, among all their trips between listed cells)."""
+    """Origin × destination: consecutive events (whole history, by (ts, cell_id)) in different districts, the
+    earlier on the later event's day or the day before, counted when the later event's day is in the window; at
+    most ``max_trips_per_day`` per subscriber and day (the first, in event order, among all their trips between
+    listed cells)."""
     position = _positions(domain)
     n = len(position)
     cells = _cell_districts(con)
@@ -159,11 +160,13 @@ def oracle_trips(
     for events in history.values():
         events.sort()
         per_day: dict[dt.date, int] = defaultdict(int)
-        for (_, earlier_cell), (later_ts, later_cell) in itertools.pairwise(events):
+        for (earlier_ts, earlier_cell), (later_ts, later_cell) in itertools.pairwise(events):
             origin, destination = cells.get(earlier_cell), cells.get(later_cell)
             if origin is None or destination is None or origin == destination:
                 continue
             day = later_ts.date()
+            if (day - earlier_ts.date()).days > 1:
+                continue  # an origin two or more days back makes no trip
             if not _in_window(day, start, end) or per_day[day] >= max_trips_per_day:
                 continue
             per_day[day] += 1  # the bound counts trips outside the domain too

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from adapters import partials
 from adapters.aggregates import (
     AGGREGATES_BY_KIND,
     IMPLEMENTATIONS,
@@ -104,7 +105,7 @@ def telecom(tmp_path: Path, engine: str) -> Store:
         (3, at(DAY0, 9), 2),
         (3, at(DAY1, 8), 2),
         (3, at(DAY2, 8), 1),
-        # 4: trip whose earlier event (C, day 0) is before a window starting on day 2.
+        # 4: C on day 0, D on day 2: the earlier event is two days back, so no trip (in any window).
         (4, at(DAY0, 10), 5),
         (4, at(DAY2, 10), 7),
         # 5: A -> outside -> B: both pairs touch a district outside the domain, no trip; last event of day 1
@@ -157,9 +158,10 @@ def test_presence_single_day_window_splits_at_midnight(telecom: Store) -> None:
 def test_trips_edge_cases(telecom: Store) -> None:
     whole = compute_aggregate(telecom, req("telecom.trips", DAY0, DAY3))
     assert whole.shape == (N * N,)
-    # 1: A -> B (day 1); 4: C -> D (day 2); 6: B -> C (day 1, tie broken by cell_id). Nothing else.
-    assert od(whole, A, B) == 1 and od(whole, C, D) == 1 and od(whole, B, C) == 1
-    assert int(whole.sum()) == 3
+    # 1: A -> B (day 1); 6: B -> C (day 1, tie broken by cell_id). Nothing else: 4's C (day 0) -> D (day 2)
+    # has its earlier event two days back.
+    assert od(whole, A, B) == 1 and od(whole, B, C) == 1
+    assert int(whole.sum()) == 2
     assert np.array_equal(whole, oracle_trips(telecom, DOMAIN, DAY0, DAY3))
 
 
@@ -170,10 +172,57 @@ def test_trip_counts_on_the_day_of_its_later_event(telecom: Store) -> None:
     assert od(day1, A, B) == 1 and od(day1, B, C) == 1 and int(day1.sum()) == 2
 
 
-def test_trip_with_earlier_event_before_the_window(telecom: Store) -> None:
+def test_trip_whose_origin_is_two_days_back_is_not_counted(telecom: Store) -> None:
     vec = compute_aggregate(telecom, req("telecom.trips", DAY2, DAY3))
-    assert od(vec, C, D) == 1 and int(vec.sum()) == 1
+    assert int(vec.sum()) == 0  # 4: C (day 0) -> D (day 2)
     assert np.array_equal(vec, oracle_trips(telecom, DOMAIN, DAY2, DAY3))
+    # 1's origin (A, 23:59:59 on day 0) lies on the day before a window starting on day 1: that trip counts.
+    day1 = compute_aggregate(telecom, req("telecom.trips", DAY1, DAY1))
+    assert od(day1, A, B) == 1
+
+
+def test_trip_origin_day_boundaries(tmp_path: Path, engine: str) -> None:
+    """A trip dated day d needs its earlier event in [d − 1 00:00, ...): exactly at the previous midnight
+    counts, one second before it does not, inside the window as at its start; and a pair that is no trip
+    (origin too old) takes no place in the day's contribution bound."""
+    signalling = [
+        # 1: A at day 0 00:00:00 exactly, B on day 1 23:59:59: a trip of day 1 (origin on the day before).
+        (1, at(DAY0, 0, 0, 0), 1),
+        (1, at(DAY1, 23, 59, 59), 3),
+        # 2: C at 23:59:59 two days back, D on day 2 at 00:00:00: no trip.
+        (2, at(DAY0, 23, 59, 59), 5),
+        (2, at(DAY2, 0, 0, 0), 7),
+        # 3: A on day 0, then on day 2 (no trip) B, A, B, A: three trips of day 2, all kept with k = 3.
+        (3, at(DAY0, 12), 1),
+        (3, at(DAY2, 1), 3),
+        (3, at(DAY2, 2), 1),
+        (3, at(DAY2, 3), 3),
+        (3, at(DAY2, 4), 1),
+    ]
+    con = make_store(tmp_path / "origins.duckdb", "telecom", cells=CELLS, signalling=signalling)
+    store = as_backend(con, "telecom", engine, tmp_path)
+
+    def trips(start: dt.date, end: dt.date) -> npt.NDArray[np.uint64]:
+        vec = compute_aggregate(store, dataclasses.replace(req("telecom.trips", start, end), max_trips_per_day=3))
+        assert np.array_equal(vec, oracle_trips(store, DOMAIN, start, end, max_trips_per_day=3))
+        return vec
+
+    for start in (DAY0, DAY1):  # the window's first day, or the day before it, holds 1's origin
+        first = trips(start, DAY1)
+        assert od(first, A, B) == 1 and int(first.sum()) == 1
+    for start in (DAY0, DAY1, DAY2):
+        second = trips(start, DAY2)
+        assert od(second, C, D) == 0  # 2: 23:59:59 on day 0 is before day 1 00:00
+        assert od(second, A, B) == 1 + (start <= DAY1) and od(second, B, A) == 2
+    assert int(trips(DAY3, DAY3).sum()) == 0
+    # The daily partials hold the same definition.
+    partials.refresh(store, "telecom")
+    for start, end in ((DAY1, DAY1), (DAY0, DAY2), (DAY2, DAY2)):
+        request = dataclasses.replace(req("telecom.trips", start, end), max_trips_per_day=3)
+        raw = compute_aggregate(store, request, use_partials=False)
+        assert partials.fresh(store, "telecom.trips")
+        from_partials = partials.answer_from_partials(store, "telecom.trips", DOMAIN, start, end, {}, 3)
+        assert np.array_equal(from_partials, raw), (start, end)
 
 
 def test_residents(telecom: Store) -> None:

@@ -4,6 +4,7 @@ store engine, from the raw tables and from the daily partials."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,23 @@ from adapters.aggregates import AggregateRequest, compute_aggregate
 from adapters.backends import Store
 from tests.backends import ENGINES, as_backend
 from tests.oracle import oracle_cases, oracle_confirmed_daily, oracle_transport_trips, oracle_trips
-from tests.test_aggregates import CELLS, DAY0, DAY1, DOMAIN, OUTSIDE, A, B, C, at, make_store, od, req
+from tests.test_aggregates import (
+    CELLS,
+    DAY0,
+    DAY1,
+    DAY2,
+    DAY3,
+    DOMAIN,
+    OUTSIDE,
+    A,
+    B,
+    C,
+    at,
+    make_store,
+    od,
+    req,
+)
+from tests.test_aggregates import UNLISTED_CELL as UNLISTED
 
 
 @pytest.fixture(params=ENGINES)
@@ -106,3 +123,50 @@ def test_cases_count_a_person_once_per_status_and_day(tmp_path: Path, engine: st
     assert np.array_equal(daily, oracle_confirmed_daily(store, DOMAIN, DAY0, DAY1))
     assert int(daily.sum()) == 3
     store.close()
+
+
+def test_one_person_day_moves_telecom_trips_by_at_most_the_sensitivity(tmp_path: Path) -> None:
+    """Remove each person-day in turn: the trips vector of a window changes by Δ₂² ≤ (k+1)² + 1
+    (federation/privacy/accounting.py), and not at all for a day before the day before the window or after it,
+    which is why a trips release charges exactly the window and the day before it."""
+    k = 2
+    rng = np.random.default_rng(12)
+    cells = [1, 3, 5, 9, UNLISTED]  # A, B, C, outside the domain, unlisted: pairs with the last two are no trips
+    signalling = [
+        (person, at(DAY0 + dt.timedelta(days=int(day)), int(hour), int(minute)), int(rng.choice(cells)))
+        for person in range(1, 6)
+        for day, hour, minute in zip(
+            rng.integers(0, 8, 60), rng.integers(0, 24, 60), rng.integers(0, 60, 60), strict=True
+        )
+    ]
+    # The worst case: k trips A -> B on day 1 with unlisted cells between, the day's last event in A, then
+    # A -> B first on day 2 and k more trips after it; and a subscriber seen on day 0 and day 3 only.
+    signalling += [(6, at(DAY1, 1 + 3 * i), 1) for i in range(k + 1)]
+    signalling += [(6, at(DAY1, 2 + 3 * i), 3) for i in range(k)] + [
+        (6, at(DAY1, 3 + 3 * i), UNLISTED) for i in range(k)
+    ]
+    signalling += [(6, at(DAY2, 1), 3), (6, at(DAY2, 2), 5), (6, at(DAY2, 3), 3), (6, at(DAY2, 4), 1)]
+    signalling += [(7, at(DAY0, 12), 1), (7, at(DAY3, 12), 3)]
+    con = make_store(tmp_path / "s.duckdb", "telecom", cells=CELLS, subscribers=[], signalling=signalling)
+    con.execute("CREATE TABLE every_event AS SELECT * FROM signalling")
+    bound = (k + 1) ** 2 + 1
+    for start, end in ((DAY1, DAY3), (DAY2, DAY2), (DAY3, DAY0 + dt.timedelta(days=5))):
+        request = dataclasses.replace(req("telecom.trips", start, end), max_trips_per_day=k)
+        whole = compute_aggregate(con, request).astype(np.int64)
+        largest = 0
+        for person in range(1, 8):
+            for day in range(8):
+                removed = DAY0 + dt.timedelta(days=day)
+                con.execute(
+                    "CREATE OR REPLACE TABLE signalling AS SELECT * FROM every_event "
+                    "WHERE NOT (subscriber_id = ? AND CAST(ts AS DATE) = ?)",
+                    [person, removed],
+                )
+                change = int(np.sum((compute_aggregate(con, request).astype(np.int64) - whole) ** 2))
+                assert change <= bound, (start, end, person, removed, change)
+                if not start - dt.timedelta(days=1) <= removed <= end:
+                    assert change == 0, (start, end, person, removed)
+                largest = max(largest, change)
+        if start == DAY1:
+            assert largest == bound  # subscriber 6's day 1 reaches it
+    con.close()

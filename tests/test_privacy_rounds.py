@@ -28,6 +28,7 @@ from fedbroker.harness import LocalFederation
 from federation.catalog import new_query
 from federation.config import PrivacyPolicy
 from federation.errors import ResourceExhausted
+from federation.v1 import adapter_pb2
 from tests import oracle
 from tests.federation_fixtures import oracle_sum, private_copy
 from tests.test_differencing import presence_round
@@ -150,3 +151,27 @@ def test_a_noisy_agency_refuses_a_round_without_rho(budget_fed: LocalFederation)
         asyncio.run(evil.open_all(secrets.token_bytes(16), signed, evil.spec(query), targets=["telecom-b"]))
     assert refusal.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "rho" in (refusal.value.details() or "")
+
+
+def test_a_trips_release_charges_the_day_before_its_window(budget_fed: LocalFederation) -> None:
+    """A trip of the window's first day may start on the day before (docs/protocol.md, "Definitions"): every
+    carrier and the broker's copy of its ledger charge that day with the window, and no earlier one."""
+    config = budget_fed.config
+    day = config.data_start + dt.timedelta(days=3)
+    before, earlier = day - dt.timedelta(days=1), day - dt.timedelta(days=2)
+    query = new_query("flows", start=day, end=day, params={"source": "telecom"}, coordinator=NATIONAL)
+    answer = asyncio.run(run_query(config, NATIONAL, query))
+    (privacy,) = answer.privacy
+    rho = float(privacy["rho_spent"])
+    assert privacy["aggregate"] == "telecom.trips" and math.isclose(rho, RHO, rel_tol=1e-6)
+    evil = EvilBroker(config)
+    for carrier in TELECOM:
+        report = asyncio.run(evil.call(carrier, "Budget", adapter_pb2.BudgetRequest()))
+        spent = {d.day: d.spent for d in report.days}
+        assert math.isclose(spent[day.isoformat()], rho) and math.isclose(spent[before.isoformat()], rho), spent
+        assert earlier.isoformat() not in spent, spent
+        mirrored = [
+            json.loads(line)
+            for line in (config.broker.audit_log.parent / "budget" / f"{carrier}.jsonl").read_text().splitlines()
+        ]
+        assert [before.isoformat(), day.isoformat()] in [entry["days"] for entry in mirrored], mirrored

@@ -254,7 +254,8 @@ def test_distributed_rho_against_an_independent_closed_form() -> None:
 
 
 def test_sigma_from_rho_and_sensitivity() -> None:
-    assert sensitivity_squared("telecom.trips", 4) == 30  # (k + √2)² < (k+1)(k+2): the next day's first trip
+    # k + 1 trips out of one cell (day t's k and day t + 1's first), one more admitted elsewhere: (k+1)² + 1.
+    assert sensitivity_squared("telecom.trips", 4) == 26
     assert sensitivity_squared("transport.trips", 4) == 16
     assert sensitivity_squared("health.cases", 4) == 3
     # σ² on the sum = Δ²/(2ρ); each of t parties adds a t-th of it.

@@ -3,8 +3,8 @@
 The contribution bounds (a person's first ``max_trips_per_day`` trips or tickets of a day; a case once per person,
 status and day) are the same ``row_number()`` over the same partitions and orders as in DuckDB.
 Differences from DuckDB, and why each is equivalent: ``DISTINCT ON (...) ORDER BY ... DESC`` picks the last event
-of a (subscriber, day) where DuckDB uses ``QUALIFY row_number() = 1``, and the last event before the window where
-DuckDB takes a struct ``max``: both order by ``(ts, cell_id)``. The domain is ``unnest(...) WITH ORDINALITY``.
+of a (subscriber, day) where DuckDB uses ``QUALIFY row_number() = 1``: both order by ``(ts, cell_id)``. The
+domain is ``unnest(...) WITH ORDINALITY``.
 Parameters are bound by psycopg on the client (COPY takes no server-side parameters); every value is typed.
 The mobility cohorts (arrivals, exposure) are DuckDB's statements with psycopg's markers, ``DISTINCT ON`` for
 the last events and the shared stays relation (:mod:`adapters.aggregates.stays`, standard SQL) as it is.
@@ -90,28 +90,23 @@ JOIN domain_index AS dom ON dom.district = subscribers.home_district
 GROUP BY 1
 """
 
+# adapters.aggregates.telecom's trips: the lag() over the window's events and the day before it, a trip only
+# where the predecessor is on the later event's day or the day before.
 _TELECOM_TRIPS = f"""
 WITH {_OD},
-before_window AS (
-    SELECT DISTINCT ON (subscriber_id) subscriber_id, ts, cell_id
-    FROM signalling WHERE ts < %(start_ts)s
-    ORDER BY subscriber_id, ts DESC, cell_id DESC
-),
-events AS (
-    SELECT subscriber_id, ts, cell_id FROM signalling WHERE ts >= %(start_ts)s AND ts < %(end_excl_ts)s
-    UNION ALL
-    SELECT subscriber_id, ts, cell_id FROM before_window
-),
 pairs AS (
-    SELECT events.subscriber_id, events.ts, events.cell_id, cells.district,
-           lag(cells.district) OVER (PARTITION BY events.subscriber_id ORDER BY events.ts, events.cell_id) AS origin
-    FROM events LEFT JOIN cells USING (cell_id)
+    SELECT signalling.subscriber_id, signalling.ts, signalling.cell_id, cells.district,
+           lag(cells.district) OVER earlier AS origin, lag(signalling.ts) OVER earlier AS origin_ts
+    FROM signalling LEFT JOIN cells USING (cell_id)
+    WHERE signalling.ts >= %(before_ts)s AND signalling.ts < %(end_excl_ts)s
+    WINDOW earlier AS (PARTITION BY signalling.subscriber_id ORDER BY signalling.ts, signalling.cell_id)
 ),
 numbered AS (
     SELECT origin, district,
            row_number() OVER (PARTITION BY subscriber_id, ts::date ORDER BY ts, cell_id) AS nth
     FROM pairs
     WHERE ts >= %(start_ts)s AND origin IS NOT NULL AND district IS NOT NULL AND origin <> district
+      AND origin_ts >= ts::date - INTERVAL '1 day'
 )
 SELECT o.idx * %(n)s + d.idx AS pos, count(*)::bigint AS n
 FROM numbered
@@ -314,7 +309,12 @@ def telecom_trips(
     frame: ODFrame | None = None,
 ) -> npt.NDArray[np.uint64]:
     frame = frame or od_frame(None, np.ones(len(domain), dtype=np.bool_))
-    values = {**_base(domain, start, end), **od_params(domain, frame), "max_trips": int(max_trips_per_day)}
+    values = {
+        **_base(domain, start, end),
+        **od_params(domain, frame),
+        "max_trips": int(max_trips_per_day),
+        "before_ts": dt.datetime.combine(start - dt.timedelta(days=1), dt.time()),
+    }
     return store.counts(_TELECOM_TRIPS, values, frame.cells)
 
 

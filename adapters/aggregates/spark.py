@@ -2,8 +2,7 @@
 
 The contribution bounds are the DuckDB statements' ``row_number()`` over the same partitions and orders. Spark
 has no QUALIFY: the last event of a (subscriber, day) is ``row_number() = 1`` in a subquery, over the same
-``(ts DESC, cell_id DESC)`` order; the last event before the window is ``max(struct(ts, cell_id))``, which Spark
-orders field by field like DuckDB. The domain is ``posexplode`` of an array literal. Values are rendered into
+``(ts DESC, cell_id DESC)`` order. The domain is ``posexplode`` of an array literal. Values are rendered into
 the statement by :func:`literal` (integers, dates and timestamps, and strings the request check already
 restricted to digits or a fixed mode name), so a statement is also readable in Spark's own logs. The mobility
 cohorts (arrivals, exposure) are DuckDB's statements with ``date_sub`` for the day before and the shared stays
@@ -154,28 +153,24 @@ def telecom_trips(
     frame = frame or od_frame(None, np.ones(len(domain), dtype=np.bool_))
     n = frame.columns
     start_ts, end_excl_ts = _window(start, end)
+    before_ts = literal(dt.datetime.combine(start - dt.timedelta(days=1), dt.time()))
+    # adapters.aggregates.telecom's trips: the lag() over the window's events and the day before it, a trip only
+    # where the predecessor is on the later event's day or the day before.
     sql = f"""
     WITH {_od_cte(domain, frame)},
-    before_window AS (
-        SELECT subscriber_id, max(struct(ts, cell_id)) AS last
-        FROM signalling WHERE ts < {start_ts} GROUP BY subscriber_id
-    ),
-    events AS (
-        SELECT subscriber_id, ts, cell_id FROM signalling WHERE ts >= {start_ts} AND ts < {end_excl_ts}
-        UNION ALL
-        SELECT subscriber_id, last.ts, last.cell_id FROM before_window
-    ),
     pairs AS (
-        SELECT events.subscriber_id, events.ts, events.cell_id, cells.district,
-               lag(cells.district) OVER (PARTITION BY events.subscriber_id
-                                         ORDER BY events.ts, events.cell_id) AS origin
-        FROM events LEFT JOIN cells ON cells.cell_id = events.cell_id
+        SELECT signalling.subscriber_id, signalling.ts, signalling.cell_id, cells.district,
+               lag(cells.district) OVER earlier AS origin, lag(signalling.ts) OVER earlier AS origin_ts
+        FROM signalling LEFT JOIN cells ON cells.cell_id = signalling.cell_id
+        WHERE signalling.ts >= {before_ts} AND signalling.ts < {end_excl_ts}
+        WINDOW earlier AS (PARTITION BY signalling.subscriber_id ORDER BY signalling.ts, signalling.cell_id)
     ),
     numbered AS (
         SELECT origin, district,
                row_number() OVER (PARTITION BY subscriber_id, CAST(ts AS DATE) ORDER BY ts, cell_id) AS nth
         FROM pairs
         WHERE ts >= {start_ts} AND origin IS NOT NULL AND district IS NOT NULL AND origin <> district
+          AND origin_ts >= CAST(date_sub(CAST(ts AS DATE), 1) AS TIMESTAMP)
     )
     SELECT o.idx * {n} + d.idx AS pos, count(*) AS n
     FROM numbered

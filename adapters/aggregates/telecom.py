@@ -50,32 +50,29 @@ JOIN domain_index AS dom ON dom.district = subscribers.home_district
 GROUP BY ALL
 """
 
-# Trips need each in-window event's true predecessor, which may lie before the window. Instead of sorting the
-# whole history, take each subscriber's last event before the window (a hash aggregate) plus the window's
-# events, and run the lag() window over that much smaller set; only events with ts < end + 1 day are read.
-# The contribution bound ranks a subscriber's trips of a day among all their trips between listed cells, before
-# the domain is applied, so the bound (and the daily partials built from it) does not depend on the domain.
+# A trip's origin is its later event's predecessor, and only a predecessor on the later event's day or the day
+# before makes a trip (docs/protocol.md, "Definitions"): so the window's events plus the day before it are all
+# a trip of the window can depend on, and that day is charged with the window (accounting.charged_window). The
+# lag() runs over exactly those events: an in-window event whose true predecessor is older than the day before
+# the window gets no predecessor here, which is the same answer (no trip), and a predecessor two or more days
+# back inside the window is dropped by the origin_ts test. The contribution bound ranks a subscriber's trips of
+# a day among all their trips between listed cells, before the domain is applied, so the bound (and the daily
+# partials built from it) does not depend on the domain.
 _TRIPS = f"""
 WITH {OD_CTE},
-before_window AS (
-    SELECT subscriber_id, max({{'ts': ts, 'cell_id': cell_id}}) AS last
-    FROM signalling WHERE ts < $start_ts GROUP BY subscriber_id
-),
-events AS (
-    SELECT subscriber_id, ts, cell_id FROM signalling WHERE ts >= $start_ts AND ts < $end_excl_ts
-    UNION ALL
-    SELECT subscriber_id, last.ts, last.cell_id FROM before_window
-),
 pairs AS (
-    SELECT events.subscriber_id, events.ts, events.cell_id, cells.district,
-           lag(cells.district) OVER (PARTITION BY events.subscriber_id ORDER BY events.ts, events.cell_id) AS origin
-    FROM events LEFT JOIN cells USING (cell_id)
+    SELECT signalling.subscriber_id, signalling.ts, signalling.cell_id, cells.district,
+           lag(cells.district) OVER earlier AS origin, lag(signalling.ts) OVER earlier AS origin_ts
+    FROM signalling LEFT JOIN cells USING (cell_id)
+    WHERE signalling.ts >= $before_ts AND signalling.ts < $end_excl_ts
+    WINDOW earlier AS (PARTITION BY signalling.subscriber_id ORDER BY signalling.ts, signalling.cell_id)
 ),
 numbered AS (
     SELECT origin, district,
            row_number() OVER (PARTITION BY subscriber_id, CAST(ts AS DATE) ORDER BY ts, cell_id) AS nth
     FROM pairs
     WHERE ts >= $start_ts AND origin IS NOT NULL AND district IS NOT NULL AND origin <> district
+      AND origin_ts >= CAST(ts AS DATE) - INTERVAL 1 DAY
 )
 SELECT o.idx::BIGINT * $n + d.idx AS pos, count(*)::UBIGINT AS n
 FROM numbered
@@ -117,12 +114,18 @@ def trips(
     provincial layout's ``frame`` places them, :func:`federation.catalog.aggregates.od_frame`).
 
     Consecutive events (by ``(ts, cell_id)``, over the subscriber's whole history) in different districts are one
-    trip, dated by the later event's day; the earlier event may lie before the window. Contribution bound (the
+    trip, dated by the later event's day, when the earlier event is on that day or the day before (which may be
+    the day before the window); an earlier event two or more days back makes no trip. Contribution bound (the
     privacy unit is a person-day): only a subscriber's first ``max_trips_per_day`` trips of each day, by the
     later event's ``(ts, cell_id)`` among all their trips between listed cells (inside the domain or not), count.
     """
     frame = frame or od_frame(None, np.ones(len(domain), dtype=np.bool_))
-    params = {**od_params(domain, frame), "max_trips": max_trips_per_day, **window_params(start, end)}
+    params = {
+        **od_params(domain, frame),
+        "max_trips": max_trips_per_day,
+        "before_ts": dt.datetime.combine(start - dt.timedelta(days=1), dt.time()),
+        **window_params(start, end),
+    }
     return count_vector(con, _TRIPS, params, frame.cells)
 
 

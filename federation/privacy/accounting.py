@@ -7,7 +7,7 @@ Neighbouring stores differ in everything one person contributes to one day's cel
 |---|---|---|
 | telecom.presence, telecom.roamers | one last event per person-day | 1 |
 | telecom.residents (window-free) | one home district per person | 1 |
-| telecom.trips | at most ``max_trips_per_day`` (k) trips per person-day | (k+1)(k+2) |
+| telecom.trips | at most ``max_trips_per_day`` (k) trips per person-day; origin that day or the day before | (k+1)²+1 |
 | transport.trips | at most k tickets per person-day | k² |
 | telecom.arrivals | a person once per district in the window | 1 |
 | telecom.exposure | a person in one district (their last event of the last day) | 2 |
@@ -15,16 +15,23 @@ Neighbouring stores differ in everything one person contributes to one day's cel
 | health.confirmed_daily | a person once per day | 1 |
 | health.clusters | as confirmed_daily; one person's case is in a cluster's count for 14 days | 14 |
 
-Why: removing one person's events of day t takes away at most k counted telecom trips of day t (L2 at most k)
-and changes the first trip of their next day with events (its origin was day t's last event): one trip moves to
-another cell, appears or disappears, and the day's bound then admits or drops one more, so at most two cells
-change by one (L2 at most √2); Δ₂ ≤ k + √2, and (k + √2)² < (k+1)(k+2). Arrivals count (person, district)
-pairs: without day t, the district of day t may lose its arrival and the district of day t + 1 may gain one,
-but only when it is the same district, so one cell changes by one. Exposure counts a person only in the
-district of their last event of the window's last day, once as present and once as exposed.
+Why: a telecom trip of day d is a pair of consecutive events whose earlier one is on day d or d − 1. Removing
+one person's events of day t changes that person's trips of day t and day t + 1 only: day t loses all its
+counted trips (at most k, possibly all in one cell); on day t + 1 the first pair's earlier event becomes one of
+day t − 1 or before, which is no trip, so day t + 1 can lose its first trip and the day's bound then admits its
+(k+1)-th (−1 in one cell, +1 in another); a later day d ≥ t + 2 whose first event followed day t's last had no
+trip from that pair before (two days back) and has none after. So at most k + 1 trips are removed, in the worst
+case all from one cell, and one is added elsewhere: Δ₂² = (k+1)² + 1, below the (k+1)(k+2) this module used
+when a trip's origin could be any earlier day. The same holds for a provincial layout, whose cells are sums of
+disjoint sets of whole-domain cells. Transport tickets are dated by their own departure and read nothing else:
+at most k tickets of day t, Δ₂² = k². Arrivals count (person, district) pairs: without day t, the district of
+day t may lose its arrival and the district of day t + 1 may gain one, but only when it is the same district,
+so one cell changes by one. Exposure counts a person only in the district of their last event of the window's
+last day, once as present and once as exposed.
 
-Days charged: the data days of the window; arrivals also read the day before the window (an arrival on the
-first day needs it), so they charge it too (:func:`charged_window`).
+Days charged: the data days of the window; arrivals and telecom trips also read the day before the window (an
+arrival on the first day needs that day's presence, a trip of the first day may start on it), so they charge it
+too (:func:`charged_window`). Nothing older: a person-day before that changes no trip or arrival of the window.
 
 Each of the t-or-more surviving agencies adds N_Z(0, σ²/t) to every cell, with σ² = Δ₂²/(2ρ) (an exact
 fraction). For one party the discrete Gaussian is exactly Δ₂²/(2σ²)-zCDP (Canonne, Kamath, Steinke 2020,
@@ -81,13 +88,13 @@ _SENSITIVITY_SQUARED = {
 #: The most decimal places a round's ρ may have (parse_rho).
 _MAX_RHO_DECIMALS = 6
 #: Aggregates whose vector also depends on the day before the window, which a release therefore charges.
-_READS_DAY_BEFORE = frozenset({"telecom.arrivals"})
+_READS_DAY_BEFORE = frozenset({"telecom.arrivals", "telecom.trips"})
 
 
 def sensitivity_squared(aggregate: str, max_trips_per_day: int) -> int:
     """Δ₂² of one person-day in ``aggregate``'s vector (see the module table)."""
     if aggregate == "telecom.trips":
-        return (max_trips_per_day + 1) * (max_trips_per_day + 2)
+        return (max_trips_per_day + 1) ** 2 + 1
     if aggregate == "transport.trips":
         return max_trips_per_day * max_trips_per_day
     try:
