@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from adapters.policy import Approval
 from federation.errors import ResourceExhausted, RoundAborted, RoundReplayed, UnknownRound
+from federation.privacy.release import ReleaseCost
 from federation.secagg import AdapterRound
 
 
@@ -18,6 +20,7 @@ class LiveRound:
     round_id: bytes
     state: AdapterRound
     approval: Approval
+    cost: ReleaseCost  # what the round charges when its masked input leaves (reserved until then)
     expires_at: float
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -29,9 +32,19 @@ class RoundTable:
     query nonces is kept for ``replay_memory_s`` (longer than a signed query's validity, so a replay of a
     query that could still pass the freshness check is always caught). At most ``max_live`` rounds are live
     or opening at once (each holds the node's vector); the broker frees abandoned ones with :meth:`abort`.
+    ``on_drop(round_id)`` is called whenever a live round leaves the table (closed, aborted or expired), so the
+    node can release what the round held (its budget reservation).
     """
 
-    def __init__(self, *, ttl_s: float = 300.0, replay_memory_s: float = 3600.0, max_live: int = 16) -> None:
+    def __init__(
+        self,
+        *,
+        ttl_s: float = 300.0,
+        replay_memory_s: float = 3600.0,
+        max_live: int = 16,
+        on_drop: Callable[[bytes], None] = lambda _round_id: None,
+    ) -> None:
+        self._on_drop = on_drop
         self._ttl_s = ttl_s
         self._replay_memory_s = replay_memory_s
         self._max_live = max_live
@@ -68,13 +81,14 @@ class RoundTable:
         self._opening.discard(round_id)
         self._aborted.discard(round_id)
 
-    def activate(self, round_id: bytes, state: AdapterRound, approval: Approval) -> LiveRound:
+    def activate(self, round_id: bytes, state: AdapterRound, approval: Approval, cost: ReleaseCost) -> LiveRound:
         """Make a reserved round live, with its TTL starting now; RoundAborted if it was aborted meanwhile."""
         self._opening.discard(round_id)
         if round_id in self._aborted:
             self._aborted.discard(round_id)
             raise RoundAborted(f"round {round_id.hex()} was aborted by the broker while it was opening")
-        live = LiveRound(round_id=round_id, state=state, approval=approval, expires_at=time.monotonic() + self._ttl_s)
+        expires_at = time.monotonic() + self._ttl_s
+        live = LiveRound(round_id=round_id, state=state, approval=approval, cost=cost, expires_at=expires_at)
         self._live[round_id] = live
         return live
 
@@ -89,14 +103,18 @@ class RoundTable:
         return live
 
     def close(self, round_id: bytes) -> None:
-        self._live.pop(round_id, None)
+        if self._live.pop(round_id, None) is not None:
+            self._on_drop(round_id)
 
     def abort(self, round_id: bytes) -> bool:
         """Drop a live or opening round at once; True if there was one. Its id stays used."""
         if round_id in self._opening:
             self._aborted.add(round_id)
             return True
-        return self._live.pop(round_id, None) is not None
+        if self._live.pop(round_id, None) is None:
+            return False
+        self._on_drop(round_id)
+        return True
 
     def __len__(self) -> int:
         return len(self._live)
@@ -104,6 +122,7 @@ class RoundTable:
     def _sweep(self, now: float) -> None:
         for rid in [r for r, live in self._live.items() if live.expires_at < now]:
             del self._live[rid]
+            self._on_drop(rid)
         horizon = now - self._replay_memory_s
         for rid in [r for r, seen in self._seen_ids.items() if seen < horizon]:
             del self._seen_ids[rid]

@@ -65,7 +65,10 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         self._identity = identity
         self._registry = registry
         self._audit = audit
-        self._rounds = RoundTable(ttl_s=round_ttl_s, max_live=node.limits.max_live_rounds)
+        privacy = node.policy.privacy
+        self._ledger = BudgetLedger(ledger_path(node), owner=node.id, rho_per_day=privacy.rho_per_day)
+        # A round that leaves the table before its masked input left gives its budget reservation back.
+        self._rounds = RoundTable(ttl_s=round_ttl_s, max_live=node.limits.max_live_rounds, on_drop=self._ledger.release)
         self._verifier = Roster.from_files(federation.certificates(), ca=federation.ca, crl=federation.crl)
         self._stages = stage_hooks  # a no-op except under the fault harness
         #: host:port of this node's Prometheus endpoint once serving ("" when off), for Status.
@@ -74,8 +77,6 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         # FEDBROKER_PARTIALS=off makes every round scan the raw tables (benchmarks compare the two paths; an
         # operator who suspects a partial can rule it out without touching the store).
         self._use_partials = os.environ.get(PARTIALS_ENV, "on") != "off"
-        privacy = node.policy.privacy
-        self._ledger = BudgetLedger(ledger_path(node), owner=node.id, rho_per_day=privacy.rho_per_day)
         # Exact-sum agencies unmask one survivor set per aggregate spec (federation/privacy/survivors.py).
         exact_once = not privacy.noisy and privacy.one_survivor_set
         self._survivors = SurvivorMemory(survivors_path(node), owner=node.id) if exact_once else None
@@ -161,6 +162,9 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         self._rounds.reserve(request.round_id, approval)
         try:
             live, record = await self._open(request, approval, cost, peer)
+        except BaseException:
+            self._ledger.release(request.round_id)  # the round never went live: nothing of it can leave
+            raise
         finally:
             self._rounds.release(request.round_id)
         async with live.lock:
@@ -172,12 +176,12 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
     async def _open(
         self, request: adapter_pb2.OpenRequest, approval: Approval, cost: ReleaseCost, peer: str
     ) -> tuple[LiveRound, dict[str, Any]]:
-        """Charge the budget, audit the approval, compute x_u plus noise off the event loop, make the round live."""
+        """Reserve the budget, audit the approval, compute x_u plus noise off the event loop, make the round live."""
         query = approval.query
         if cost.noisy:
-            # Charged at Open, before anything is computed: an aborted round has spent its budget too, so no
-            # sequence of aborts and retries ever releases more than the ledger shows.
-            await asyncio.to_thread(self._ledger.charge, request.round_id, approval.plan.aggregate, cost.days, cost.rho)
+            # Reserved at Open, charged when the masked input leaves (MaskedInput): a broker that opens rounds
+            # and never finishes them spends nothing, and rounds in progress together never exceed the cap.
+            self._ledger.reserve(request.round_id, cost.days, cost.rho)
         # The approval's record is written while the aggregate is computed; both finish before the node answers.
         # It is fsynced with MaskedInput's record, before anything derived from the data leaves the node (Open
         # releases only public keys).
@@ -217,7 +221,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
             signer=self._identity.sign,
             verifier=self._verifier,
         )
-        return self._rounds.activate(request.round_id, state, approval), record
+        return self._rounds.activate(request.round_id, state, approval, cost), record
 
     @rpc_errors()
     async def ShareKeys(
@@ -254,6 +258,13 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
         survivors = list(request.survivors)
         async with live.lock:
             masked = await asyncio.to_thread(live.state.masked_input, survivors, shares_from_pb(request.shares))
+        cost = live.cost
+        if cost.noisy:
+            # The first data-derived output of the round: charged (fsynced) before it leaves, and spent from
+            # then on whether or not Unmask follows, since the other survivors' shares can unmask it alone.
+            await asyncio.to_thread(
+                self._ledger.charge, request.round_id, live.approval.plan.aggregate, cost.days, cost.rho
+            )
         record = await self._audit.append_async(
             "round.masked-input",
             peer=peer,
@@ -261,6 +272,7 @@ class AdapterService(adapter_pb2_grpc.AgencyAdapterServicer):
             round=request.round_id.hex(),
             u2=sorted(survivors),
             cells=int(masked.size),
+            rho=cost.rho,
         )
         yield adapter_pb2.MaskedInputChunk(
             header=adapter_pb2.MaskedInputHeader(

@@ -1,7 +1,11 @@
 """The broker's side of the privacy budget: the mirror of every agency's ledger, σ and ρ of each round.
 
-The broker charges each noisy agency's mirror for every round it invites the agency to, so it refuses a query
-early when fewer than t agencies could still afford a round; each agency still enforces its own ledger.
+The broker mirrors each noisy agency's ledger the way the agency keeps it (docs/protocol.md, "Noise, the budget
+and audit heads"): it reserves a round's cost on every agency it invites, refusing a query early when fewer than
+t agencies could still afford it, and charges an agency once that agency's masked input has arrived (the agency
+charged itself just before sending it); the reservations of the others are released when the round ends. Each
+agency still enforces its own ledger: an agency whose masked input left but never arrived is charged there and
+not here, so the mirror may under-count, and the agency's refusal then corrects the broker.
 
 ρ of a round: ``broker.privacy.rho_per_round``, lowered for an aggregate whose noise would otherwise be finer
 than σ²/t = :data:`MIN_PARTY_VARIANCE` per agency. Below that the sum of t discrete Gaussians is charged far more
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -99,9 +103,10 @@ class BudgetMirror:
         }
         return RoundBudget(aggregate, rho_text, costs)
 
-    def charge(self, round_name: str, round_id: bytes, aggregate: str, budget: RoundBudget, threshold: int) -> None:
-        """Charge every participant that can afford the round; :class:`BudgetExhausted` (naming the agencies,
-        days and what is left) if fewer than t can."""
+    def reserve(self, round_name: str, round_id: bytes, budget: RoundBudget, threshold: int) -> None:
+        """Reserve the round's cost on every participant that can afford it (``round_id`` is the mirror's own
+        handle for the round); :class:`BudgetExhausted` (naming the agencies, days and what is left) if fewer than
+        t can, with nothing reserved."""
         short: list[str] = []
         for node_id, cost in budget.costs.items():
             if not cost.noisy:
@@ -118,7 +123,19 @@ class BudgetMirror:
             )
         for node_id, cost in budget.costs.items():
             if cost.noisy and not any(m.startswith(f"{node_id} ") for m in short):
-                self._ledgers[node_id].charge(round_id, aggregate, cost.days, cost.rho)
+                self._ledgers[node_id].reserve(round_id, cost.days, cost.rho)
+
+    def settle(self, round_id: bytes, budget: RoundBudget, sent: Collection[str]) -> None:
+        """The round ended: charge the agencies whose masked input arrived (``sent``), release the others."""
+        for node_id, cost in budget.costs.items():
+            if not cost.noisy:
+                continue
+            ledger = self._ledgers[node_id]
+            if node_id in sent:
+                # Recorded as the agency recorded it, even where this copy thought the agency could not afford it.
+                ledger.charge(round_id, budget.aggregate, cost.days, cost.rho, enforce=False)
+            else:
+                ledger.release(round_id)
 
     def sigma(self, budget: RoundBudget, contributors: Sequence[str]) -> float:
         """Upper bound on the standard deviation of each cell of the sum over ``contributors``."""

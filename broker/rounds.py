@@ -77,6 +77,7 @@ class _Stage:
             self.peer_heads[node_id] = (int(head.seq), str(head.hash))
 
     unreachable: set[str] = field(default_factory=set)  # dropped for a timeout or a broken connection
+    masked_sent: set[str] = field(default_factory=set)  # whose masked-input header arrived
 
     def timeout(self) -> float:
         remaining = self.deadline - time.monotonic()
@@ -166,12 +167,14 @@ async def run_round(
     stage_timeout_s: float = 60.0,
     progress: ProgressFn | None = None,
     audit_head: Callable[[], common_pb2.AuditHead] | None = None,
+    masked_sent: set[str] | None = None,
 ) -> RoundOutcome:
     """Run one round; return the sum over the surviving contributors, or raise RoundAborted naming the stage.
 
     However the round ends (success, abort, a failure, the query cancelled), every participant that did not
     close it with its Unmask answer is sent ``Abort`` at once, so no adapter keeps the round's state (its
-    vector) until the TTL."""
+    vector) until the TTL. ``masked_sent`` (when given) is filled with every participant whose masked-input
+    header arrived, however the round ends: each of them charged its budget for the round before sending it."""
     round_id = secrets.token_bytes(16)
     # Who may hold the round's state: every participant until Open has answered, then those that opened,
     # less those that closed it by answering Unmask.
@@ -179,6 +182,8 @@ async def run_round(
     outcome = "failed"
     try:
         stage = _Stage(name, deadline, stage_timeout_s, progress or (lambda *_: None))
+        if masked_sent is not None:
+            stage.masked_sent = masked_sent
         if audit_head is not None:
             stage.broker_head = audit_head
         result = await _run_stages(stage, spec, query, peers, threshold, verifier, round_id, holding)
@@ -344,6 +349,7 @@ async def _collect_masked(
                         if header is not None:
                             raise VectorMismatch(f"{peer.node_id} sent a second header in its masked-input stream")
                         header = message.header
+                        stage.masked_sent.add(peer.node_id)
                         stage.saw(peer.node_id, header.head)
                         if header.length != length or header.round_id != round_id:
                             raise VectorMismatch(

@@ -303,8 +303,10 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             params=dict(plan.params),
             rho=budget.rho_text,
         )
-        self._budget.charge(plan.name, secrets.token_bytes(16), plan.aggregate, budget, threshold)
+        mirror_handle = secrets.token_bytes(16)
+        self._budget.reserve(plan.name, mirror_handle, budget, threshold)
         self._round_budgets[query_nonce(signed), plan.name] = budget
+        sent: set[str] = set()  # whose masked input arrived, so whose own ledger charged the round
         self._rounds_running += 1
         try:
             outcome = await run_round(
@@ -318,9 +320,11 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                 stage_timeout_s=self._federation.broker.stage_timeout_s,
                 progress=progress,
                 audit_head=self._audit_head,
+                masked_sent=sent,
             )
         finally:
             self._rounds_running -= 1
+            self._budget.settle(mirror_handle, budget, sent)
         await self._audit.append_async(
             "round.summed",
             peer_heads=[f"{node}:{seq}:{digest}" for node, (seq, digest) in sorted(outcome.peer_heads.items())],

@@ -3,8 +3,8 @@
 Every importation-risk query needs telecom.residents, which has no window: without reuse each query ran a fresh
 round and charged the one ledger key it has, so about twenty queries exhausted it for good. Now the broker keeps
 the released (noisy) sum per period (the calendar month of the signed query's end) and reuses it, also after a
-restart; every agency still charges its own ledger per period for every round it is asked to join, so a broker
-that does not reuse pays again and is refused once the period's budget is spent.
+restart; every agency still charges its own ledger per period for every round it sends its masked input to, so a
+broker that does not reuse pays again and is refused once the period's budget is spent.
 """
 
 from __future__ import annotations
@@ -77,22 +77,22 @@ def test_residents_are_released_once_per_period_and_reused_across_a_broker_resta
     assert _residents(third)["rho_spent"] == 0.0  # the kept release survived the restart
     assert all(len(_window_free_charges(federation, n)) == 1 for n in ("telecom-a", "telecom-b", "telecom-c"))
 
-    # A broker that does not reuse: each agency charges every residents round of the period it joins, and
-    # refuses the one that would take the period over its budget.
+    # A broker that does not reuse: each agency charges every residents round of the period it contributes to,
+    # and refuses the one that would take the period over its budget.
     evil = EvilBroker(federation.config)
 
-    def open_residents() -> None:
+    def residents_round() -> tuple[common_pb2.SignedQuery, common_pb2.VectorSpec]:
         query = new_query("importation-risk", start=None, end=end, params={"window_days": "7"}, coordinator=NATIONAL)
         plan = kind("importation-risk").rounds(query, evil.registry, Scope())[1]
         assert plan.aggregate == "telecom.residents"
         spec = common_pb2.VectorSpec(
             aggregate=plan.aggregate, length=plan.length, registry_hash=evil.registry.hash, rho=repr(RHO)
         )
-        asyncio.run(evil.open_all(secrets.token_bytes(16), sign_query(evil.coordinator, query), spec))
+        return sign_query(evil.coordinator, query), spec
 
-    open_residents()
+    evil.drive_round(*residents_round())
     assert all(len(_window_free_charges(federation, n)) == 2 for n in ("telecom-a", "telecom-b", "telecom-c"))
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        open_residents()
+        asyncio.run(evil.open_all(secrets.token_bytes(16), *residents_round()))
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert f"window-free:{period}" in (refused.value.details() or "")
