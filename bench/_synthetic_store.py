@@ -86,7 +86,7 @@ def write_store(path: Path, events: int, seed: int = 6) -> None:
         _insert(
             con,
             "subscribers",
-            "subscriber_id, home_district",
+            "subscriber_id, home_district, NULL::VARCHAR AS msisdn",  # no phone numbers: not an itinerary bench
             {"subscriber_id": np.arange(1, subscribers + 1, dtype=np.int64), "home_district": codes[home]},
         )
         _insert(
