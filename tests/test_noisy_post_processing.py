@@ -198,3 +198,105 @@ def test_noisy_indices_and_shares_are_rounded_to_what_their_noise_supports() -> 
     assert all(0.05 < float(risk.index_sigma[d]) < 1 for d in range(10, 20))
     shares = result.table("top_origins").rows
     assert shares and all(round(float(str(s[4])), 2) == float(str(s[4])) for s in shares)
+
+
+def noisy(values: NDArray[np.integer], sigma: float, seed: int) -> NDArray[np.uint64]:
+    """``values`` plus rounded normal noise of σ (a fixed seed), on the wire."""
+    rng = np.random.default_rng(seed)
+    return wire(np.asarray(values, dtype=np.int64) + np.rint(rng.normal(0, sigma, np.shape(values))).astype(np.int64))
+
+
+def numbers(columns: tuple[str, ...], row: tuple[object, ...]) -> dict[str, float]:
+    """A result row's numeric cells by column, NaN for a withheld (None) or text cell."""
+    return {c: float(v) if isinstance(v, (int, float)) else math.nan for c, v in zip(columns, row, strict=True)}
+
+
+def step_of(sigma: float) -> float:
+    """The power of ten at or below σ: what a released value with that noise is rounded to."""
+    return 10.0 ** math.floor(math.log10(sigma))
+
+
+def test_trend_releases_counts_and_rt_to_what_their_noise_supports() -> None:
+    from federation.catalog import new_query
+    from federation.epi.rt import estimate_rt
+
+    days, start = 40, dt.date(2020, 1, 1)
+    rise = np.minimum(np.rint(4 * 1.15 ** np.arange(days)), 60).astype(np.int64)
+    daily = np.zeros((N, days, 2), dtype=np.int64)
+    hubei = np.flatnonzero(REGISTRY.codes // 10_000 == 42)
+    daily[hubei[:10], :, 0] = rise  # ten districts with the same local epidemic, two imported cases a day
+    daily[hubei[:10], :, 1] = 2
+    sigma = 2.0
+    query = new_query(
+        "trend", start=start, end=start + dt.timedelta(days=days - 1), params={"level": "province"}, coordinator="x"
+    )
+    release = Release(REGISTRY, {"confirmed": noisy(daily, sigma, 5)}, 15, 3, sigma={"confirmed": sigma})
+    result = kind("trend").build(query, release)
+    rows = [numbers(result.columns, row) for row in result.rows if row[0] == 42]
+    # Hubei sums 103 districts' cells: σ·√103 ≈ 20 per origin and day, so its counts are released in tens.
+    area_sigma = sigma * math.sqrt(len(hubei))
+    assert step_of(area_sigma) == 10
+    assert all(r[c] % 10 == 0 for r in rows for c in ("confirmed", "local", "imported") if not math.isnan(r[c]))
+    # R_t from the exact series lies inside the released interval (posterior and noise, 95 % each way) on at
+    # least 90 % of the days it is released (here 32 of 33; the posterior interval alone, without the noise of
+    # the 103 districts' cells, misses it on 6 of them).
+    exact = estimate_rt(
+        daily[hubei, :, 0].sum(axis=0)[None], daily[hubei, :, 1].sum(axis=0)[None], si_mean=4.7, si_sd=2.9
+    )
+    released = [(t, r) for t, r in enumerate(rows) if not math.isnan(r["r_mean"])]
+    assert len(released) >= 25
+    inside = [r["r_lower"] <= exact.mean[0, t] <= r["r_upper"] for t, r in released]
+    assert sum(inside) >= 0.9 * len(released)
+    # No digit below R_t's noise: σ_R falls from about 0.2 (tenths) on the first windows to 0.014 (hundredths).
+    assert all(round(r["r_mean"], 2) == r["r_mean"] for _, r in released)
+    assert round(released[0][1]["r_mean"], 1) == released[0][1]["r_mean"]
+
+
+def test_outflow_and_return_to_work_release_no_digit_below_their_noise() -> None:
+    from federation.catalog import new_query
+
+    end = dt.date(2020, 1, 23)
+    sigma = 5.0
+    arrivals = np.full(N, 200, dtype=np.int64)
+    cases = np.zeros((N, 3), dtype=np.int64)
+    cases[:, 0] = np.arange(N) % 40
+    outflow = new_query("outflow", start=None, end=end, params={"home": "4201", "level": "prefecture"}, coordinator="x")
+    sums = {"arrivals": noisy(arrivals, sigma, 8), "confirmed": noisy(cases, sigma, 9)}
+    result = kind("outflow").build(
+        outflow, Release(REGISTRY, sums, 15, 3, sigma={"arrivals": sigma, "confirmed": sigma})
+    )
+    prefectures = REGISTRY.codes // 100
+    for row in result.rows:
+        r = numbers(result.columns, row)
+        step = step_of(sigma * math.sqrt(int((prefectures == r["area"]).sum())))
+        assert r["arrivals"] % step == 0 and (math.isnan(r["confirmed"]) or r["confirmed"] % step == 0), r
+    assert any(step_of(sigma * math.sqrt(int((prefectures == row[0]).sum()))) == 10 for row in result.rows)
+
+    window, baseline_days = 7, 5
+    presence = np.full((N, window), 300, dtype=np.int64)
+    baseline = np.full((N, baseline_days), 400, dtype=np.int64)
+    trips = np.full((N, N), 3, dtype=np.int64)
+    empty = np.zeros((N, 3), dtype=np.int64)
+    rtw = new_query(
+        "return-to-work",
+        start=None,
+        end=end,
+        params={"baseline_start": "2020-01-01", "baseline_end": "2020-01-05", "cases_start": "2020-01-01"},
+        coordinator="x",
+    )
+    sums = {
+        "baseline": noisy(baseline, sigma, 10),
+        "presence": noisy(presence, sigma, 11),
+        "trips": noisy(trips, sigma, 12),
+        "new_cases": wire(empty),
+        "cumulative_cases": wire(empty),
+        "clusters": wire(np.zeros((N, 14), dtype=np.int64)),
+    }
+    noise = {"baseline": sigma, "presence": sigma, "trips": sigma}
+    result = kind("return-to-work").build(rtw, Release(REGISTRY, sums, 15, 3, sigma=noise))
+    for row in result.rows:
+        r = numbers(result.columns, row)
+        assert r["baseline"] % 1 == 0  # a median: one day's σ 5, units
+        assert round(r["presence"], 0) == r["presence"]  # a mean of 7 days: σ 1.9, units
+        assert r["inflow_from_low"] % 10 == 0  # every origin low: σ·√230 ≈ 76, tens
+        assert round(r["change_pct"], 0) == r["change_pct"]  # 100·√(σ_p² + σ_b²·(3/4)²)/400 ≈ 1.4 points

@@ -115,3 +115,22 @@ def round_supported(value: float, sigma: float) -> float:
     """``value`` rounded to :func:`supported_decimals` (σ): digits below its noise are not released."""
     decimals = supported_decimals(sigma)
     return value if decimals is None else float(round(value, decimals))
+
+
+def rounded_to_noise(
+    values: NDArray[np.integer] | NDArray[np.floating], sigmas: NDArray[np.floating] | float
+) -> NDArray[np.float64]:
+    """Elementwise :func:`round_supported`: each value rounded to the decimals its own σ supports (``sigmas``
+    broadcast against ``values``; σ = 0 or NaN leaves a value as computed), float64. A count with σ < 1 keeps its
+    units (it has no decimals to drop); with σ 3 units, with σ 40 tens."""
+    out = np.array(values, dtype=np.float64)
+    spread = np.broadcast_to(np.asarray(sigmas, dtype=np.float64), out.shape)
+    noisy = (spread > 0) & np.isfinite(spread) & np.isfinite(out)
+    # One rounding per distinct number of decimals, through the scalar rule, so both read the same power of ten.
+    places = np.zeros(out.shape, dtype=np.int64)
+    distinct, which = np.unique(spread[noisy], return_inverse=True)
+    places[noisy] = np.array([supported_decimals(s) for s in distinct.tolist()], dtype=np.int64)[which]
+    for decimals in np.unique(places[noisy]).tolist():
+        at = noisy & (places == decimals)
+        out[at] = np.round(out[at], decimals)
+    return out

@@ -23,7 +23,8 @@ they get expected, residual and flag (a fit over a withheld C would give it back
 The fit travels as the one-row table ``fit`` (``intercept, slope, r_squared, n, residual_sd, t_quantile,
 prediction_level``; numbers are None with fewer than three points). Rows are ordered by arrivals descending,
 then area code. A provincial coordinator gets, and the fit runs over, the destinations inside its province;
-the home region may lie anywhere.
+the home region may lie anywhere. Noisy sums: every per-destination value is rounded to what its noise
+supports and the fit runs on the rounded counts (docs/protocol.md, "Post-processing of noisy sums").
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from federation.catalog.base import (
     domain_counts,
     plan,
 )
-from federation.catalog.disclosure import released_count
+from federation.catalog.disclosure import released_count, rounded_to_noise
 from federation.catalog.result import Cell, QueryResult, Table
 from federation.errors import InvalidQuery
 from federation.queries import Query
@@ -66,7 +67,8 @@ class Areas:
     """Destination areas and their exact counts before suppression (one entry per area, ascending code).
 
     ``codes`` int64 district (6-digit) or prefecture (4-digit) codes; ``names``/``provinces`` their names;
-    ``arrivals`` and ``confirmed`` int64 sums over the area's districts outside the home region.
+    ``arrivals`` and ``confirmed`` int64 sums over the area's districts outside the home region, ``districts``
+    int64 how many districts each sums (a noisy area's count has its round's σ·√districts).
     """
 
     codes: NDArray[np.int64]
@@ -74,6 +76,7 @@ class Areas:
     provinces: tuple[str, ...]
     arrivals: NDArray[np.int64]
     confirmed: NDArray[np.int64]
+    districts: NDArray[np.int64]
 
 
 def outside_region(registry: Registry, home: str) -> NDArray[np.bool_]:
@@ -98,6 +101,7 @@ def destination_areas(
             provinces=tuple(registry.provinces[i] for i in at.tolist()),
             arrivals=arrivals[at],
             confirmed=confirmed[at],
+            districts=np.ones(at.shape[0], dtype=np.int64),
         )
     prefecture = registry.prefecture_codes.astype(np.int64)
     codes, first, inverse = np.unique(prefecture, return_index=True, return_inverse=True)
@@ -111,6 +115,7 @@ def destination_areas(
         provinces=tuple(registry.provinces[i] for i in first[keep].tolist()),
         arrivals=np.rint(a[keep]).astype(np.int64),
         confirmed=np.rint(c[keep]).astype(np.int64),
+        districts=np.bincount(inverse, weights=wanted, minlength=codes.shape[0])[keep].astype(np.int64),
     )
 
 
@@ -162,7 +167,15 @@ class Outflow(QueryKind):
     def build(self, query: Query, release: Release) -> QueryResult:
         mobility_k, cases_k = release.mobility_k, release.cases_k
         summed = self.exact_areas(query, release)  # areas summed over signed (noisy) district cells
-        areas = replace(summed, arrivals=released_count(summed.arrivals), confirmed=released_count(summed.confirmed))
+        # Each released count to the precision its noise supports (exact sums: as computed); the fit runs on the
+        # released counts, so that every value below follows from what the table shows.
+        districts = np.sqrt(summed.districts.astype(np.float64))
+        sigma_a, sigma_c = release.sigma_of("arrivals") * districts, release.sigma_of("confirmed") * districts
+        areas = replace(
+            summed,
+            arrivals=rounded_to_noise(released_count(summed.arrivals), sigma_a).astype(np.int64),
+            confirmed=rounded_to_noise(released_count(summed.confirmed), sigma_c).astype(np.int64),
+        )
         listed = areas.arrivals >= mobility_k
         dropped = int(((areas.arrivals > 0) & ~listed).sum())
         shown_cases = listed & ~((areas.confirmed > 0) & (areas.confirmed < cases_k))
@@ -173,10 +186,18 @@ class Outflow(QueryKind):
         residual = np.full(areas.codes.shape[0], np.nan)
         flag: list[str | None] = [None] * areas.codes.shape[0]
         if fit.fitted:
-            expected[fitted] = fit.expected
-            residual[fitted] = fit.standardised_residual
+            expected[fitted] = rounded_to_noise(fit.expected, sigma_c[fitted])
+            residual[fitted] = rounded_to_noise(
+                fit.standardised_residual, residual_sigma(areas, fitted, fit.residual_sd, sigma_c[fitted])
+            )
             for at, value in zip(fitted.tolist(), fit.flag, strict=True):
                 flag[at] = value
+        rate = np.divide(
+            10_000.0 * areas.confirmed, areas.arrivals, out=np.zeros(areas.codes.shape[0]), where=areas.arrivals > 0
+        )
+        safe = np.maximum(areas.arrivals, 1).astype(np.float64)
+        rate_sigma = 10_000.0 * np.sqrt(sigma_c**2 + (areas.confirmed / safe) ** 2 * sigma_a**2) / safe
+        rate = rounded_to_noise(rate, rate_sigma)
         order = np.flatnonzero(listed)
         order = order[np.lexsort((areas.codes[order], -areas.arrivals[order]))]
         rows: list[tuple[Cell, ...]] = []
@@ -190,7 +211,7 @@ class Outflow(QueryKind):
                     areas.provinces[i],
                     a,
                     c,
-                    None if c is None else 10_000 * c / a,
+                    None if c is None else float(rate[i]),
                     _number(expected[i]),
                     _number(residual[i]),
                     flag[i],
@@ -223,6 +244,19 @@ class Outflow(QueryKind):
             notes=notes,
             tables=(Table("fit", FIT_COLUMNS, [fit_row]),),
         )
+
+
+def residual_sigma(
+    areas: Areas, fitted: NDArray[np.intp], residual_sd: float, sigma_c: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """The noise of each fitted destination's standardised residual e/(s·√(1−h)), to first order in its own
+    count: log(1 + C) moves by σ_C/(1 + C) (float64, one per fitted destination; 0 with exact sums)."""
+    x = np.log1p(areas.arrivals[fitted].astype(np.float64))
+    leverage = 1.0 / x.shape[0] + (x - x.mean()) ** 2 / ((x - x.mean()) ** 2).sum()
+    scale = residual_sd * np.sqrt(np.maximum(1.0 - leverage, 0.0))
+    log_sigma = sigma_c / (1.0 + areas.confirmed[fitted])
+    spread: NDArray[np.float64] = np.divide(log_sigma, scale, out=np.zeros_like(log_sigma), where=scale > 0)
+    return spread
 
 
 def _number(value: float) -> float | None:

@@ -20,7 +20,8 @@ Disclosure (mobility k): ``baseline`` is released only where no baseline day's c
 ``presence`` likewise over the window days, ``change_pct`` only where both are released and baseline > 0; each
 inflow where it is 0 or at least k. Every withheld value is None and counted in ``suppressed``. Rows: every
 listed district (``--districts``, within the coordinator's province), in code order; the origins' tiers are
-not shown (a provincial coordinator's inflow counts every origin, inside its province or not).
+not shown (a provincial coordinator's inflow counts every origin, inside its province or not). Noisy sums: each
+value is rounded to what its noise supports (docs/protocol.md, "Post-processing of noisy sums").
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from federation.catalog.base import (
     domain_counts,
     plan,
 )
-from federation.catalog.disclosure import detected, released_count, small_cell_mask
+from federation.catalog.disclosure import detected, released_count, rounded_to_noise, small_cell_mask
 from federation.catalog.result import Cell, QueryResult
 from federation.epi.tiers import HIGH, LOW, MEDIUM, TIER_WINDOW_DAYS, risk_tiers
 from federation.errors import InvalidQuery
@@ -167,12 +168,25 @@ class ReturnToWork(QueryKind):
         baseline_days = domain_counts(release, plans["baseline"]).reshape(n, -1)
         window_days = domain_counts(release, plans["presence"]).reshape(n, -1)
         trips = domain_counts(release, plans["trips"]).reshape(n, n)
-        # Sums and medians over the signed noisy cells first, one clip at the end (docs/protocol.md).
-        inflow = released_count(inflow_by_tier(trips, self.origin_tiers(query, release)))
+        # Sums and medians over the signed noisy cells first, one clip at the end (docs/protocol.md), then each
+        # value rounded to what its noise supports: a median at most one day's σ, a mean of w days σ/√w, an
+        # inflow over the origins of a tier σ_F·√origins (exact sums: as computed).
+        tiers = self.origin_tiers(query, release)
+        sigma_day, sigma_trip = release.sigma_of("presence"), release.sigma_of("trips")
+        origins = np.array([(tiers == tier).sum() for tier in (HIGH, MEDIUM, LOW)], dtype=np.float64)
+        inflow = rounded_to_noise(
+            released_count(inflow_by_tier(trips, tiers)), sigma_trip * np.sqrt(origins)[None, :]
+        ).astype(np.int64)
         baseline = np.maximum(baseline_median(baseline_days), 0.0)
         presence = np.maximum(window_days.mean(axis=1), 0.0)
         baseline_days, window_days = released_count(baseline_days), released_count(window_days)
         change = change_pct(baseline, presence)
+        sigma_baseline, sigma_presence = release.sigma_of("baseline"), sigma_day / np.sqrt(window_days.shape[1])
+        safe = np.where(baseline > 0, baseline, 1.0)
+        change_sigma = 100.0 * np.sqrt(sigma_presence**2 + (presence / safe) ** 2 * sigma_baseline**2) / safe
+        change = rounded_to_noise(change, change_sigma)
+        baseline = rounded_to_noise(baseline, sigma_baseline)
+        presence = rounded_to_noise(presence, sigma_presence)
         listed = np.flatnonzero(self.district_mask(query, registry, release.scope))
         show_baseline: NDArray[np.bool_] = ~np.asarray(small_cell_mask(baseline_days, k).any(axis=1))
         show_presence: NDArray[np.bool_] = ~np.asarray(small_cell_mask(window_days, k).any(axis=1))

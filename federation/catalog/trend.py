@@ -24,13 +24,16 @@ peak_date, turning_point``.
 Disclosure: a count with 0 < count < cases-k is released as None (counted in ``suppressed``). R_t is released
 only where its window holds at least 12 cases (EpiEstim's advice, :data:`federation.epi.rt.MIN_WINDOW_CASES`),
 otherwise None (noted); growth, peak and turning point only for areas whose growth window (growth) or whole
-series (peak) holds at least 12 cases.
+series (peak) holds at least 12 cases. Noisy sums: counts and R_t are rounded to what their noise supports, and
+R_t's interval is widened by its noise (:func:`noisy_rt`; docs/protocol.md, "Post-processing of noisy sums").
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -46,10 +49,10 @@ from federation.catalog.base import (
     domain_counts,
     plan,
 )
-from federation.catalog.disclosure import released_count, small_cell_mask
+from federation.catalog.disclosure import released_count, rounded_to_noise, small_cell_mask
 from federation.catalog.result import Cell, QueryResult, Table
 from federation.epi.growth import fit_growth
-from federation.epi.rt import MIN_WINDOW_CASES, RtEstimate, estimate_rt
+from federation.epi.rt import MIN_WINDOW_CASES, RtEstimate, estimate_rt, noise_sd
 from federation.errors import InvalidQuery
 from federation.queries import Query
 from federation.registry import Registry
@@ -59,6 +62,7 @@ LEVELS = ("district", "prefecture", "province", "national")
 NATIONAL = 0  # the area code of the one national area
 PEAK_MEAN_DAYS = 7
 TURNING_RUN_DAYS = 7
+_Z_975 = NormalDist().inv_cdf(0.975)  # the 95 % interval's half-width in standard deviations
 NOT_REACHED = "not reached"
 COLUMNS = ("area", "name", "date", "confirmed", "local", "imported", "r_mean", "r_lower", "r_upper")
 AREA_COLUMNS = (
@@ -80,13 +84,15 @@ class AreaSeries:
     """Daily confirmed counts summed per area (exact, before suppression).
 
     ``codes`` int64 (areas,): area codes (6, 4 or 2 digits, or 0 for national); ``local`` and ``imported``
-    int64 (areas, days), day 0 = the query's start.
+    int64 (areas, days), day 0 = the query's start; ``districts`` int64 (areas,): how many districts' cells
+    each area sums (a noisy area-day count has σ·√districts per origin).
     """
 
     codes: NDArray[np.int64]
     names: tuple[str, ...]
     local: NDArray[np.int64]
     imported: NDArray[np.int64]
+    districts: NDArray[np.int64]
 
     @property
     def confirmed(self) -> NDArray[np.int64]:
@@ -180,9 +186,12 @@ class Trend(QueryKind):
         # Noisy cells are summed into areas signed, then each area-day is clipped once: Rt needs counts >= 0.
         local, imported = released_count(local), released_count(imported)
         has_cases = (local + imported).sum(axis=1) > 0
+        districts = np.bincount(index, minlength=codes.shape[0])[has_cases].astype(np.int64)
         codes, local, imported = codes[has_cases], local[has_cases], imported[has_cases]
         names = tuple(_area_name(registry, level, int(code)) for code in codes.tolist())
-        return AreaSeries(codes=codes.astype(np.int64), names=names, local=local, imported=imported)
+        return AreaSeries(
+            codes=codes.astype(np.int64), names=names, local=local, imported=imported, districts=districts
+        )
 
     def estimate(self, query: Query, series: AreaSeries) -> RtEstimate:
         values = self.values(query)
@@ -194,26 +203,32 @@ class Trend(QueryKind):
         values = self.values(query)
         k = release.cases_k
         series = self.area_series(query, release)
-        confirmed = series.confirmed
         estimate = self.estimate(query, series)
         released_rt = (estimate.window_cases >= MIN_WINDOW_CASES) & np.isfinite(estimate.mean)
-        upper = np.where(released_rt, estimate.upper, np.nan)
+        # Noisy sums: one origin's area-day count has σ·√districts; counts and R_t are released to what that
+        # supports, and R_t's interval widened by its noise (docs/protocol.md, "Post-processing of noisy sums").
+        day_sigma = release.sigma_of("confirmed") * np.sqrt(series.districts.astype(np.float64))
+        widened = noisy_rt(estimate, day_sigma, values)
+        upper = np.where(released_rt, widened.upper, np.nan)
+        local = rounded_to_noise(series.local, day_sigma[:, None]).astype(np.int64)
+        imported = rounded_to_noise(series.imported, day_sigma[:, None]).astype(np.int64)
+        confirmed = local + imported
 
         days = [query.start + timedelta(days=t) for t in range(query.window_days)]
         rows: list[tuple[Cell, ...]] = []
         suppressed = 0
         for a, (code, name) in enumerate(zip(series.codes.tolist(), series.names, strict=True)):
-            counts = np.stack([confirmed[a], series.local[a], series.imported[a]], axis=1)
+            counts = np.stack([confirmed[a], local[a], imported[a]], axis=1)
             hidden = small_cell_mask(counts, k)
             suppressed += int(hidden.sum())
             for t, day in enumerate(days):
                 shown = [None if h else int(c) for c, h in zip(counts[t].tolist(), hidden[t].tolist(), strict=True)]
                 rt: list[Cell] = [None, None, None]
                 if released_rt[a, t]:
-                    rt = [float(estimate.mean[a, t]), float(estimate.lower[a, t]), float(estimate.upper[a, t])]
+                    rt = [float(shown_rt[a, t]) for shown_rt in widened.shown]
                 rows.append((code, name, day.isoformat(), *shown, *rt))
 
-        areas = self._area_table(series, values["growth_days"], upper, days, k)
+        areas = self._area_table(series, values["growth_days"], upper, days, k, day_sigma)
         estimable = np.isfinite(estimate.mean)
         withheld = int((estimable & ~released_rt).sum())
         notes: tuple[str, ...] = (
@@ -231,19 +246,27 @@ class Trend(QueryKind):
         return QueryResult(query=query, columns=COLUMNS, rows=rows, suppressed=suppressed, notes=notes, tables=(areas,))
 
     def _area_table(
-        self, series: AreaSeries, growth_days: int, upper: NDArray[np.float64], days: list[date], k: int
+        self,
+        series: AreaSeries,
+        growth_days: int,
+        upper: NDArray[np.float64],
+        days: list[date],
+        k: int,
+        day_sigma: NDArray[np.float64],
     ) -> Table:
         confirmed = series.confirmed
         growth = fit_growth(confirmed, days=growth_days)
         growth_cases = confirmed[:, -growth_days:].sum(axis=1)
         total = confirmed.sum(axis=1)
+        # The area's total sums two cells a day over the window.
+        shown_total = rounded_to_noise(total, day_sigma * np.sqrt(2.0 * len(days))).astype(np.int64)
         peak = np.where(total >= MIN_WINDOW_CASES, peak_day(confirmed), -1)
         turning = turning_point(upper, peak)
         rows: list[tuple[Cell, ...]] = []
         hidden_totals = 0
         for a, (code, name) in enumerate(zip(series.codes.tolist(), series.names, strict=True)):
             fitted = growth_cases[a] >= MIN_WINDOW_CASES
-            cases_shown = None if 0 < total[a] < k else int(total[a])
+            cases_shown = None if 0 < shown_total[a] < k else int(shown_total[a])
             hidden_totals += cases_shown is None
             rows.append(
                 (
@@ -257,6 +280,40 @@ class Trend(QueryKind):
                 )
             )
         return Table(name="areas", columns=AREA_COLUMNS, rows=rows, suppressed=hidden_totals)
+
+
+@dataclass(frozen=True)
+class ReleasedRt:
+    """R_t as released: ``shown`` (mean, lower, upper) rounded to what their noise supports, the interval widened
+    by the noise; ``upper`` the widened upper bound before rounding (what the turning point reads). (areas, days)
+    float64; with exact sums the estimate's own values."""
+
+    upper: NDArray[np.float64]
+    shown: tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]
+
+
+def noisy_rt(estimate: RtEstimate, day_sigma: NDArray[np.float64], values: Mapping[str, Any]) -> ReleasedRt:
+    """R_t with the noise of the counts it is fitted on (``day_sigma`` (areas,): σ of one area-day count per
+    origin, local or imported): σ_R from :func:`federation.epi.rt.noise_sd`; each half of the 95 % interval
+    widened to √(half² + (1.96 σ_R)²) (the posterior's and the noise's spread added in quadrature, lower bound
+    at least 0); mean and bounds rounded to the decimals σ_R supports."""
+    mean, lower, upper = estimate.mean, estimate.lower, estimate.upper
+    if not bool((day_sigma > 0).any()):
+        return ReleasedRt(upper=upper, shown=(mean, lower, upper))
+    variance = day_sigma.astype(np.float64) ** 2
+    sigma = noise_sd(
+        estimate, variance, 2 * variance, si_mean=values["si_mean"], si_sd=values["si_sd"], window_days=values["tau"]
+    )
+    noisy = np.nan_to_num(sigma) > 0
+    spread = (_Z_975 * np.nan_to_num(sigma)) ** 2
+    wide_lower = np.where(noisy, np.maximum(mean - np.sqrt((mean - lower) ** 2 + spread), 0.0), lower)
+    wide_upper = np.where(noisy, mean + np.sqrt((upper - mean) ** 2 + spread), upper)
+    shown = (
+        rounded_to_noise(mean, np.nan_to_num(sigma)),
+        rounded_to_noise(wide_lower, np.nan_to_num(sigma)),
+        rounded_to_noise(wide_upper, np.nan_to_num(sigma)),
+    )
+    return ReleasedRt(upper=wide_upper, shown=shown)
 
 
 def _number(value: Any) -> float | None:

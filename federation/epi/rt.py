@@ -32,6 +32,7 @@ __all__ = [
     "RtEstimate",
     "discretised_serial_interval",
     "estimate_rt",
+    "noise_sd",
     "total_infectiousness",
 ]
 
@@ -152,4 +153,41 @@ def _window_sums(values: npt.NDArray[np.float64], window_days: int) -> npt.NDArr
     shifted = np.zeros_like(cumulative)
     shifted[..., window_days:] = cumulative[..., :-window_days]
     result: npt.NDArray[np.float64] = cumulative - shifted
+    return result
+
+
+def noise_sd(
+    estimate: RtEstimate,
+    local_variance: npt.NDArray[np.float64],
+    total_variance: npt.NDArray[np.float64],
+    *,
+    si_mean: float,
+    si_sd: float,
+    window_days: int = 7,
+) -> npt.NDArray[np.float64]:
+    """The standard deviation that additive noise in the daily counts gives the posterior mean R_t, to first order
+    (areas, days) float64, NaN where R_t is not estimated.
+
+    ``local_variance`` and ``total_variance`` (areas,) are the noise variances of one day's local count and of
+    its local + imported count, independent across days. R_t = (a₀ + A)/B with A = Σ local over the window and
+    B = 1/b₀ + Σ Λ over it, both linear in the counts, so Var R_t ≈ (Var A − 2 R_t Cov(A, B) + R_t² Var B)/B²
+    (the delta method; the Poisson uncertainty of the posterior itself is not in it).
+    """
+    days = estimate.mean.shape[-1]
+    serial_interval = discretised_serial_interval(si_mean, si_sd, days)
+    lag = np.arange(days)[:, None] - np.arange(days)[None, :]
+    weights = np.where(lag >= 0, serial_interval[np.clip(lag, 0, days - 1)], 0.0)
+    weights[0] = 0.0  # Λ_0 is not part of any window
+    ends, day = np.arange(days)[:, None], np.arange(days)[None, :]
+    window = ((day <= ends) & (day > ends - window_days)).astype(np.float64)
+    counted = window * (day >= 1)  # the first day's cases are all imported: no local count, no noise in A
+    spread = window @ weights  # spread[e, u]: how much day u's count weighs in Σ Λ over the window ending e
+    local_weight = counted.sum(axis=1)
+    cross_weight = (spread * counted).sum(axis=1)
+    total_weight = (spread**2).sum(axis=1)
+    r, b = estimate.mean, 1.0 / estimate.scale
+    variance = (
+        local_variance[:, None] * (local_weight - 2 * r * cross_weight) + r**2 * total_variance[:, None] * total_weight
+    ) / b**2
+    result: npt.NDArray[np.float64] = np.sqrt(np.maximum(variance, 0.0))
     return result
