@@ -24,6 +24,7 @@ from adapters.backends import Store
 
 __all__ = [
     "oracle_cases",
+    "oracle_cluster_cases",
     "oracle_clusters",
     "oracle_confirmed_daily",
     "oracle_presence",
@@ -251,13 +252,11 @@ def oracle_confirmed_daily(
     return _vector(counts, len(position) * days * 2)
 
 
-def oracle_clusters(
-    con: Source, domain: Sequence[int] | npt.NDArray[np.int32], start: dt.date, end: dt.date
-) -> npt.NDArray[np.uint64]:
-    """District × day t: cluster ids with >= 2 confirmed rows of that district reported in [t - 13, t] and in
-    the window [start, end], a person's rows once per report day (that day's row with the lowest case_id)."""
-    position = _positions(domain)
-    days = (end - start).days + 1
+def _cluster_reports(
+    con: Source, position: dict[int, int], start: dt.date, end: dt.date
+) -> dict[tuple[int, int], list[dt.date]]:
+    """(district, cluster id) -> the report days of its counted confirmed rows in [start, end], a person's rows
+    once per report day (that day's row with the lowest case_id), districts of the domain only."""
     reported: dict[tuple[int, int], list[dt.date]] = defaultdict(list)
     rows = [(row[0], row[1], row[2], row[3], row[5], row[7]) for row in rows_of(con, "cases")]
     first_row: dict[tuple[int, dt.date], tuple[int, int, int | None]] = {}  # (person, day) -> that day's first
@@ -268,6 +267,17 @@ def oracle_clusters(
     for (_person, report_date), (_case, district, cluster_id) in first_row.items():
         if cluster_id is not None and district in position:
             reported[(district, cluster_id)].append(report_date)
+    return reported
+
+
+def oracle_clusters(
+    con: Source, domain: Sequence[int] | npt.NDArray[np.int32], start: dt.date, end: dt.date
+) -> npt.NDArray[np.uint64]:
+    """District × day t: cluster ids with >= 2 confirmed rows of that district reported in [t - 13, t] and in
+    the window [start, end], a person's rows once per report day (that day's row with the lowest case_id)."""
+    position = _positions(domain)
+    days = (end - start).days + 1
+    reported = _cluster_reports(con, position, start, end)
     counts: dict[int, int] = defaultdict(int)
     for offset in range(days):
         day = start + dt.timedelta(days=offset)
@@ -276,6 +286,19 @@ def oracle_clusters(
             if sum(1 for d in dates if first <= d <= day) >= 2:
                 counts[position[district] * days + offset] += 1
     return _vector(counts, len(position) * days)
+
+
+def oracle_cluster_cases(
+    con: Source, domain: Sequence[int] | npt.NDArray[np.int32], start: dt.date, end: dt.date
+) -> npt.NDArray[np.uint64]:
+    """District: the counted confirmed rows in [start, end] of the cluster ids with >= 2 of them in the district
+    (as oracle_clusters counts rows)."""
+    position = _positions(domain)
+    counts: dict[int, int] = defaultdict(int)
+    for (district, _cluster), dates in _cluster_reports(con, position, start, end).items():
+        if len(dates) >= 2:
+            counts[position[district]] += len(dates)
+    return _vector(counts, len(position))
 
 
 def oracle_itinerary(

@@ -482,7 +482,12 @@ def test_aggregates_by_kind() -> None:
         "telecom.arrivals",
         "telecom.exposure",
     )
-    assert AGGREGATES_BY_KIND["health"] == ("health.cases", "health.confirmed_daily", "health.clusters")
+    assert AGGREGATES_BY_KIND["health"] == (
+        "health.cases",
+        "health.confirmed_daily",
+        "health.clusters",
+        "health.cluster_cases",
+    )
     assert AGGREGATES_BY_KIND["transport"] == ("transport.trips",)
 
 

@@ -151,6 +151,8 @@ def warning_sums(
         "residents": residents,
         "new_cases": new_cases.reshape(-1),
         "cumulative_cases": cumulative.reshape(-1),
+        # Every cluster of these sums has two cases.
+        "cluster_cases": 2 * cluster_grid[:, -1],
     }
 
 
@@ -164,6 +166,7 @@ def test_warning_plans_tiers_alerts_and_disclosure() -> None:
         ("residents", "telecom.residents", None, None),
         ("new_cases", "health.cases", END - dt.timedelta(days=13), END),
         ("cumulative_cases", "health.cases", START, END),
+        ("cluster_cases", "health.cluster_cases", END - dt.timedelta(days=13), END),
     ]
     wuhan = [3] * DAYS  # 120 cumulative, cases every day
     wuhan_clusters = [0] * DAYS

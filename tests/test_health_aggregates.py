@@ -17,7 +17,7 @@ from adapters.store import create_tables, open_store
 from federation.epi.tiers import HIGH, LOW, MEDIUM, tier_history, tier_since
 from federation.errors import InvalidQuery
 from tests.backends import ENGINES, as_backend
-from tests.oracle import oracle_clusters, oracle_confirmed_daily
+from tests.oracle import oracle_cluster_cases, oracle_clusters, oracle_confirmed_daily
 
 A, B, C = 420102, 420106, 421002
 OUTSIDE = 990101
@@ -100,10 +100,11 @@ def test_cluster_boundaries(tmp_path: Path, engine: str) -> None:
                 # Cluster 3 in B: one case only in the window (the other before it): straddles the window's start.
                 (5, "confirmed", B, None, day(-1), False, 3),
                 (6, "confirmed", B, None, day(2), False, 3),
-                # Cluster 4 in C: two cases on day 20 (one is suspected: not counted), then a third on day 21.
+                # Cluster 4 in C: two cases on day 20 (one is suspected: not counted), then days 21 and 22.
                 (7, "confirmed", C, None, day(20), True, 4),
                 (8, "suspected", C, None, day(20), False, 4),
                 (9, "confirmed", C, None, day(21), False, 4),
+                (14, "confirmed", C, None, day(22), False, 4),
                 # Cluster 5: its two cases are in different districts: a cluster of neither.
                 (10, "confirmed", A, None, day(5), False, 5),
                 (11, "confirmed", B, None, day(5), False, 5),
@@ -125,6 +126,17 @@ def test_cluster_boundaries(tmp_path: Path, engine: str) -> None:
     # The same cluster on the window starting a day earlier: cluster 3's two cases are both inside.
     earlier = compute(con, "health.clusters", day(-1), day(28)).reshape(3, 30)
     assert np.flatnonzero(earlier[1]).tolist() == list(range(3, 14))  # days 2 .. 12, index = day + 1
+    # Cluster cases over one window: each cluster by its cases; over at most 14 days positive exactly where
+    # clusters' last day is (over 30 days, A's clusters 1 and 2 count, though neither is in the last 14 days).
+    for first, last in ((day(0), day(13)), (day(16), day(29)), (day(-1), day(12)), (day(0), day(29))):
+        in_clusters = compute(con, "health.cluster_cases", first, last)
+        assert (in_clusters == oracle_cluster_cases(con, DOMAIN, first, last)).all()
+        on_last_day = compute(con, "health.clusters", first, last).reshape(3, -1)[:, -1] > 0
+        assert ((in_clusters > 0) == on_last_day).all() or (last - first).days >= 14
+    assert compute(con, "health.cluster_cases", day(0), day(29)).tolist() == [4, 0, 3]
+    assert compute(con, "health.cluster_cases", day(0), day(13)).tolist() == [2, 0, 0]  # cluster 1
+    assert compute(con, "health.cluster_cases", day(16), day(29)).tolist() == [0, 0, 3]  # cluster 4: 3 confirmed
+    assert compute(con, "health.cluster_cases", day(-1), day(12)).tolist() == [0, 2, 0]  # cluster 3, both inside
 
 
 def test_tiers_from_the_aggregates_at_the_rule_boundaries(tmp_path: Path) -> None:
@@ -174,6 +186,9 @@ def test_generated_stores_match_the_oracle(small_scenario: Path) -> None:
             ours = compute_aggregate(con, AggregateRequest("health.clusters", domain, start, end, {}))
             assert (ours == oracle_clusters(con, domain, start, end)).all(), node.id
             clusters_seen += int(ours.sum())
+            last_14 = end - dt.timedelta(days=13)
+            ours = compute_aggregate(con, AggregateRequest("health.cluster_cases", domain, last_14, end, {}))
+            assert (ours == oracle_cluster_cases(con, domain, last_14, end)).all(), node.id
         finally:
             con.close()
     assert clusters_seen > 0 and imported_seen > 0

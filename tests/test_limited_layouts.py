@@ -63,6 +63,7 @@ CASES: dict[str, tuple[dict[str, str], Oracle]] = {
     "health.cases": ({}, lambda s: oracle.oracle_cases(s, DOMAIN, START, END)),
     "health.confirmed_daily": ({"date": "report"}, lambda s: oracle.oracle_confirmed_daily(s, DOMAIN, START, END)),
     "health.clusters": ({}, lambda s: oracle.oracle_clusters(s, DOMAIN, START, END)),
+    "health.cluster_cases": ({}, lambda s: oracle.oracle_cluster_cases(s, DOMAIN, START, END)),
     "transport.trips": ({"mode": "all"}, lambda s: oracle.oracle_transport_trips(s, DOMAIN, START, END, "all")),
 }
 

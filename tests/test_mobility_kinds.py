@@ -207,16 +207,15 @@ def rtw_sums() -> dict[str, NDArray[np.uint64]]:
     new[:, 1] = 40  # suspected rows never count
     cumulative = np.zeros((n, 3), dtype=np.int64)
     cumulative[:, 0] = [60, 10, 60, 100, 0, 0, 0]
-    clusters = np.zeros((n, 14), dtype=np.int64)
-    clusters[0, -1] = 1
-    clusters[2, :-1] = 2  # clusters on earlier days do not count: only the 14 days ending --end
+    in_clusters = np.zeros(n, dtype=np.int64)
+    in_clusters[0] = 2  # one cluster of two cases in the 14 days ending --end: Wuhan A is high
     return {
         "baseline": u64(BASELINE),
         "presence": u64(WINDOW),
         "trips": u64(trips),
         "new_cases": u64(new),
         "cumulative_cases": u64(cumulative),
-        "clusters": u64(clusters),
+        "cluster_cases": u64(in_clusters),
     }
 
 
@@ -234,7 +233,7 @@ def test_return_to_work_rounds_and_checks() -> None:
         ("telecom.trips", date(2020, 1, 17), END),
         ("health.cases", date(2020, 1, 10), END),
         ("health.cases", date(2020, 1, 1), END),
-        ("health.clusters", date(2020, 1, 10), END),
+        ("health.cluster_cases", date(2020, 1, 10), END),
     ]
     signed = new_query(
         "return-to-work",

@@ -156,7 +156,7 @@ def test_a_round_asks_for_no_finer_noise_than_the_accounting_pays_for() -> None:
     from federation.privacy.accounting import parse_rho, party_sigma2, release_rho, sensitivity_squared
 
     assert round_rho(0.05, 1, 3) == 0.05  # the generated roster's ρ is below every aggregate's ceiling
-    for aggregate in ("telecom.residents", "health.cases", "health.clusters", "telecom.trips"):
+    for aggregate in ("telecom.residents", "health.cases", "health.clusters", "health.cluster_cases", "telecom.trips"):
         sensitivity2 = sensitivity_squared(aggregate, 4)
         rho = parse_rho(repr(round_rho(5.0, sensitivity2, 3)))
         party = party_sigma2(rho, sensitivity2, 3)
@@ -290,7 +290,7 @@ def test_outflow_and_return_to_work_release_no_digit_below_their_noise() -> None
         "trips": noisy(trips, sigma, 12),
         "new_cases": wire(empty),
         "cumulative_cases": wire(empty),
-        "clusters": wire(np.zeros((N, 14), dtype=np.int64)),
+        "cluster_cases": wire(np.zeros(N, dtype=np.int64)),
     }
     noise = {"baseline": sigma, "presence": sigma, "trips": sigma}
     result = kind("return-to-work").build(rtw, Release(REGISTRY, sums, 15, 3, sigma=noise))

@@ -17,6 +17,8 @@ aggregate              length          index                                para
 ``health.confirmed_    n * days * 2    (d_idx * days + day_idx) * 2 + o     ``date``: report (default), onset
 daily``                                (o: 0 local, 1 imported)
 ``health.clusters``    n * days        d_idx * days + day_idx               —
+``health.cluster_      n               d_idx                                —
+cases``
 ``transport.trips``    n * n           o_idx * n + d_idx                    ``mode``: all (default), rail, air, coach
 =====================  ==============  ===================================  ======================================
 
@@ -133,6 +135,7 @@ SQL: Mapping[str, _Compute] = MappingProxyType(
             con, c.domain, c.start, c.end, c.params["date"]
         ),
         "health.clusters": lambda con, c: health.clusters(con, c.domain, c.start, c.end),
+        "health.cluster_cases": lambda con, c: health.cluster_cases(con, c.domain, c.start, c.end),
         "transport.trips": lambda con, c: transport.trips(
             con, c.domain, c.start, c.end, c.params["mode"], c.max_trips_per_day, c.frame
         ),

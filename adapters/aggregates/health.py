@@ -4,6 +4,8 @@
 - :func:`confirmed_daily`: district × day × origin (local, imported), confirmed rows by report or onset date.
 - :func:`clusters`: district × day, cluster ids with at least two confirmed cases reported in that district
   in the ``CLUSTER_WINDOW_DAYS`` days ending the day (and within the window).
+- :func:`cluster_cases`: district, the confirmed cases of the clusters with at least two of them reported in
+  that district in the window (one cell per district, what a tier on the window's last day needs).
 
 The SQL keeps to standard SQL (joins, ``CASE``, ``VALUES``, ``GROUP BY ... HAVING``, date − date = days,
 date + integer) apart from the domain relation, so that other store backends can run it unchanged.
@@ -22,6 +24,7 @@ from federation.vocabulary import CASE_ORIGINS, CASE_STATUSES, CLUSTER_WINDOW_DA
 
 __all__ = [
     "cases",
+    "cluster_cases",
     "clusters",
     "confirmed_daily",
 ]
@@ -104,6 +107,30 @@ GROUP BY dom.idx, active.day
 """
 
 
+# A (district, cluster) with two or more counted confirmed cases in the window contributes all of them; a person
+# counts once per report day, as in clusters. Its value is positive exactly where clusters' last day is, but it
+# grows with every case of a cluster, and one person-day moves only its district's cell (by at most 2).
+_CLUSTER_CASES = f"""
+WITH {DOMAIN_CTE},
+firsts AS (
+    SELECT district, cluster_id,
+           row_number() OVER (PARTITION BY person_id, report_date ORDER BY case_id) AS nth
+    FROM cases
+    WHERE status = 'confirmed' AND report_date >= $start AND report_date <= $end
+),
+clustered AS (
+    SELECT district, cluster_id, count(*) AS n FROM firsts
+    WHERE nth = 1 AND cluster_id IS NOT NULL
+    GROUP BY district, cluster_id
+    HAVING count(*) >= 2
+)
+SELECT dom.idx::BIGINT AS pos, sum(clustered.n)::UBIGINT AS n
+FROM clustered
+JOIN domain_index AS dom ON dom.district = clustered.district
+GROUP BY dom.idx
+"""
+
+
 def cases(
     con: duckdb.DuckDBPyConnection, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date
 ) -> npt.NDArray[np.uint64]:
@@ -146,3 +173,12 @@ def clusters(
     days = (end - start).days + 1
     params = {"domain": domain_param(domain), "start": start, "end": end, "days": days}
     return count_vector(con, _CLUSTERS, params, len(domain) * days)
+
+
+def cluster_cases(
+    con: duckdb.DuckDBPyConnection, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date
+) -> npt.NDArray[np.uint64]:
+    """District: the confirmed persons reported in [start, end] (each once per report day, at that day's confirmed
+    row with the lowest case_id) of the cluster ids with at least two such in the district; index d_idx."""
+    params = {"domain": domain_param(domain), "start": start, "end": end}
+    return count_vector(con, _CLUSTER_CASES, params, len(domain))

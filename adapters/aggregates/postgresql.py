@@ -266,6 +266,27 @@ GROUP BY 1
 """
 
 
+_CLUSTER_CASES = f"""
+WITH {_DOMAIN},
+firsts AS (
+    SELECT district, cluster_id,
+           row_number() OVER (PARTITION BY person_id, report_date ORDER BY case_id) AS nth
+    FROM cases
+    WHERE status = 'confirmed' AND report_date >= %(start)s::date AND report_date <= %(end)s::date
+),
+clustered AS (
+    SELECT district, cluster_id, count(*) AS n FROM firsts
+    WHERE nth = 1 AND cluster_id IS NOT NULL
+    GROUP BY district, cluster_id
+    HAVING count(*) >= 2
+)
+SELECT dom.idx AS pos, sum(clustered.n)::bigint AS n
+FROM clustered
+JOIN domain_index AS dom ON dom.district = clustered.district
+GROUP BY 1
+"""
+
+
 def _base(domain: npt.NDArray[np.int32], start: dt.date, end: dt.date) -> dict[str, Any]:
     return {
         "domain": domain.tolist(),
@@ -362,6 +383,12 @@ def clusters(
     return store.counts(_CLUSTERS, values, len(domain) * values["days"])
 
 
+def cluster_cases(
+    store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
+) -> npt.NDArray[np.uint64]:
+    return store.counts(_CLUSTER_CASES, _base(domain, start, end), len(domain))
+
+
 def transport_trips(
     store: Store,
     domain: npt.NDArray[np.int32],
@@ -392,6 +419,7 @@ SQL: Mapping[str, Compute] = {
     "health.cases": cases,
     "health.confirmed_daily": confirmed_daily,
     "health.clusters": clusters,
+    "health.cluster_cases": cluster_cases,
     "transport.trips": transport_trips,
 }
 

@@ -347,6 +347,31 @@ def clusters(
     return store.counts(sql, {}, len(domain) * days)
 
 
+def cluster_cases(
+    store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
+) -> npt.NDArray[np.uint64]:
+    sql = f"""
+    WITH {_domain_cte(domain)},
+    firsts AS (
+        SELECT district, cluster_id,
+               row_number() OVER (PARTITION BY person_id, report_date ORDER BY case_id) AS nth
+        FROM cases
+        WHERE status = 'confirmed' AND report_date >= {literal(start)} AND report_date <= {literal(end)}
+    ),
+    clustered AS (
+        SELECT district, cluster_id, count(*) AS n FROM firsts
+        WHERE nth = 1 AND cluster_id IS NOT NULL
+        GROUP BY district, cluster_id
+        HAVING count(*) >= 2
+    )
+    SELECT dom.idx AS pos, sum(clustered.n) AS n
+    FROM clustered
+    JOIN domain_index AS dom ON dom.district = clustered.district
+    GROUP BY 1
+    """
+    return store.counts(sql, {}, len(domain))
+
+
 def transport_trips(
     store: Store,
     domain: npt.NDArray[np.int32],
@@ -391,6 +416,7 @@ SQL: Mapping[str, Compute] = {
     "health.cases": cases,
     "health.confirmed_daily": confirmed_daily,
     "health.clusters": clusters,
+    "health.cluster_cases": cluster_cases,
     "transport.trips": transport_trips,
 }
 

@@ -106,6 +106,7 @@ AGGREGATES: Mapping[str, AggregateSpec] = _specs(
         lambda n, days: n * days * len(CASE_ORIGINS),
     ),
     AggregateSpec("health.clusters", "health", True, (), "d * days + t", lambda n, days: n * days),
+    AggregateSpec("health.cluster_cases", "health", True, (), "d", lambda n, days: n),
     AggregateSpec("transport.trips", "transport", True, ("mode",), "o * n + d", lambda n, days: n * n, _OD_LAYOUTS),
 )
 

@@ -9,7 +9,8 @@ Rounds:
 - the origin tiers on ``end`` (the February 2020 county tiers, :mod:`federation.epi.tiers`, the rule the
   ``warning`` kind uses): ``new_cases`` (health.cases over the 14 days ending ``end``, confirmed column),
   ``cumulative_cases`` (health.cases from ``cases_start``, default the federation's first day, to ``end``) and
-  ``clusters`` (health.clusters over the 14 days ending ``end``; its last day).
+  ``cluster_cases`` (health.cluster_cases over the 14 days ending ``end``: the cases of each district's
+  clusters, positive exactly where it has one).
 
 Per district d: ``baseline`` = the median of the daily presence over the baseline days (as Google's community
 mobility reports take the baseline period's median), ``presence`` = the mean daily presence over the window,
@@ -103,7 +104,7 @@ class ReturnToWork(QueryKind):
         Param("cases_start", "date", "first report day of the cumulative cases behind the origin tiers"),
         DISTRICTS,
     )
-    aggregates = ("telecom.presence", "telecom.trips", "health.cases", "health.clusters")
+    aggregates = ("telecom.presence", "telecom.trips", "health.cases", "health.cluster_cases")
     trailing_window = "window_days"
 
     def resolve_window(
@@ -142,23 +143,23 @@ class ReturnToWork(QueryKind):
             # The origins' tiers: every origin's cases and clusters.
             plan("new_cases", "health.cases", tier_start, query.end, registry, scope, "domain"),
             plan("cumulative_cases", "health.cases", values["cases_start"], query.end, registry, scope, "domain"),
-            plan("clusters", "health.clusters", tier_start, query.end, registry, scope, "domain"),
+            plan("cluster_cases", "health.cluster_cases", tier_start, query.end, registry, scope, "domain"),
         )
 
     def origin_tiers(self, query: Query, release: Release) -> NDArray[np.int8]:
         """The tier of every district on ``end`` (int8, federation.epi.tiers codes), from the case counts: a noisy
-        count of new cases or clusters counts as present only where it reaches its detection threshold
+        count of new cases or of cases in clusters counts as present only where it reaches its detection threshold
         (disclosure.detected); the cumulative count is compared with the limit as it is (unbiased)."""
         n = len(release.registry)
         plans = {p.name: p for p in self.rounds(query, release.registry, release.scope)}
         confirmed = CASE_STATUSES.index("confirmed")
         new = domain_counts(release, plans["new_cases"]).reshape(n, -1)[:, confirmed]
         total = domain_counts(release, plans["cumulative_cases"])
-        clusters = domain_counts(release, plans["clusters"]).reshape(n, -1)[:, -1]
+        in_clusters = domain_counts(release, plans["cluster_cases"])
         return risk_tiers(
             detected(new, release.sigma_of("new_cases")),
             total.reshape(n, -1)[:, confirmed],
-            detected(clusters, release.sigma_of("clusters")),
+            detected(in_clusters, release.sigma_of("cluster_cases")),
         )
 
     def build(self, query: Query, release: Release) -> QueryResult:

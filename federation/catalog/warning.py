@@ -1,12 +1,15 @@
 """``warning``: the official county risk tiers of February 2020, EARS aberration alerts and the importation
 alert, per district for the 14 days ending ``end`` (docs/protocol.md, "warning").
 
-Six rounds: ``confirmed`` (health.confirmed_daily by report date over [start, end], start defaulting to the
+Seven rounds: ``confirmed`` (health.confirmed_daily by report date over [start, end], start defaulting to the
 data's first day), ``clusters`` (health.clusters over the same days), the importation-risk rounds of the 14 days
-ending ``end`` (clipped to start): ``trips`` (telecom.trips) and ``residents`` (telecom.residents), and the two
+ending ``end`` (clipped to start): ``trips`` (telecom.trips) and ``residents`` (telecom.residents), and the
 totals the last day's tier rests on, each one cell per district: ``new_cases`` (health.cases over those 14 days)
-and ``cumulative_cases`` (health.cases over [start, end]), their confirmed column. With exact sums they equal the
-daily series' sums; with noise each has σ of one cell where a sum of the daily series would have σ·√(2·days).
+and ``cumulative_cases`` (health.cases over [start, end]), their confirmed column, and ``cluster_cases``
+(health.cluster_cases over those 14 days: the cases of the district's clusters). With exact sums they equal the
+daily series' sums (cluster cases are positive exactly where the last day's cluster count is); with noise each
+has σ of one cell where a sum of the daily series would have σ·√(2·days), and a cluster of m cases shows as m
+rather than 1 against the same σ.
 Per district d:
 
 - ``new_14d``: confirmed cases reported in the 14 days ending ``end``; ``cumulative``: since ``start``;
@@ -90,7 +93,14 @@ class EarlyWarning(QueryKind):
         DISTRICTS,
         Param("threshold", "float", "importation alert where I_d is at least this", default="1.0", minimum=0),
     )
-    aggregates = ("health.confirmed_daily", "health.clusters", "telecom.trips", "telecom.residents", "health.cases")
+    aggregates = (
+        "health.confirmed_daily",
+        "health.clusters",
+        "telecom.trips",
+        "telecom.residents",
+        "health.cases",
+        "health.cluster_cases",
+    )
     start_default = "the data's first day"
 
     def resolve_window(
@@ -120,6 +130,8 @@ class EarlyWarning(QueryKind):
             # The last day's totals: new cases weigh every origin in I_d too, the cumulative only tiers the inside.
             plan("new_cases", "health.cases", first, last, registry, scope, "domain"),
             plan("cumulative_cases", "health.cases", query.start, query.end, registry, scope),
+            # The last day's cluster, as the cases of the tier window's clusters (one cell per district).
+            plan("cluster_cases", "health.cluster_cases", first, last, registry, scope),
         )
 
     def series(self, query: Query, release: Release) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -140,14 +152,19 @@ class EarlyWarning(QueryKind):
         sigma_day = release.sigma_of("confirmed") * math.sqrt(len(CASE_ORIGINS))
         sigma_clusters = release.sigma_of("clusters")
         history = noisy_tier_history(daily, clusters, sigma_day, sigma_clusters)
-        _, _, trips_plan, residents_plan, new_plan, cumulative_plan = self.rounds(query, registry, release.scope)
+        _, _, trips_plan, residents_plan, new_plan, cumulative_plan, cases_plan = self.rounds(
+            query, registry, release.scope
+        )
         n = len(registry)
         confirmed_column = CASE_STATUSES.index("confirmed")
         trailing = domain_counts(release, new_plan).reshape(n, -1)[:, confirmed_column]
         total = domain_counts(release, cumulative_plan).reshape(n, -1)[:, confirmed_column]
         sigma_new = release.sigma_of(new_plan.name)
-        # The last day's tier from the two totals (one noisy cell each), the run before it from the daily series.
-        history[:, -1] = risk_tiers(detected(trailing, sigma_new), total, detected(clusters[:, -1], sigma_clusters))
+        in_clusters = domain_counts(release, cases_plan)
+        # The last day's tier from the three totals (one noisy cell each), the run before it from the daily series.
+        history[:, -1] = risk_tiers(
+            detected(trailing, sigma_new), total, detected(in_clusters, release.sigma_of(cases_plan.name))
+        )
         since = tier_since(history)
         tier = history[:, -1]
         # What is released is clipped once, after the sums.

@@ -14,6 +14,7 @@ Neighbouring stores differ in everything one person contributes to one day's cel
 | health.cases | a person once per status and day | 3 (one cell per status) |
 | health.confirmed_daily | a person once per day | 1 |
 | health.clusters | as confirmed_daily; one person's case is in a cluster's count for 14 days | 14 |
+| health.cluster_cases | as confirmed_daily; one cell per district for the whole window | 4 |
 
 Why: a telecom trip of day d is a pair of consecutive events whose earlier one is on day d or d − 1. Removing
 one person's events of day t changes that person's trips of day t and day t + 1 only: day t loses all its
@@ -27,7 +28,9 @@ disjoint sets of whole-domain cells. Transport tickets are dated by their own de
 at most k tickets of day t, Δ₂² = k². Arrivals count (person, district) pairs: without day t, the district of
 day t may lose its arrival and the district of day t + 1 may gain one, but only when it is the same district,
 so one cell changes by one. Exposure counts a person only in the district of their last event of the window's
-last day, once as present and once as exposed.
+last day, once as present and once as exposed. Cluster cases count, per district, the confirmed person-days of
+the window's clusters with at least two of them: without one person-day its cluster loses one case, or both
+where it had exactly two (it is no longer a cluster), in the one cell of its district: Δ₂ ≤ 2.
 
 Days charged: the data days of the window; arrivals and telecom trips also read the day before the window (an
 arrival on the first day needs that day's presence, a trip of the first day may start on it), so they charge it
@@ -84,6 +87,8 @@ _SENSITIVITY_SQUARED = {
     # One person's confirmed row adds to one (district, cluster) count on 14 consecutive days: each of those
     # district-days' cluster counts changes by at most one.
     "health.clusters": CLUSTER_WINDOW_DAYS,
+    # One cell per district over the whole window: a cluster of two loses both its cases with one of them.
+    "health.cluster_cases": 4,
 }
 #: The most decimal places a round's ρ may have (parse_rho).
 _MAX_RHO_DECIMALS = 6
