@@ -4,7 +4,8 @@ sampler before session 21 against this checkout's, side by side in one run.
 Each case noises an m-cell uint64 vector (default m = 8,116,801, the national OD vector) with N_Z(0, σ²) per
 cell the way an adapter does at Open: **after** = :func:`federation.privacy.release.add_noise` (this checkout's
 :func:`federation.privacy.sampler.discrete_gaussian`, blocks of ``NOISE_BLOCK_CELLS``), **before** = the same
-blocks through ``bench/_cks_baseline.py`` (the sampler as it was, kept verbatim). Interleaved repetitions,
+blocks through :func:`federation.privacy.cks.discrete_gaussian_cks` (the session-20 sampler, moved there
+unchanged, where it remains the fallback for σ² too wide for the inversion tables). Interleaved repetitions,
 medians (see ``bench/_common.py``). An untimed pass per case counts the CSPRNG bytes drawn per cell and checks
 the samples' variance against the exact pmf's, so a fast sampler that drew the wrong distribution shows.
 """
@@ -24,9 +25,8 @@ from types import ModuleType
 import numpy as np
 import numpy.typing as npt
 
-from bench import _cks_baseline
 from bench._common import interleave, print_header, print_table, ratio, seconds
-from federation.privacy import sampler
+from federation.privacy import cks, sampler
 from federation.privacy.release import NOISE_BLOCK_CELLS, add_noise
 
 DEFAULT_CELLS = 8_116_801
@@ -40,13 +40,13 @@ def _baseline_add_noise(vector: Vector, party_variance: Fraction) -> None:
     """``add_noise`` as it is, with the baseline sampler."""
     for start in range(0, vector.size, NOISE_BLOCK_CELLS):
         block = vector[start : start + NOISE_BLOCK_CELLS]
-        noise = _cks_baseline.discrete_gaussian(block.size, party_variance)
+        noise = cks.discrete_gaussian_cks(block.size, party_variance)
         np.add(block, noise.view(np.uint64), out=block)
 
 
 #: case name -> (the noising function, the module whose ``secrets`` it draws from)
 CASES: dict[str, tuple[Callable[[Vector, Fraction], None], ModuleType]] = {
-    "before": (_baseline_add_noise, _cks_baseline),
+    "before": (_baseline_add_noise, cks),
     "after": (add_noise, sampler),
 }
 
