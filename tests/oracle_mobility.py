@@ -120,6 +120,8 @@ def oracle_exposure(
             continue
         pos = position[district]
         counts[2 * pos + 1] += 1
-        if any(area in risk and inside >= FOUR_HOURS for area, inside in _window_stays(events, cells, first, after)):
+        # The stay under way at the window's start is seen only from an event of the day before.
+        seen = [e for e in events if e[0] >= first - dt.timedelta(days=1)]
+        if any(area in risk and inside >= FOUR_HOURS for area, inside in _window_stays(seen, cells, first, after)):
             counts[2 * pos] += 1
     return np.array(counts, dtype=np.uint64)

@@ -144,10 +144,15 @@ def test_a_stay_under_way_when_the_window_opens_counts_from_the_window_start(tmp
         (2, at(day(-3), 10), CELL[WUHAN_A]),
         (2, at(day(-1), 20), CELL[WUHAN_A]),
         (2, at(START, 5), CELL[XIAOGAN]),
+        # 3: in Wuhan, silent for the whole day before the window, leaves at 05:00: an event two days back starts
+        # no stay (it lies on a day no release of this window charges), so nothing counts before 05:00.
+        (3, at(day(-2), 20), CELL[WUHAN_A]),
+        (3, at(START, 5), CELL[XIAOGAN]),
         *daily(1, XIAOGAN, 1, 3),
         *daily(2, XIAOGAN, 1, 3),
+        *daily(3, XIAOGAN, 1, 3),
     ]
-    assert exposed_in(exposure_case(tmp_path, engine, events), XIAOGAN) == (1, 2)
+    assert exposed_in(exposure_case(tmp_path, engine, events), XIAOGAN) == (1, 3)
 
 
 def test_arriving_and_leaving_within_the_window_and_never_leaving(tmp_path: Path, engine: str) -> None:

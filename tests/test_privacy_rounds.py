@@ -28,6 +28,7 @@ from fedbroker.harness import LocalFederation
 from federation.catalog import new_query
 from federation.config import PrivacyPolicy
 from federation.errors import ResourceExhausted
+from federation.registry import load_registry
 from federation.v1 import adapter_pb2
 from tests import oracle
 from tests.federation_fixtures import oracle_sum, private_copy
@@ -153,17 +154,26 @@ def test_a_noisy_agency_refuses_a_round_without_rho(budget_fed: LocalFederation)
     assert "rho" in (refusal.value.details() or "")
 
 
-def test_a_trips_release_charges_the_day_before_its_window(budget_fed: LocalFederation) -> None:
-    """A trip of the window's first day may start on the day before (docs/protocol.md, "Definitions"): every
-    carrier and the broker's copy of its ledger charge that day with the window, and no earlier one."""
+@pytest.mark.parametrize(
+    ("kind", "aggregate", "offset"),
+    [("flows", "telecom.trips", 3), ("exposure", "telecom.exposure", 6)],
+)
+def test_a_release_that_reads_the_day_before_its_window_charges_it(
+    budget_fed: LocalFederation, kind: str, aggregate: str, offset: int
+) -> None:
+    """A trip of the window's first day may start on the day before, and the stay under way when an exposure
+    window opens is seen from that day's last event (docs/protocol.md, "Definitions"): every carrier and the
+    broker's copy of its ledger charge that day with the window, and no earlier one."""
     config = budget_fed.config
-    day = config.data_start + dt.timedelta(days=3)
+    day = config.data_start + dt.timedelta(days=offset)
     before, earlier = day - dt.timedelta(days=1), day - dt.timedelta(days=2)
-    query = new_query("flows", start=day, end=day, params={"source": "telecom"}, coordinator=NATIONAL)
+    codes = load_registry(config.domain.provinces).codes
+    params = {"source": "telecom"} if kind == "flows" else {"risk_districts": str(int(codes[0])), "days": "1"}
+    query = new_query(kind, start=day, end=day, params=params, coordinator=NATIONAL)
     answer = asyncio.run(run_query(config, NATIONAL, query))
     (privacy,) = answer.privacy
     rho = float(privacy["rho_spent"])
-    assert privacy["aggregate"] == "telecom.trips" and math.isclose(rho, RHO, rel_tol=1e-6)
+    assert privacy["aggregate"] == aggregate and math.isclose(rho, RHO, rel_tol=1e-6)
     evil = EvilBroker(config)
     for carrier in TELECOM:
         report = asyncio.run(evil.call(carrier, "Budget", adapter_pb2.BudgetRequest()))

@@ -17,7 +17,9 @@ Length 2n, index d_idx * 2 + j. The time of a stay that counts is its part insid
 max(stay start, window start) to its end as the window's events give it: the first event after the run, or
 the run's own last event when nothing follows inside the window. So a stay running past the window's end
 counts up to its last event inside it, and an answer never depends on data after the window. The run that is
-under way when the window opens is found from the subscriber's last event before the window.
+under way when the window opens is found from the subscriber's last event of the day before the window: an
+earlier one (a phone silent for a whole day) starts no stay, so the answer depends on the window and that day
+only, and a release charges that day too (federation.privacy.accounting).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ GROUP BY dom.idx
 _WINDOW_EVENTS = """signalling.ts < $end_excl_ts AND (
     signalling.ts >= $start_ts
     OR (signalling.subscriber_id, signalling.ts) IN (
-        SELECT subscriber_id, max(ts) FROM signalling WHERE ts < $start_ts GROUP BY subscriber_id
+        SELECT subscriber_id, max(ts) FROM signalling WHERE ts >= $before_ts AND ts < $start_ts GROUP BY subscriber_id
     )
 )"""
 
@@ -149,6 +151,7 @@ def exposure(
         "domain": domain_param(domain),
         "risk": [int(code) for code in risk_districts],
         "last_day_ts": dt.datetime.combine(end, dt.time()),
+        "before_ts": dt.datetime.combine(start - dt.timedelta(days=1), dt.time()),
         **window_params(start, end),
     }
     return count_vector(con, _EXPOSURE, params, 2 * len(domain))

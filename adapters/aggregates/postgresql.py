@@ -152,7 +152,8 @@ GROUP BY 1
 _WINDOW_EVENTS = """signalling.ts < %(end_excl_ts)s AND (
     signalling.ts >= %(start_ts)s
     OR (signalling.subscriber_id, signalling.ts) IN (
-        SELECT subscriber_id, max(ts) FROM signalling WHERE ts < %(start_ts)s GROUP BY subscriber_id
+        SELECT subscriber_id, max(ts) FROM signalling
+        WHERE ts >= %(before_ts)s AND ts < %(start_ts)s GROUP BY subscriber_id
     )
 )"""
 

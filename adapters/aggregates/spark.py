@@ -227,15 +227,18 @@ def arrivals(
 def exposure(
     store: Store, domain: npt.NDArray[np.int32], start: dt.date, end: dt.date, params: Mapping[str, str]
 ) -> npt.NDArray[np.uint64]:
-    """adapters.aggregates.mobility's exposure: stays over the window's events and each last event before it."""
+    """adapters.aggregates.mobility's exposure: stays over the window's events and each last event of the day
+    before it."""
     start_ts, end_excl_ts = _window(start, end)
     last_day_ts = literal(dt.datetime.combine(end, dt.time()))
+    before_ts = literal(dt.datetime.combine(start - dt.timedelta(days=1), dt.time()))
     # Checked by the request: ascending distinct six-digit codes, comma-separated.
     risk = ", ".join(str(int(code)) for code in params["risk_districts"].split(","))
     window_events = f"""signalling.ts < {end_excl_ts} AND (
         signalling.ts >= {start_ts}
         OR (signalling.subscriber_id, signalling.ts) IN (
-            SELECT subscriber_id, max(ts) FROM signalling WHERE ts < {start_ts} GROUP BY subscriber_id
+            SELECT subscriber_id, max(ts) FROM signalling
+            WHERE ts >= {before_ts} AND ts < {start_ts} GROUP BY subscriber_id
         )
     )"""
     sql = f"""

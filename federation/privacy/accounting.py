@@ -32,9 +32,12 @@ last day, once as present and once as exposed. Cluster cases count, per district
 the window's clusters with at least two of them: without one person-day its cluster loses one case, or both
 where it had exactly two (it is no longer a cluster), in the one cell of its district: Δ₂ ≤ 2.
 
-Days charged: the data days of the window; arrivals and telecom trips also read the day before the window (an
-arrival on the first day needs that day's presence, a trip of the first day may start on it), so they charge it
-too (:func:`charged_window`). Nothing older: a person-day before that changes no trip or arrival of the window.
+Days charged: the data days of the window; arrivals, telecom trips and exposure also read the day before the
+window (an arrival on the first day needs that day's presence, a trip of the first day may start on it, the stay
+under way at the window's start is seen from that day's last event), so they charge it too
+(:func:`charged_window`). Nothing older: a person-day before that changes no trip, arrival or exposure of the
+window. Exposure's Δ₂² stays 2: a person-day of the day before changes at most whether that person counts as
+exposed, one cell.
 
 Each of the t-or-more surviving agencies adds N_Z(0, σ²/t) to every cell, with σ² = Δ₂²/(2ρ) (an exact
 fraction). For one party the discrete Gaussian is exactly Δ₂²/(2σ²)-zCDP (Canonne, Kamath, Steinke 2020,
@@ -93,7 +96,7 @@ _SENSITIVITY_SQUARED = {
 #: The most decimal places a round's ρ may have (parse_rho).
 _MAX_RHO_DECIMALS = 6
 #: Aggregates whose vector also depends on the day before the window, which a release therefore charges.
-_READS_DAY_BEFORE = frozenset({"telecom.arrivals", "telecom.trips"})
+_READS_DAY_BEFORE = frozenset({"telecom.arrivals", "telecom.exposure", "telecom.trips"})
 
 
 def sensitivity_squared(aggregate: str, max_trips_per_day: int) -> int:
