@@ -359,6 +359,7 @@ def exposure(
         # Checked by the request: ascending distinct six-digit codes, comma-separated.
         "risk": [int(code) for code in params["risk_districts"].split(",")],
         "last_day_ts": dt.datetime.combine(end, dt.time()),
+        "before_ts": dt.datetime.combine(start - dt.timedelta(days=1), dt.time()),
     }
     return store.counts(_EXPOSURE, values, 2 * len(domain))
 
